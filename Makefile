@@ -1,0 +1,32 @@
+# Two commands a newcomer needs: `make run` and `make test`. Each makes or reuses .venv.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "slack-agent-bot needs Python 3.11 or newer (set PYTHON=...)")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	@$(PY) -m bot run $(ARGS)
+
+test: $(STAMP)
+	@$(PY) -m pytest $(ARGS)
+
+bench: $(STAMP)
+	@$(PY) bench/sse_parse.py $(ARGS)
+
+lint: $(STAMP)
+	@$(PY) -m ruff check bot tests bench tools
+	@$(PY) -m ruff format --check bot tests bench tools
+
+clean:
+	rm -rf $(VENV) build *.egg-info
