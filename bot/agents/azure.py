@@ -19,7 +19,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from ..logs import log
-from .auth import StaticToken, TokenProvider
+from ..settings import Settings
+from .auth import StaticToken, TokenProvider, token_provider
 from .errors import (
     AgentConnectionError,
     AgentServiceError,
@@ -114,6 +115,20 @@ class AgentsClient:
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
             headers={"User-Agent": "slack-agent-bot"},
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> AgentsClient:
+        if not settings.project_endpoint:
+            raise ValueError("PROJECT_ENDPOINT is not set")
+        return cls(
+            settings.project_endpoint,
+            token_provider(settings.access_token),
+            api_version=settings.agents_api_version,
+            connect_timeout=settings.agents_connect_timeout,
+            stream_idle_timeout=settings.agents_stream_idle_timeout,
+            retry=RetryPolicy(max_attempts=settings.agents_max_attempts),
+            **kwargs,
         )
 
     async def __aenter__(self) -> Self:
@@ -223,8 +238,7 @@ class AgentsClient:
         if unknown:
             raise TypeError(f"unknown run override(s): {', '.join(sorted(unknown))}")
         body = {"assistant_id": agent_id, "stream": True, **overrides}
-        path = f"/threads/{_id(thread_id)}/runs"
-        response = await self._send("POST", path, body=body, stream=True)
+        response = await self._open_stream(f"/threads/{_id(thread_id)}/runs", body)
         return RunStream(self, response, thread_id=thread_id, event_handler=event_handler, toolset=toolset)
 
     async def submit_tool_outputs_stream(
@@ -246,7 +260,21 @@ class AgentsClient:
     ) -> httpx.Response:
         path = f"/threads/{_id(thread_id)}/runs/{_id(run_id)}/submit_tool_outputs"
         body = {"stream": True, "tool_outputs": list(tool_outputs)}
-        return await self._send("POST", path, body=body, stream=True)
+        return await self._open_stream(path, body)
+
+    async def _open_stream(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        """POST and return the open response, once it is known to be an event stream."""
+        response = await self._send("POST", path, body=body, stream=True)
+        content_type = response.headers.get("content-type", "").split(";")[0].strip()
+        if content_type != "text/event-stream":
+            raw = await response.aread()
+            await response.aclose()
+            raise BadResponseError(
+                f"expected an event stream from POST {path}, got "
+                f"{content_type or 'no content type'}: {_snippet(raw)}",
+                status=response.status_code,
+            )
+        return response
 
     async def get_run(self, thread_id: str, run_id: str) -> ThreadRun:
         path = f"/threads/{_id(thread_id)}/runs/{_id(run_id)}"
@@ -267,7 +295,7 @@ class AgentsClient:
         params: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         response = await self._send(method, path, body=body, params=params)
-        content_type = response.headers.get("content-type", "")
+        content_type = response.headers.get("content-type", "").split(";")[0].strip()
         if "json" not in content_type:
             raise BadResponseError(
                 f"expected JSON from {method} {path}, got {content_type or 'no content type'}: "
@@ -432,16 +460,6 @@ class RunStream:
         self._toolset = toolset
         self._max_tool_rounds = max_tool_rounds
         self._consumed = False
-        self._check_content_type(response)
-
-    @staticmethod
-    def _check_content_type(response: httpx.Response) -> None:
-        content_type = response.headers.get("content-type", "")
-        if not content_type.startswith("text/event-stream"):
-            raise BadResponseError(
-                f"expected an event stream (text/event-stream), got {content_type or 'no content type'}",
-                status=response.status_code,
-            )
 
     async def __aenter__(self) -> Self:
         return self
@@ -500,7 +518,6 @@ class RunStream:
                     return
                 outputs = await self._toolset.execute(waiting.tool_calls)  # type: ignore[union-attr]
                 self._response = await self._client._open_submit(waiting.thread_id, waiting.id, outputs)
-                self._check_content_type(self._response)
         finally:
             await self.aclose()
 

@@ -34,6 +34,7 @@ from .agent_script import Action, Reject, Script, ScriptError, Turn
 logger = logging.getLogger("bot.emulators.agents")
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+BODY = web.RequestKey("body", dict)
 _DISCONNECT = object()  # marker in a run's event log: the worker asked to drop the socket
 _PAUSE = object()  # marker: the response ends here (requires_action or a terminal state)
 
@@ -169,6 +170,9 @@ class AgentServiceEmulator:
         for run in self.runs.values():
             if run.task and not run.task.done():
                 run.task.cancel()
+            async with run.changed:  # streams still open are dropped, as a dying server would
+                run.events.append(_DISCONNECT)
+                run.changed.notify_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -247,7 +251,7 @@ class AgentServiceEmulator:
                     return _error(400, "The request body is not valid JSON.", "invalid_payload")
                 if not isinstance(body, dict):
                     return _error(400, "The request body must be a JSON object.", "invalid_payload")
-        request["body"] = body if body is not None else {}
+        request[BODY] = body if body is not None else {}
         route = request.path[len(prefix):]
         self.requests.append((request.method, route, body))
         for fault in self.faults:
@@ -279,7 +283,7 @@ class AgentServiceEmulator:
         return doc
 
     async def _create_agent(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = request[BODY]
         if not body.get("model"):
             return _error(400, "Missing required parameter: 'model'.", "missing_required_parameter",
                           param="model")
@@ -300,7 +304,7 @@ class AgentServiceEmulator:
         agent = self._agent_or_404(request.match_info["agent_id"])
         if isinstance(agent, web.Response):
             return agent
-        for key, value in request["body"].items():
+        for key, value in request[BODY].items():
             if key in agent and key not in ("id", "object", "created_at"):
                 agent[key] = value
         return web.json_response(agent)
@@ -318,7 +322,7 @@ class AgentServiceEmulator:
         return thread if thread else _error(404, f"No thread found with id '{thread_id}'.", "not_found")
 
     async def _create_thread(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = request[BODY]
         thread = {"id": _new_id("thread"), "object": "thread", "created_at": _now(),
                   "metadata": body.get("metadata") or {}, "tool_resources": body.get("tool_resources") or {}}
         self.threads[thread["id"]] = thread
@@ -375,10 +379,10 @@ class AgentServiceEmulator:
         if active:
             return _error(400, f"Can't add messages to {thread_id} while a run {active} is active.",
                           "invalid_request")
-        problem = self._message_problem(request["body"])
+        problem = self._message_problem(request[BODY])
         if problem:
             return _error(400, problem, "invalid_value")
-        return web.json_response(self._store_message(thread_id, request["body"]))
+        return web.json_response(self._store_message(thread_id, request[BODY]))
 
     def _page(self, items: list[dict[str, Any]], request: web.Request) -> dict[str, Any] | web.Response:
         query = request.query
@@ -454,7 +458,7 @@ class AgentServiceEmulator:
 
     async def _create_run(self, request: web.Request) -> web.StreamResponse:
         thread_id = request.match_info["thread_id"]
-        body = request["body"]
+        body = request[BODY]
         thread = self._thread_or_404(thread_id)
         if isinstance(thread, web.Response):
             return thread
@@ -542,7 +546,7 @@ class AgentServiceEmulator:
             return run
         if run.status != "requires_action" or run.outputs is None or run.outputs.done():
             return _error(400, f'Runs in status "{run.status}" do not accept tool outputs.', "invalid_request")
-        outputs = request["body"].get("tool_outputs")
+        outputs = request[BODY].get("tool_outputs")
         expected = {c["id"] for c in run.doc["required_action"]["submit_tool_outputs"]["tool_calls"]}
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
             return _error(400, "Missing required parameter: 'tool_outputs'.", "missing_required_parameter",
@@ -554,7 +558,7 @@ class AgentServiceEmulator:
                           f"missing: {missing}.", "invalid_value", param="tool_outputs")
         start = len(run.events)
         run.outputs.set_result(outputs)
-        if not request["body"].get("stream"):
+        if not request[BODY].get("stream"):
             return web.json_response(run.doc)
         return await self._stream(request, run, start)
 

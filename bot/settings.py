@@ -1,0 +1,65 @@
+"""All settings, from environment variables and an optional ``.env`` file.
+
+The README's settings table lists exactly these fields; keep the two in step.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work, explained in a way an operator can act on."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Agent service (Azure AI Foundry, classic threads/runs)
+    project_endpoint: str | None = Field(default=None, alias="PROJECT_ENDPOINT")
+    agent_id: str | None = Field(default=None, alias="AGENT_ID")
+    agents_access_token: SecretStr | None = Field(default=None, alias="AGENTS_ACCESS_TOKEN")
+    agents_api_version: str = Field(default="v1", alias="AGENTS_API_VERSION")
+    agents_connect_timeout: float = Field(default=10.0, gt=0, alias="AGENTS_CONNECT_TIMEOUT")
+    agents_stream_idle_timeout: float = Field(default=60.0, gt=0, alias="AGENTS_STREAM_IDLE_TIMEOUT")
+    agents_max_attempts: int = Field(default=4, ge=1, le=10, alias="AGENTS_MAX_ATTEMPTS")
+
+    # Slack (the Slack surface reads these; `run` uses them to pick a mode)
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+
+    # Logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="BOT_LOG_LEVEL")
+    log_format: Literal["text", "json"] = Field(default="text", alias="BOT_LOG_FORMAT")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def has_agent(self) -> bool:
+        return bool(self.project_endpoint and self.agent_id)
+
+    @property
+    def has_slack(self) -> bool:
+        return bool(self.slack_bot_token)
+
+    @property
+    def access_token(self) -> str | None:
+        return self.agents_access_token.get_secret_value() if self.agents_access_token else None
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "settings"
+            lines.append(f"{name}: {err['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from None

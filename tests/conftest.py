@@ -1,0 +1,66 @@
+"""Shared fixtures: a real agent service emulator on 127.0.0.1 and our real client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from bot.agents.azure import AgentsClient
+from bot.agents.retry import RetryPolicy
+from bot.emulators.agent_script import Script
+from bot.emulators.agents import AgentServiceEmulator
+
+settings.register_profile(
+    "ci", max_examples=200, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("dev", max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+FAST_RETRY = RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_max=0.05)
+TOKEN = "test-token-5f0c"
+
+
+@pytest.fixture
+async def make_emulator() -> AsyncIterator[Callable[..., Any]]:
+    started: list[AgentServiceEmulator] = []
+
+    async def factory(script: Script | dict | list | None = None, **kwargs: Any) -> AgentServiceEmulator:
+        if script is not None and not isinstance(script, Script):
+            script = Script.parse(script)
+        emulator = AgentServiceEmulator(script, **kwargs)
+        await emulator.start()
+        started.append(emulator)
+        return emulator
+
+    yield factory
+    for emulator in started:
+        await emulator.stop()
+
+
+@pytest.fixture
+async def emulator(make_emulator: Callable[..., Any]) -> AgentServiceEmulator:
+    return await make_emulator()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[Callable[..., AgentsClient]]:
+    made: list[AgentsClient] = []
+
+    def factory(emulator: AgentServiceEmulator, token: str = TOKEN, **kwargs: Any) -> AgentsClient:
+        kwargs.setdefault("retry", FAST_RETRY)
+        client = AgentsClient(emulator.endpoint, token, **kwargs)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        await client.aclose()
+
+
+@pytest.fixture
+def client(emulator: AgentServiceEmulator, make_client: Callable[..., AgentsClient]) -> AgentsClient:
+    return make_client(emulator)
