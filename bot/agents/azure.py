@@ -230,6 +230,7 @@ class AgentsClient:
         *,
         event_handler: AgentEventHandler | None = None,
         toolset: FunctionToolSet | None = None,
+        max_tool_rounds: int = 10,
         **overrides: Any,
     ) -> RunStream:
         """Create a run with ``stream: true``. With ``toolset``, function calls run
@@ -239,7 +240,8 @@ class AgentsClient:
             raise TypeError(f"unknown run override(s): {', '.join(sorted(unknown))}")
         body = {"assistant_id": agent_id, "stream": True, **overrides}
         response = await self._open_stream(f"/threads/{_id(thread_id)}/runs", body)
-        return RunStream(self, response, thread_id=thread_id, event_handler=event_handler, toolset=toolset)
+        return RunStream(self, response, thread_id=thread_id, event_handler=event_handler,
+                         toolset=toolset, max_tool_rounds=max_tool_rounds)
 
     async def submit_tool_outputs_stream(
         self,

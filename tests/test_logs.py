@@ -1,0 +1,46 @@
+"""Structured log lines: one event per line, fields as key=value or JSON, secrets scrubbed."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from bot.logs import StructuredFormatter, log, redact
+
+
+def _record(event: str, **fields: object) -> logging.LogRecord:
+    record = logging.LogRecord("bot.test", logging.INFO, __file__, 1, event, None, None)
+    record.fields = fields
+    return record
+
+
+def test_key_value_line_with_ids() -> None:
+    line = StructuredFormatter().format(_record("turn.start", event_id="Ev1", thread_id="thread_1", run_id="run_1"))
+    assert line.endswith("info bot.test turn.start event_id=Ev1 thread_id=thread_1 run_id=run_1")
+    assert "\n" not in line
+
+
+def test_values_with_spaces_are_quoted_and_multiline_stays_one_line() -> None:
+    line = StructuredFormatter().format(_record("x", why="two words\nand a line"))
+    assert 'why="two words\\nand a line"' in line and "\n" not in line
+
+
+def test_json_lines() -> None:
+    doc = json.loads(StructuredFormatter(as_json=True).format(_record("x", run_id="run_1", n=3)))
+    assert doc["event"] == "x" and doc["run_id"] == "run_1" and doc["n"] == 3
+
+
+def test_redaction_of_known_secret_shapes() -> None:
+    text = ("Authorization: Bearer abc.def-ghi xoxb-123-456-abc xapp-1-A1-2-zz "
+            "token=sekrit&x=1 'signing_secret': 'shh'")
+    cleaned = redact(text)
+    for secret in ("abc.def-ghi", "xoxb-123-456-abc", "xapp-1-A1-2-zz", "sekrit", "shh"):
+        assert secret not in cleaned
+    assert "x=1" in cleaned
+
+
+def test_log_helper_drops_none_fields(caplog) -> None:  # type: ignore[no-untyped-def]
+    logger = logging.getLogger("bot.test.helper")
+    with caplog.at_level(logging.INFO, logger="bot.test.helper"):
+        log(logger, "evt", a=1, b=None)
+    assert caplog.records[0].fields == {"a": 1}
