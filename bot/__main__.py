@@ -17,8 +17,10 @@ async def _check(settings: Settings) -> int:
 
     ok = True
     if not settings.project_endpoint:
-        print("x PROJECT_ENDPOINT is not set: use your Foundry project's endpoint, "
-              "https://<resource>.services.ai.azure.com/api/projects/<project>")
+        print(
+            "x PROJECT_ENDPOINT is not set: use your Foundry project's endpoint, "
+            "https://<resource>.services.ai.azure.com/api/projects/<project>"
+        )
         return 1
     if not settings.agent_id:
         print("x AGENT_ID is not set: the id of the agent to talk to (asst_...)")
@@ -31,16 +33,23 @@ async def _check(settings: Settings) -> int:
     async with client:
         try:
             agent = await client.get_agent(settings.agent_id)
-            print(f"ok agent {agent.id} ({agent.name or 'unnamed'}, model {agent.model}) "
-                  f"with {len(agent.tools)} tool(s)")
+            print(
+                f"ok agent {agent.id} ({agent.name or 'unnamed'}, model {agent.model}) "
+                f"with {len(agent.tools)} tool(s)"
+            )
         except AuthenticationError as exc:
             ok = False
-            print(f"x authentication failed: {exc}\n  fix: run `az login` (DefaultAzureCredential) or "
-                  "set AGENTS_ACCESS_TOKEN; the identity needs the Azure AI User role on the project")
+            print(
+                f"x authentication failed: {exc}\n"
+                "  fix: run `az login` (DefaultAzureCredential) or "
+                "set AGENTS_ACCESS_TOKEN; the identity needs the Azure AI User role on the project"
+            )
         except NotFoundError as exc:
             ok = False
-            print(f"x not found: {exc}\n  fix: check AGENT_ID and that PROJECT_ENDPOINT ends "
-                  "with /api/projects/<project>")
+            print(
+                f"x not found: {exc}\n  fix: check AGENT_ID and that PROJECT_ENDPOINT ends "
+                "with /api/projects/<project>"
+            )
         except AgentServiceError as exc:
             ok = False
             print(f"x the agent service failed: {exc}")
@@ -51,9 +60,11 @@ async def _check(settings: Settings) -> int:
 
 def _run(settings: Settings) -> int:
     if settings.has_slack:
-        print("This build does not include the Slack surface yet, so SLACK_BOT_TOKEN cannot be "
-              "used. Unset the Slack settings to try the agent in the terminal chat.",
-              file=sys.stderr)
+        print(
+            "This build does not include the Slack surface yet, so SLACK_BOT_TOKEN cannot be "
+            "used. Unset the Slack settings to try the agent in the terminal chat.",
+            file=sys.stderr,
+        )
         return 2
     from .chat import chat
 
@@ -73,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logs.configure("WARNING" if args.command in (None, "run", "chat") else settings.log_level,
-                   settings.log_format == "json")
+    logs.configure(
+        "WARNING" if args.command in (None, "run", "chat") else settings.log_level,
+        settings.log_format == "json",
+    )
     try:
         if args.command == "check":
             return asyncio.run(_check(settings))

@@ -39,8 +39,15 @@ def current_time(timezone: str = "UTC") -> str:
     return dt.datetime.now(zone).isoformat(timespec="seconds")
 
 
-async def _turn(client: AgentsClient, thread_id: str, agent_id: str, tools: FunctionToolSet,
-                tool_defs: list[dict], text: str, out: TextIO) -> None:
+async def _turn(
+    client: AgentsClient,
+    thread_id: str,
+    agent_id: str,
+    tools: FunctionToolSet,
+    tool_defs: list[dict],
+    text: str,
+    out: TextIO,
+) -> None:
     await client.add_message(thread_id, text)
     stream = await client.stream_run(thread_id, agent_id, toolset=tools, tools=tool_defs)
     out.write("agent> ")
@@ -76,8 +83,10 @@ async def chat(settings: Settings, *, stdin: TextIO = sys.stdin, out: TextIO = s
         endpoint = await emulator.start()
         client = AgentsClient(endpoint, "playground")
         agent_id = "asst_demo"
-        out.write("Demo on an emulated agent service (no PROJECT_ENDPOINT/AGENT_ID set).\n"
-                  "Try: hello, or: what is current_time\n")
+        out.write(
+            "Demo on an emulated agent service (no PROJECT_ENDPOINT/AGENT_ID set).\n"
+            "Try: hello, or: what is current_time\n"
+        )
     tools = FunctionToolSet([current_time])
     try:
         agent = await client.get_agent(agent_id)

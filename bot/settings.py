@@ -24,7 +24,9 @@ class Settings(BaseSettings):
     agents_access_token: SecretStr | None = Field(default=None, alias="AGENTS_ACCESS_TOKEN")
     agents_api_version: str = Field(default="v1", alias="AGENTS_API_VERSION")
     agents_connect_timeout: float = Field(default=10.0, gt=0, alias="AGENTS_CONNECT_TIMEOUT")
-    agents_stream_idle_timeout: float = Field(default=60.0, gt=0, alias="AGENTS_STREAM_IDLE_TIMEOUT")
+    agents_stream_idle_timeout: float = Field(
+        default=60.0, gt=0, alias="AGENTS_STREAM_IDLE_TIMEOUT"
+    )
     agents_max_attempts: int = Field(default=4, ge=1, le=10, alias="AGENTS_MAX_ATTEMPTS")
 
     # Slack (the Slack surface reads these; `run` uses them to pick a mode)
@@ -33,7 +35,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
 
     # Logging
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="BOT_LOG_LEVEL")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", alias="BOT_LOG_LEVEL"
+    )
     log_format: Literal["text", "json"] = Field(default="text", alias="BOT_LOG_FORMAT")
 
     @field_validator("log_level", mode="before")

@@ -10,11 +10,23 @@ from collections.abc import Callable
 from bot.emulators.agents import AgentServiceEmulator
 
 
-def run_cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}
-    return subprocess.run([sys.executable, "-m", "bot", *args], input=stdin, capture_output=True,
-                          text=True, timeout=60, env={**clean, **(env or {})}, cwd=os.getcwd())
+def run_cli(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+        cwd=os.getcwd(),
+    )
 
 
 def test_run_with_no_settings_is_a_demo_on_the_emulator() -> None:
@@ -29,12 +41,18 @@ def test_run_with_slack_settings_explains_instead_of_crashing() -> None:
     result = run_cli("run", env={"SLACK_BOT_TOKEN": "xoxb-1-2-secret"})
     assert result.returncode == 2
     assert "does not include the Slack surface" in result.stderr
-    assert "xoxb-1-2-secret" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+    assert (
+        "xoxb-1-2-secret" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+    )
 
 
 async def test_chat_and_check_against_a_configured_agent(make_emulator: Callable) -> None:
     emulator: AgentServiceEmulator = await make_emulator(token="cfg-token")
-    env = {"PROJECT_ENDPOINT": emulator.endpoint, "AGENT_ID": "asst_demo", "AGENTS_ACCESS_TOKEN": "cfg-token"}
+    env = {
+        "PROJECT_ENDPOINT": emulator.endpoint,
+        "AGENT_ID": "asst_demo",
+        "AGENTS_ACCESS_TOKEN": "cfg-token",
+    }
     import asyncio
 
     result = await asyncio.to_thread(run_cli, "chat", stdin="configured\n", env=env)
@@ -43,7 +61,9 @@ async def test_chat_and_check_against_a_configured_agent(make_emulator: Callable
     check = await asyncio.to_thread(run_cli, "check", env=env)
     assert check.returncode == 0 and "ok agent asst_demo (Demo agent" in check.stdout
     wrong = await asyncio.to_thread(run_cli, "check", env={**env, "AGENTS_ACCESS_TOKEN": "nope"})
-    assert wrong.returncode == 1 and "authentication failed" in wrong.stdout and "fix:" in wrong.stdout
+    assert (
+        wrong.returncode == 1 and "authentication failed" in wrong.stdout and "fix:" in wrong.stdout
+    )
     missing = await asyncio.to_thread(run_cli, "check", env={**env, "AGENT_ID": "asst_gone"})
     assert missing.returncode == 1 and "No assistant found with id 'asst_gone'" in missing.stdout
 

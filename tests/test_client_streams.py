@@ -59,7 +59,11 @@ async def test_default_echo_streams_in_several_deltas(client: AgentsClient) -> N
     deltas = [e for e in events if isinstance(e, TextDelta)]
     assert len(deltas) >= 3
     assert text_of(events) == "You said: hello there, agent"
-    assert [e.status for e in events if isinstance(e, RunStatusChanged)] == ["created", "queued", "in_progress"]
+    assert [e.status for e in events if isinstance(e, RunStatusChanged)] == [
+        "created",
+        "queued",
+        "in_progress",
+    ]
     assert any(isinstance(e, RunStepChanged) and e.step_type == "message_creation" for e in events)
     completed = [e for e in events if isinstance(e, MessageCompleted)]
     assert completed and completed[0].text == "You said: hello there, agent"
@@ -68,13 +72,28 @@ async def test_default_echo_streams_in_several_deltas(client: AgentsClient) -> N
     assert stream.run_id == last.run_id and stream.status == "completed"
 
 
-async def test_fragmented_tool_arguments_and_requires_action(make_emulator: Callable, make_client: Callable) -> None:
+async def test_fragmented_tool_arguments_and_requires_action(
+    make_emulator: Callable, make_client: Callable
+) -> None:
     arguments = {"city": "Zürich", "units": "metric", "days": [1, 2, 3]}
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"tool_calls": [{"name": "get_weather", "arguments": arguments},
-                        {"name": "get_time", "arguments": {}}], "fragments": 5},
-        {"text": "Weather: ${output0}; time: ${output1}"},
-    ]}]})
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {
+                            "tool_calls": [
+                                {"name": "get_weather", "arguments": arguments},
+                                {"name": "get_time", "arguments": {}},
+                            ],
+                            "fragments": 5,
+                        },
+                        {"text": "Weather: ${output0}; time: ${output1}"},
+                    ]
+                }
+            ]
+        }
+    )
     client: AgentsClient = make_client(emulator)
     thread_id, stream = await start_run(client, "weather please")
     events = await collect(stream)
@@ -89,29 +108,53 @@ async def test_fragmented_tool_arguments_and_requires_action(make_emulator: Call
     steps = [e for e in events if isinstance(e, RunStepChanged) and e.step_type == "tool_calls"]
     assert steps and steps[0].tool_calls[0].name == "get_weather"
 
-    outputs = [{"tool_call_id": calls[0].id, "output": "sunny"}, {"tool_call_id": calls[1].id, "output": "noon"}]
+    outputs = [
+        {"tool_call_id": calls[0].id, "output": "sunny"},
+        {"tool_call_id": calls[1].id, "output": "noon"},
+    ]
     follow = await client.submit_tool_outputs_stream(thread_id, requested[0].run_id, outputs)
     events2 = await collect(follow)
-    done_steps = [e for e in events2 if isinstance(e, RunStepChanged) and e.step_type == "tool_calls"]
+    done_steps = [
+        e for e in events2 if isinstance(e, RunStepChanged) and e.step_type == "tool_calls"
+    ]
     assert done_steps and done_steps[0].status == "completed"
     assert text_of(events2) == "Weather: sunny; time: noon"
     assert isinstance(events2[-1], Completed) and follow.run_id == requested[0].run_id
 
 
-async def test_citations_arrive_as_annotations(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"text": "Slack limits chat.update"},
-        {"citation": {"url": "https://api.slack.com/methods/chat.update", "title": "chat.update"}},
-        {"text": " and files"},
-        {"file_citation": {"file_id": "assistant-abc", "quote": "Tier 3"}},
-    ]}]})
+async def test_citations_arrive_as_annotations(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "Slack limits chat.update"},
+                        {
+                            "citation": {
+                                "url": "https://api.slack.com/methods/chat.update",
+                                "title": "chat.update",
+                            }
+                        },
+                        {"text": " and files"},
+                        {"file_citation": {"file_id": "assistant-abc", "quote": "Tier 3"}},
+                    ]
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     _, stream = await start_run(client, "cite")
     events = await collect(stream)
     annotations = [a for e in events if isinstance(e, TextDelta) for a in e.annotations]
     assert annotations[0] == Annotation(
-        "url_citation", marker="【3:0†source】", start_index=24, end_index=36,
-        url="https://api.slack.com/methods/chat.update", title="chat.update",
+        "url_citation",
+        marker="【3:0†source】",
+        start_index=24,
+        end_index=36,
+        url="https://api.slack.com/methods/chat.update",
+        title="chat.update",
     )
     assert annotations[1].kind == "file_citation" and annotations[1].file_id == "assistant-abc"
     assert annotations[1].quote == "Tier 3"
@@ -123,14 +166,17 @@ async def test_citations_arrive_as_annotations(make_emulator: Callable, make_cli
 @pytest.mark.parametrize(
     ("action", "expected"),
     [
-        ({"fail": {"code": "rate_limit_exceeded", "message": "Rate limit is exceeded."}},
-         Failed("", "rate_limit_exceeded", "Rate limit is exceeded.")),
+        (
+            {"fail": {"code": "rate_limit_exceeded", "message": "Rate limit is exceeded."}},
+            Failed("", "rate_limit_exceeded", "Rate limit is exceeded."),
+        ),
         ({"incomplete": "max_completion_tokens"}, Incomplete("", "max_completion_tokens")),
         ({"expire": True}, Expired("")),
     ],
 )
-async def test_run_ends_mid_stream(make_emulator: Callable, make_client: Callable,
-                                   action: dict, expected: Any) -> None:
+async def test_run_ends_mid_stream(
+    make_emulator: Callable, make_client: Callable, action: dict, expected: Any
+) -> None:
     emulator = await make_emulator({"turns": [{"actions": [{"text": "partial answer"}, action]}]})
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
@@ -141,22 +187,41 @@ async def test_run_ends_mid_stream(make_emulator: Callable, make_client: Callabl
     assert last == dataclasses.replace(expected, run_id=stream.run_id)
 
 
-async def test_cancel_during_stream_ends_with_cancelled(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [{"text": "a b c d e f", "deltas": 6, "delay": 0.1}]}]})
+async def test_cancel_during_stream_ends_with_cancelled(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {"turns": [{"actions": [{"text": "a b c d e f", "deltas": 6, "delay": 0.1}]}]}
+    )
     client = make_client(emulator)
     thread_id, stream = await start_run(client, "x")
     seen: list[Any] = []
     async with stream:
         async for event in stream.events():
             seen.append(event)
-            if isinstance(event, TextDelta) and len([e for e in seen if isinstance(e, TextDelta)]) == 1:
+            if (
+                isinstance(event, TextDelta)
+                and len([e for e in seen if isinstance(e, TextDelta)]) == 1
+            ):
                 await client.cancel_run(thread_id, stream.run_id or "")
     assert isinstance(seen[-1], Cancelled)
 
 
-async def test_error_event_becomes_stream_error(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"error_event": {"code": "server_error", "message": "backend hiccup"}}, {"text": "ok"}]}]})
+async def test_error_event_becomes_stream_error(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"error_event": {"code": "server_error", "message": "backend hiccup"}},
+                        {"text": "ok"},
+                    ]
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
     events = await collect(stream)
@@ -164,9 +229,24 @@ async def test_error_event_becomes_stream_error(make_emulator: Callable, make_cl
     assert text_of(events) == "ok"
 
 
-async def test_unknown_event_is_kept_as_unknown(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"raw": 'event: thread.run.step.reasoning\ndata: {"id":"x","summary":"thinking"}\n\n'}, {"text": "ok"}]}]})
+async def test_unknown_event_is_kept_as_unknown(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {
+                            "raw": "event: thread.run.step.reasoning\n"
+                            'data: {"id":"x","summary":"thinking"}\n\n'
+                        },
+                        {"text": "ok"},
+                    ]
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
     events = await collect(stream)
@@ -174,17 +254,35 @@ async def test_unknown_event_is_kept_as_unknown(make_emulator: Callable, make_cl
     assert isinstance(events[-1], Completed)
 
 
-async def test_malformed_json_in_data_is_bad_response(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"text": "before"}, {"raw": "event: thread.message.delta\ndata: {not json\n\n"}]}]})
+async def test_malformed_json_in_data_is_bad_response(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "before"},
+                        {"raw": "event: thread.message.delta\ndata: {not json\n\n"},
+                    ]
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
-    with pytest.raises(BadResponseError, match=r"malformed JSON in 'thread.message.delta' event: \{not json"):
+    with pytest.raises(
+        BadResponseError, match=r"malformed JSON in 'thread.message.delta' event: \{not json"
+    ):
         await collect(stream)
 
 
-async def test_json_that_is_not_an_object_is_bad_response(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [{"raw": "event: thread.run.completed\ndata: [1,2]\n\n"}]}]})
+async def test_json_that_is_not_an_object_is_bad_response(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {"turns": [{"actions": [{"raw": "event: thread.run.completed\ndata: [1,2]\n\n"}]}]}
+    )
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
     with pytest.raises(BadResponseError, match="carried list, not a JSON object"):
@@ -194,12 +292,25 @@ async def test_json_that_is_not_an_object_is_bad_response(make_emulator: Callabl
 async def test_socket_closed_before_done_is_stream_interrupted(
     make_emulator: Callable, make_client: Callable
 ) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"text": "first half", "deltas": 2}, {"disconnect": True}, {"text": " second half"}]}]})
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "first half", "deltas": 2},
+                        {"disconnect": True},
+                        {"text": " second half"},
+                    ]
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     thread_id, stream = await start_run(client, "x")
     seen: list[Any] = []
-    with pytest.raises(StreamInterruptedError, match="before the run finished|stream broke") as err:
+    with pytest.raises(
+        StreamInterruptedError, match=r"before the run finished|stream broke"
+    ) as err:
         async with stream:
             async for event in stream.events():
                 seen.append(event)
@@ -212,7 +323,9 @@ async def test_socket_closed_before_done_is_stream_interrupted(
     assert messages[0].text == "first half second half"
 
 
-async def test_slow_first_token_within_idle_timeout(make_emulator: Callable, make_client: Callable) -> None:
+async def test_slow_first_token_within_idle_timeout(
+    make_emulator: Callable, make_client: Callable
+) -> None:
     emulator = await make_emulator({"turns": [{"actions": [{"sleep": 0.4}, {"text": "finally"}]}]})
     client = make_client(emulator, stream_idle_timeout=2.0)
     _, stream = await start_run(client, "x")
@@ -220,17 +333,22 @@ async def test_slow_first_token_within_idle_timeout(make_emulator: Callable, mak
 
 
 async def test_idle_stream_times_out(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [{"text": "hi"}, {"sleep": 3}, {"text": "late"}]}]})
+    emulator = await make_emulator(
+        {"turns": [{"actions": [{"text": "hi"}, {"sleep": 3}, {"text": "late"}]}]}
+    )
     client = make_client(emulator, stream_idle_timeout=0.3)
     _, stream = await start_run(client, "x")
-    with pytest.raises(StreamTimeoutError, match="sent nothing for 0.3 s") as err:
+    with pytest.raises(StreamTimeoutError, match=r"sent nothing for 0\.3 s") as err:
         await collect(stream)
     assert err.value.run_id == stream.run_id
 
 
-async def test_keepalive_comments_keep_an_idle_stream_open(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [{"sleep": 0.8}, {"text": "kept alive"}]}]},
-                                   keepalive=0.1)
+async def test_keepalive_comments_keep_an_idle_stream_open(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {"turns": [{"actions": [{"sleep": 0.8}, {"text": "kept alive"}]}]}, keepalive=0.1
+    )
     client = make_client(emulator, stream_idle_timeout=0.4)
     _, stream = await start_run(client, "x")
     assert text_of(await collect(stream)) == "kept alive"
@@ -245,37 +363,68 @@ async def test_crlf_framed_service_stream(make_emulator: Callable, make_client: 
 
 
 async def test_429_before_start_is_retried(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"reject": [{"status": 429, "retry_after": 0.05}] * 2,
-                                               "actions": [{"text": "made it"}]}]})
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "reject": [{"status": 429, "retry_after": 0.05}] * 2,
+                    "actions": [{"text": "made it"}],
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
     assert text_of(await collect(stream)) == "made it"
     assert sum(1 for m, p, _ in emulator.requests if m == "POST" and p.endswith("/runs")) == 3
 
 
-async def test_429_storm_on_run_create_is_rate_limited(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"reject": [{"status": 429, "retry_after": 0.01}] * 9,
-                                               "actions": [{"text": "never"}]}]})
+async def test_429_storm_on_run_create_is_rate_limited(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "reject": [{"status": 429, "retry_after": 0.01}] * 9,
+                    "actions": [{"text": "never"}],
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     with pytest.raises(RateLimitedError):
         await start_run(client, "x")
 
 
-async def test_500_on_run_create_is_retried(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
+async def test_500_on_run_create_is_retried(
+    client: AgentsClient, emulator: AgentServiceEmulator
+) -> None:
     emulator.fail_next("POST", "/threads/*/runs", 500, times=1)
     _, stream = await start_run(client, "again")
     assert text_of(await collect(stream)) == "You said: again"
 
 
-async def test_non_sse_content_type_is_bad_response(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
-    emulator.fail_next("POST", "/threads/*/runs", 200, body='{"id":"run_1","status":"queued"}',
-                       content_type="application/json")
-    with pytest.raises(BadResponseError, match="expected an event stream .* got application/json"):
+async def test_non_sse_content_type_is_bad_response(
+    client: AgentsClient, emulator: AgentServiceEmulator
+) -> None:
+    emulator.fail_next(
+        "POST",
+        "/threads/*/runs",
+        200,
+        body='{"id":"run_1","status":"queued"}',
+        content_type="application/json",
+    )
+    with pytest.raises(BadResponseError, match=r"expected an event stream .* got application/json"):
         await start_run(client, "x")
 
 
-async def test_a_stream_that_yielded_is_never_replayed(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [{"text": "once"}, {"disconnect": True}]}]})
+async def test_a_stream_that_yielded_is_never_replayed(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {"turns": [{"actions": [{"text": "once"}, {"disconnect": True}]}]}
+    )
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
     with pytest.raises(StreamInterruptedError):
@@ -287,19 +436,32 @@ async def test_a_stream_that_yielded_is_never_replayed(make_emulator: Callable, 
 
 
 async def test_default_model_calls_a_named_function_tool(client: AgentsClient) -> None:
-    tools = [{"type": "function", "function": {"name": "current_time", "description": "now",
-                                                "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "current_time",
+                "description": "now",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
     thread_id, stream = await start_run(client, "what does current_time say?", tools=tools)
     events = await collect(stream)
     requested = events[-1]
     assert isinstance(requested, ToolCallsRequested)
     assert requested.tool_calls == (ToolCall(requested.tool_calls[0].id, "current_time", "{}"),)
     follow = await client.submit_tool_outputs_stream(
-        thread_id, requested.run_id, [{"tool_call_id": requested.tool_calls[0].id, "output": "12:00"}])
+        thread_id,
+        requested.run_id,
+        [{"tool_call_id": requested.tool_calls[0].id, "output": "12:00"}],
+    )
     assert text_of(await collect(follow)) == "`current_time` returned: 12:00"
 
 
-async def test_many_concurrent_streams_share_one_pool(make_emulator: Callable, make_client: Callable) -> None:
+async def test_many_concurrent_streams_share_one_pool(
+    make_emulator: Callable, make_client: Callable
+) -> None:
     emulator = await make_emulator()
     client = make_client(emulator, max_connections=10)
 

@@ -37,7 +37,9 @@ def test_script_errors_name_the_place_and_the_reason(tmp_path: Path) -> None:
 
 def test_yaml_and_json_scripts_load(tmp_path: Path) -> None:
     yaml_file = tmp_path / "s.yaml"
-    yaml_file.write_text("turns:\n  - match: hi\n    actions:\n      - text: hello\n", encoding="utf-8")
+    yaml_file.write_text(
+        "turns:\n  - match: hi\n    actions:\n      - text: hello\n", encoding="utf-8"
+    )
     json_file = tmp_path / "s.json"
     json_file.write_text(json.dumps([{"actions": [{"text": "hello"}]}]), encoding="utf-8")
     assert Script.load(yaml_file).turns[0].match == "hi"
@@ -50,11 +52,17 @@ def test_split_keeps_every_character() -> None:
             assert "".join(_split(text, parts)) == text
 
 
-async def test_turns_match_in_order_and_fall_back_to_echo(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [
-        {"match": "weather", "actions": [{"text": "sunny"}]},
-        {"actions": [{"text": "generic"}]},
-    ]})
+async def test_turns_match_in_order_and_fall_back_to_echo(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {"match": "weather", "actions": [{"text": "sunny"}]},
+                {"actions": [{"text": "generic"}]},
+            ]
+        }
+    )
     client: AgentsClient = make_client(emulator)
 
     async def ask(text: str) -> str:
@@ -68,36 +76,55 @@ async def test_turns_match_in_order_and_fall_back_to_echo(make_emulator: Callabl
     assert await ask("weather again") == "You said: weather again"  # both turns used up
 
 
-async def test_paging_rules_match_the_sdk_expectations(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
+async def test_paging_rules_match_the_sdk_expectations(
+    client: AgentsClient, emulator: AgentServiceEmulator
+) -> None:
     thread = await client.create_thread()
     ids = [(await client.add_message(thread.id, str(i))).id for i in range(5)]
-    async with httpx.AsyncClient(base_url=emulator.endpoint, headers={"Authorization": "Bearer t"},
-                                 params={"api-version": "v1"}) as http:
+    async with httpx.AsyncClient(
+        base_url=emulator.endpoint,
+        headers={"Authorization": "Bearer t"},
+        params={"api-version": "v1"},
+    ) as http:
         url = f"/threads/{thread.id}/messages"
         page = (await http.get(url, params={"order": "asc", "limit": 2, "after": ids[3]})).json()
         assert [m["id"] for m in page["data"]] == [ids[4]] and page["has_more"] is False
         empty = (await http.get(url, params={"order": "asc", "after": ids[4]})).json()
-        assert empty == {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
+        assert empty == {
+            "object": "list",
+            "data": [],
+            "first_id": None,
+            "last_id": None,
+            "has_more": False,
+        }
         before = (await http.get(url, params={"order": "asc", "limit": 2, "before": ids[3]})).json()
         assert [m["id"] for m in before["data"]] == [ids[1], ids[2]]
         bad = await http.get(url, params={"limit": 0})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
 
 
-async def test_non_streaming_run_completes_in_the_background(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
+async def test_non_streaming_run_completes_in_the_background(
+    client: AgentsClient, emulator: AgentServiceEmulator
+) -> None:
     thread = await client.create_thread()
     await client.add_message(thread.id, "background")
-    async with httpx.AsyncClient(base_url=emulator.endpoint, headers={"Authorization": "Bearer t"},
-                                 params={"api-version": "v1"}) as http:
-        run = (await http.post(f"/threads/{thread.id}/runs", json={"assistant_id": "asst_demo"})).json()
+    async with httpx.AsyncClient(
+        base_url=emulator.endpoint,
+        headers={"Authorization": "Bearer t"},
+        params={"api-version": "v1"},
+    ) as http:
+        run = (
+            await http.post(f"/threads/{thread.id}/runs", json={"assistant_id": "asst_demo"})
+        ).json()
     assert run["status"] == "queued" and run["object"] == "thread.run"
     assert (await emulator.wait_run(run["id"]))["status"] == "completed"
     assert (await client.get_run(thread.id, run["id"])).status == "completed"
 
 
 async def test_submit_outputs_are_checked(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"tool_calls": [{"name": "a"}, {"name": "b"}]}, {"text": "ok"}]}]})
+    emulator = await make_emulator(
+        {"turns": [{"actions": [{"tool_calls": [{"name": "a"}, {"name": "b"}]}, {"text": "ok"}]}]}
+    )
     client = make_client(emulator)
     thread = await client.create_thread()
     await client.add_message(thread.id, "x")
@@ -107,15 +134,21 @@ async def test_submit_outputs_are_checked(make_emulator: Callable, make_client: 
     from bot.agents.errors import BadRequestError
 
     with pytest.raises(BadRequestError, match="missing: "):
-        await client.submit_tool_outputs_stream(thread.id, stream.run_id or "", [{"tool_call_id": calls[0].id, "output": "1"}])
+        await client.submit_tool_outputs_stream(
+            thread.id, stream.run_id or "", [{"tool_call_id": calls[0].id, "output": "1"}]
+        )
     outputs = [{"tool_call_id": c.id, "output": "1"} for c in calls]
-    async with await client.submit_tool_outputs_stream(thread.id, stream.run_id or "", outputs) as follow:
+    async with await client.submit_tool_outputs_stream(
+        thread.id, stream.run_id or "", outputs
+    ) as follow:
         await follow.until_done()
     with pytest.raises(BadRequestError, match='status "completed" do not accept tool outputs'):
         await client.submit_tool_outputs_stream(thread.id, stream.run_id or "", outputs)
 
 
-async def test_cancel_while_waiting_for_tool_outputs(make_emulator: Callable, make_client: Callable) -> None:
+async def test_cancel_while_waiting_for_tool_outputs(
+    make_emulator: Callable, make_client: Callable
+) -> None:
     emulator = await make_emulator({"turns": [{"actions": [{"tool_calls": [{"name": "a"}]}]}]})
     client = make_client(emulator)
     thread = await client.create_thread()
@@ -137,14 +170,28 @@ async def test_standalone_command_serves_the_protocol(tmp_path: Path) -> None:
     script = tmp_path / "script.yaml"
     script.write_text("turns:\n  - actions:\n      - text: scripted hello\n", encoding="utf-8")
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.emulators.agents", "--port", str(port), "--script", str(script),
-         "--token", "cli-token", "--crlf", "--keepalive", "0.05"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    process = await asyncio.create_subprocess_exec(
+        *[
+            sys.executable,
+            "-m",
+            "bot.emulators.agents",
+            "--port",
+            str(port),
+            "--script",
+            str(script),
+            "--token",
+            "cli-token",
+            "--crlf",
+            "--keepalive",
+            "0.05",
+        ],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert process.stdout is not None
-        banner = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 20)
+        banner = await asyncio.wait_for(process.stdout.readline(), 20)
         endpoint = f"http://127.0.0.1:{port}/api/projects/demo"
         assert endpoint in banner.decode()
         async with AgentsClient(endpoint, "cli-token") as client:
@@ -155,13 +202,20 @@ async def test_standalone_command_serves_the_protocol(tmp_path: Path) -> None:
         assert text == "scripted hello"
     finally:
         process.terminate()
-        process.wait(10)
+        await asyncio.wait_for(process.wait(), 10)
 
 
 def test_standalone_command_rejects_a_bad_script(tmp_path: Path) -> None:
     script = tmp_path / "script.json"
     script.write_text('{"turns": [{"actions": [{"txt": "typo"}]}]}', encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "bot.emulators.agents", "--script", str(script)],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.emulators.agents", "--script", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
-    assert "turns.0.actions.0.txt" in result.stdout and "Traceback" not in result.stdout + result.stderr
+    assert (
+        "turns.0.actions.0.txt" in result.stdout
+        and "Traceback" not in result.stdout + result.stderr
+    )

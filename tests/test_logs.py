@@ -15,7 +15,9 @@ def _record(event: str, **fields: object) -> logging.LogRecord:
 
 
 def test_key_value_line_with_ids() -> None:
-    line = StructuredFormatter().format(_record("turn.start", event_id="Ev1", thread_id="thread_1", run_id="run_1"))
+    line = StructuredFormatter().format(
+        _record("turn.start", event_id="Ev1", thread_id="thread_1", run_id="run_1")
+    )
     assert line.endswith("info bot.test turn.start event_id=Ev1 thread_id=thread_1 run_id=run_1")
     assert "\n" not in line
 
@@ -31,8 +33,10 @@ def test_json_lines() -> None:
 
 
 def test_redaction_of_known_secret_shapes() -> None:
-    text = ("Authorization: Bearer abc.def-ghi xoxb-123-456-abc xapp-1-A1-2-zz "
-            "token=sekrit&x=1 'signing_secret': 'shh'")
+    text = (
+        "Authorization: Bearer abc.def-ghi xoxb-123-456-abc xapp-1-A1-2-zz "
+        "token=sekrit&x=1 'signing_secret': 'shh'"
+    )
     cleaned = redact(text)
     for secret in ("abc.def-ghi", "xoxb-123-456-abc", "xapp-1-A1-2-zz", "sekrit", "shh"):
         assert secret not in cleaned

@@ -23,11 +23,28 @@ from bot.agents.events import TextDelta
 from bot.agents.handler import FunctionToolSet
 from tests.sdk_support import sdk_client
 
-WEATHER_SCRIPT = {"delay": 0.001, "turns": [{"match": "weather", "repeat": True, "actions": [
-    {"tool_calls": [{"name": "get_weather", "arguments": {"location": "Seattle"}}], "fragments": 4},
-    {"text": "The forecast: ${output}. Enjoy!", "deltas": 5},
-    {"citation": {"url": "https://weather.example/seattle", "title": "Seattle weather"}},
-]}]}
+WEATHER_SCRIPT = {
+    "delay": 0.001,
+    "turns": [
+        {
+            "match": "weather",
+            "repeat": True,
+            "actions": [
+                {
+                    "tool_calls": [{"name": "get_weather", "arguments": {"location": "Seattle"}}],
+                    "fragments": 4,
+                },
+                {"text": "The forecast: ${output}. Enjoy!", "deltas": 5},
+                {
+                    "citation": {
+                        "url": "https://weather.example/seattle",
+                        "title": "Seattle weather",
+                    }
+                },
+            ],
+        }
+    ],
+}
 
 
 def get_weather(location: str) -> str:
@@ -46,7 +63,9 @@ async def our_text(client: AgentsClient, message: str, **kwargs: Any) -> str:
         return "".join([e.text async for e in stream.events() if isinstance(e, TextDelta)])
 
 
-async def test_sdk_iteration_gets_the_same_text(make_emulator: Callable, make_client: Callable) -> None:
+async def test_sdk_iteration_gets_the_same_text(
+    make_emulator: Callable, make_client: Callable
+) -> None:
     emulator = await make_emulator()
     async with sdk_client(emulator.endpoint) as sdk:
         agent = await sdk.get_agent("asst_demo")
@@ -62,12 +81,23 @@ async def test_sdk_iteration_gets_the_same_text(make_emulator: Callable, make_cl
                 elif isinstance(event_data, ThreadRun):
                     assert event_data.agent_id == "asst_demo"
         assert names[0] == "thread.run.created" and names[-2:] == ["thread.run.completed", "done"]
-        messages = [m async for m in sdk.messages.list(thread_id=thread.id, order=ListSortOrder.ASCENDING, limit=1)]
+        messages = [
+            m
+            async for m in sdk.messages.list(
+                thread_id=thread.id, order=ListSortOrder.ASCENDING, limit=1
+            )
+        ]
         assert [m.text_messages[-1].text.value for m in messages] == ["Hello, Grüße 😀", text]
-    assert text == await our_text(make_client(emulator), "Hello, Grüße 😀") == "You said: Hello, Grüße 😀"
+    assert (
+        text
+        == await our_text(make_client(emulator), "Hello, Grüße 😀")
+        == "You said: Hello, Grüße 😀"
+    )
 
 
-async def test_sdk_event_handler_gets_the_same_text(make_emulator: Callable, make_client: Callable) -> None:
+async def test_sdk_event_handler_gets_the_same_text(
+    make_emulator: Callable, make_client: Callable
+) -> None:
     emulator = await make_emulator(crlf=False, keepalive=None)
 
     class Handler(AsyncAgentEventHandler[None]):
@@ -94,7 +124,9 @@ async def test_sdk_event_handler_gets_the_same_text(make_emulator: Callable, mak
     async with sdk_client(emulator.endpoint) as sdk:
         thread = await sdk.threads.create()
         await sdk.messages.create(thread_id=thread.id, role="user", content="handler flow")
-        async with await sdk.runs.stream(thread_id=thread.id, agent_id="asst_demo", event_handler=handler) as s:
+        async with await sdk.runs.stream(
+            thread_id=thread.id, agent_id="asst_demo", event_handler=handler
+        ) as s:
             await s.until_done()
     assert handler.text == await our_text(make_client(emulator), "handler flow")
     assert handler.statuses[-1] == RunStatus.COMPLETED and handler.steps >= 2 and handler.dones == 1
@@ -119,27 +151,50 @@ async def test_sdk_function_tool_through_submit_tool_outputs_stream(
         await sdk.messages.create(thread_id=thread.id, role="user", content="weather in Seattle?")
         handler = Handler()
         # The documented manual flow: on requires_action, submit outputs with a stream.
-        async with await sdk.runs.stream(thread_id=thread.id, agent_id="asst_demo",
-                                         tools=functions.definitions, event_handler=handler) as stream:
+        async with await sdk.runs.stream(
+            thread_id=thread.id,
+            agent_id="asst_demo",
+            tools=functions.definitions,
+            event_handler=handler,
+        ) as stream:
             async for _, event_data, _ in stream:
                 if isinstance(event_data, ThreadRun) and event_data.status == "requires_action":
                     calls = event_data.required_action.submit_tool_outputs.tool_calls
-                    outputs = [ToolOutput(tool_call_id=c.id, output=get_weather(**json.loads(c.function.arguments)))
-                               for c in calls]
+                    outputs = [
+                        ToolOutput(
+                            tool_call_id=c.id,
+                            output=get_weather(**json.loads(c.function.arguments)),
+                        )
+                        for c in calls
+                    ]
                     await sdk.runs.submit_tool_outputs_stream(
-                        thread_id=thread.id, run_id=event_data.id, tool_outputs=outputs, event_handler=handler)
+                        thread_id=thread.id,
+                        run_id=event_data.id,
+                        tool_outputs=outputs,
+                        event_handler=handler,
+                    )
         sdk_text = handler.text
 
         # The SDK's automatic function calls give the same result.
         sdk.enable_auto_function_calls(functions)
         await sdk.messages.create(thread_id=thread.id, role="user", content="weather again")
         auto = Handler()
-        async with await sdk.runs.stream(thread_id=thread.id, agent_id="asst_demo",
-                                         tools=functions.definitions, event_handler=auto) as stream:
+        async with await sdk.runs.stream(
+            thread_id=thread.id,
+            agent_id="asst_demo",
+            tools=functions.definitions,
+            event_handler=auto,
+        ) as stream:
             await stream.until_done()
-    ours = await our_text(make_client(emulator), "weather?", toolset=FunctionToolSet([get_weather]),
-                          tools=FunctionToolSet([get_weather]).definitions)
-    expected = 'The forecast: {"location": "Seattle", "weather": "72F, sunny"}. Enjoy!【3:0†source】'
+    ours = await our_text(
+        make_client(emulator),
+        "weather?",
+        toolset=FunctionToolSet([get_weather]),
+        tools=FunctionToolSet([get_weather]).definitions,
+    )
+    expected = (
+        'The forecast: {"location": "Seattle", "weather": "72F, sunny"}. Enjoy!【3:0†source】'
+    )
     assert sdk_text == auto.text == ours == expected
     # the SDK sent exactly the tool output our toolset sent
     submits = [b for m, p, b in emulator.requests if p.endswith("/submit_tool_outputs")]

@@ -11,7 +11,13 @@ from typing import Any
 from bot.agents.azure import AgentsClient
 from bot.agents.events import ToolCall
 from bot.agents.handler import AgentEventHandler, FunctionToolSet
-from bot.agents.models import MessageDeltaChunk, RunStep, RunStepDeltaChunk, ThreadMessage, ThreadRun
+from bot.agents.models import (
+    MessageDeltaChunk,
+    RunStep,
+    RunStepDeltaChunk,
+    ThreadMessage,
+    ThreadRun,
+)
 from tests.test_sdk_against_emulator import WEATHER_SCRIPT, get_weather
 
 
@@ -66,12 +72,22 @@ async def test_iteration_gives_sdk_tuples_and_the_run_id(client: AgentsClient) -
     assert text == "You said: tuples" and event_type == "done" and event_data == "[DONE]"
 
 
-async def test_handler_callbacks_fire_like_the_sdk(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"error_event": {"code": "warn", "message": "soft"}},
-        {"raw": 'event: thread.future\ndata: {"x":1}\n\n'},
-        {"text": "hello"},
-    ]}]})
+async def test_handler_callbacks_fire_like_the_sdk(
+    make_emulator: Callable, make_client: Callable
+) -> None:
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"error_event": {"code": "warn", "message": "soft"}},
+                        {"raw": 'event: thread.future\ndata: {"x":1}\n\n'},
+                        {"text": "hello"},
+                    ]
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     thread = await client.create_thread()
     await client.add_message(thread.id, "x")
@@ -81,7 +97,10 @@ async def test_handler_callbacks_fire_like_the_sdk(make_emulator: Callable, make
     assert recorder.text == "hello"
     assert recorder.runs == ["queued", "queued", "in_progress", "completed"]
     assert recorder.messages == ["in_progress", "in_progress", "completed"]
-    assert recorder.steps[0] == "message_creation:in_progress" and recorder.steps[-1] == "message_creation:completed"
+    assert (
+        recorder.steps[0] == "message_creation:in_progress"
+        and recorder.steps[-1] == "message_creation:completed"
+    )
     assert json.loads(recorder.errors[0]) == {"error": {"code": "warn", "message": "soft"}}
     assert recorder.unhandled == ["thread.future"] and recorder.dones == 1
 
@@ -98,18 +117,23 @@ async def test_a_failing_callback_does_not_break_the_stream(client: AgentsClient
     assert names[-1] == "done"
 
 
-async def test_automatic_function_calls_continue_the_stream(make_emulator: Callable, make_client: Callable) -> None:
+async def test_automatic_function_calls_continue_the_stream(
+    make_emulator: Callable, make_client: Callable
+) -> None:
     emulator = await make_emulator(WEATHER_SCRIPT)
     client = make_client(emulator)
     toolset = FunctionToolSet([get_weather])
     thread = await client.create_thread()
     await client.add_message(thread.id, "weather in Seattle")
     recorder = Recorder()
-    stream = await client.stream_run(thread.id, "asst_demo", event_handler=recorder, toolset=toolset,
-                                     tools=toolset.definitions)
+    stream = await client.stream_run(
+        thread.id, "asst_demo", event_handler=recorder, toolset=toolset, tools=toolset.definitions
+    )
     async with stream:
         await stream.until_done()
-    assert recorder.text.startswith('The forecast: {"location": "Seattle", "weather": "72F, sunny"}')
+    assert recorder.text.startswith(
+        'The forecast: {"location": "Seattle", "weather": "72F, sunny"}'
+    )
     assert recorder.dones == 2  # once per HTTP response, as in the SDK
     assert recorder.step_deltas >= 4 and "tool_calls:completed" in recorder.steps
     assert stream.status == "completed" and stream.run_id
@@ -128,27 +152,46 @@ async def test_toolset_turns_failures_into_outputs() -> None:
         return {"x": x}
 
     toolset = FunctionToolSet([boom, slow_ok])
-    outputs = await toolset.execute([
-        ToolCall("c1", "boom", '{"x": 1}'),
-        ToolCall("c2", "slow_ok", '{"x": 2}'),
-        ToolCall("c3", "missing", "{}"),
-        ToolCall("c4", "slow_ok", "{not json"),
-        ToolCall("c5", "slow_ok", "[1]"),
-    ])
+    outputs = await toolset.execute(
+        [
+            ToolCall("c1", "boom", '{"x": 1}'),
+            ToolCall("c2", "slow_ok", '{"x": 2}'),
+            ToolCall("c3", "missing", "{}"),
+            ToolCall("c4", "slow_ok", "{not json"),
+            ToolCall("c5", "slow_ok", "[1]"),
+        ]
+    )
     assert outputs[0] == {"tool_call_id": "c1", "output": "error: ValueError: bad x"}
     assert outputs[1] == {"tool_call_id": "c2", "output": '{"x": 2}'}
-    assert outputs[2]["output"].startswith("error: no function named 'missing'; available: boom, slow_ok")
+    assert outputs[2]["output"].startswith(
+        "error: no function named 'missing'; available: boom, slow_ok"
+    )
     assert outputs[3]["output"].startswith("error: invalid arguments for slow_ok")
-    assert outputs[4]["output"] == "error: invalid arguments for slow_ok: arguments must be a JSON object"
+    assert (
+        outputs[4]["output"]
+        == "error: invalid arguments for slow_ok: arguments must be a JSON object"
+    )
 
 
 async def test_tool_rounds_are_bounded(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator({"turns": [{"actions": [
-        {"tool_calls": [{"name": "get_weather", "arguments": {"location": "x"}}]}] * 4 + [{"text": "never"}]}]})
+    emulator = await make_emulator(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"tool_calls": [{"name": "get_weather", "arguments": {"location": "x"}}]}
+                    ]
+                    * 4
+                    + [{"text": "never"}]
+                }
+            ]
+        }
+    )
     client = make_client(emulator)
     thread = await client.create_thread()
     await client.add_message(thread.id, "loop")
-    stream = await client.stream_run(thread.id, "asst_demo", toolset=FunctionToolSet([get_weather]),
-                                     max_tool_rounds=2)
+    stream = await client.stream_run(
+        thread.id, "asst_demo", toolset=FunctionToolSet([get_weather]), max_tool_rounds=2
+    )
     events = [e async for e in stream.events()]
     assert type(events[-1]).__name__ == "Cancelled"

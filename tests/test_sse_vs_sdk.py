@@ -23,7 +23,7 @@ from azure.ai.agents.models._patch import (
 
 from bot.agents.azure import AgentsClient
 from bot.agents.events import TextDelta
-from bot.agents.sse import SSEDecoder, ServerSentEvent
+from bot.agents.sse import ServerSentEvent, SSEDecoder
 from bot.emulators.recording import REALISTIC_SCRIPT, record_run
 
 
@@ -124,7 +124,10 @@ async def test_done_sdk_waits_for_the_socket_ours_stops_at_done() -> None:
     async def handler(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        delta = {"id": "m", "delta": {"content": [{"index": 0, "type": "text", "text": {"value": "hi"}}]}}
+        delta = {
+            "id": "m",
+            "delta": {"content": [{"index": 0, "type": "text", "text": {"value": "hi"}}]},
+        }
         await response.write(f"event: thread.message.delta\ndata: {json.dumps(delta)}\n\n".encode())
         await response.write(b"event: done\ndata: [DONE]\n\n")
         await release.wait()

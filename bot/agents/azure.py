@@ -201,7 +201,13 @@ class AgentsClient:
         after: str | None = None,
         before: str | None = None,
     ) -> MessagePage:
-        params = {"limit": str(limit), "order": order, "run_id": run_id, "after": after, "before": before}
+        params = {
+            "limit": str(limit),
+            "order": order,
+            "run_id": run_id,
+            "after": after,
+            "before": before,
+        }
         path = f"/threads/{_id(thread_id)}/messages"
         doc = await self._json("GET", path, params={k: v for k, v in params.items() if v})
         return MessagePage.model_validate(doc)
@@ -240,8 +246,14 @@ class AgentsClient:
             raise TypeError(f"unknown run override(s): {', '.join(sorted(unknown))}")
         body = {"assistant_id": agent_id, "stream": True, **overrides}
         response = await self._open_stream(f"/threads/{_id(thread_id)}/runs", body)
-        return RunStream(self, response, thread_id=thread_id, event_handler=event_handler,
-                         toolset=toolset, max_tool_rounds=max_tool_rounds)
+        return RunStream(
+            self,
+            response,
+            thread_id=thread_id,
+            event_handler=event_handler,
+            toolset=toolset,
+            max_tool_rounds=max_tool_rounds,
+        )
 
     async def submit_tool_outputs_stream(
         self,
@@ -254,7 +266,12 @@ class AgentsClient:
     ) -> RunStream:
         response = await self._open_submit(thread_id, run_id, tool_outputs)
         return RunStream(
-            self, response, thread_id=thread_id, run_id=run_id, event_handler=event_handler, toolset=toolset
+            self,
+            response,
+            thread_id=thread_id,
+            run_id=run_id,
+            event_handler=event_handler,
+            toolset=toolset,
         )
 
     async def _open_submit(
@@ -335,7 +352,9 @@ class AgentsClient:
                 "Accept": "text/event-stream" if stream else "application/json",
                 "x-ms-client-request-id": request_id,
             }
-            request = self._http.build_request(method, url, params=query, json=body, headers=headers)
+            request = self._http.build_request(
+                method, url, params=query, json=body, headers=headers
+            )
             started = time.monotonic()
             try:
                 response = await self._http.send(request, stream=stream)
@@ -344,17 +363,22 @@ class AgentsClient:
                     await self._backoff(method, path, attempt, None, f"connect error: {exc!r}")
                     attempt += 1
                     continue
+                host = urlsplit(url).netloc
                 raise AgentConnectionError(
-                    f"cannot reach the agent service at {urlsplit(url).netloc}: {exc or type(exc).__name__}"
+                    f"cannot reach the agent service at {host}: {exc or type(exc).__name__}"
                 ) from None
             except httpx.TimeoutException:
                 if method == "GET" and attempt + 1 < self.retry.max_attempts:
                     await self._backoff(method, path, attempt, None, "read timeout")
                     attempt += 1
                     continue
-                raise ServiceError(f"the agent service did not answer {method} {path} in time") from None
+                raise ServiceError(
+                    f"the agent service did not answer {method} {path} in time"
+                ) from None
             except httpx.HTTPError as exc:
-                raise AgentConnectionError(f"{method} {path} failed: {exc or type(exc).__name__}") from None
+                raise AgentConnectionError(
+                    f"{method} {path} failed: {exc or type(exc).__name__}"
+                ) from None
 
             status = response.status_code
             log(
@@ -393,8 +417,16 @@ class AgentsClient:
         self, method: str, path: str, attempt: int, retry_after: float | None, why: str
     ) -> None:
         delay = self.retry.delay(attempt, retry_after)
-        log(logger, "agent.retry", logging.WARNING, method=method, path=path, attempt=attempt + 1,
-            delay_s=round(delay, 3), why=why)
+        log(
+            logger,
+            "agent.retry",
+            logging.WARNING,
+            method=method,
+            path=path,
+            attempt=attempt + 1,
+            delay_s=round(delay, 3),
+            why=why,
+        )
         await asyncio.sleep(delay)
 
     @staticmethod
@@ -424,7 +456,9 @@ class AgentsClient:
         if status == 404:
             return NotFoundError(message, **kwargs)
         if status == 429:
-            return RateLimitedError(message, retry_after=retry_after_seconds(response.headers), **kwargs)
+            return RateLimitedError(
+                message, retry_after=retry_after_seconds(response.headers), **kwargs
+            )
         if status == 400 and ThreadBusyError.matches(message):
             return ThreadBusyError(message, **kwargs)
         if status in (400, 409, 413, 415, 422):
@@ -512,14 +546,22 @@ class RunStream:
                     return
                 rounds += 1
                 if rounds > self._max_tool_rounds:
-                    log(logger, "agent.tool_rounds_exceeded", logging.WARNING,
-                        thread_id=self.thread_id, run_id=waiting.id, rounds=rounds - 1)
+                    log(
+                        logger,
+                        "agent.tool_rounds_exceeded",
+                        logging.WARNING,
+                        thread_id=self.thread_id,
+                        run_id=waiting.id,
+                        rounds=rounds - 1,
+                    )
                     run = await self._client.cancel_run(waiting.thread_id, waiting.id)
                     self._note_run(run.as_dict())
                     yield "thread.run.cancelled", run.as_dict()
                     return
                 outputs = await self._toolset.execute(waiting.tool_calls)  # type: ignore[union-attr]
-                self._response = await self._client._open_submit(waiting.thread_id, waiting.id, outputs)
+                self._response = await self._client._open_submit(
+                    waiting.thread_id, waiting.id, outputs
+                )
         finally:
             await self.aclose()
 
@@ -558,7 +600,13 @@ class RunStream:
         except SSEError as exc:
             raise BadResponseError(str(exc)) from None
         if self.status in _STREAM_END_STATUSES:
-            log(logger, "agent.stream_no_done", logging.INFO, thread_id=self.thread_id, run_id=self.run_id)
+            log(
+                logger,
+                "agent.stream_no_done",
+                logging.INFO,
+                thread_id=self.thread_id,
+                run_id=self.run_id,
+            )
             return
         raise StreamInterruptedError(
             "the agent service closed the stream before the run finished",

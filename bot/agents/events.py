@@ -36,7 +36,7 @@ AnnotationKind = Literal["url_citation", "file_citation", "file_path", "other"]
 
 @dataclass(frozen=True, slots=True)
 class Annotation:
-    """A citation or file reference. ``marker`` is the raw text it replaces (e.g. 【3:0†source】)."""
+    """A citation or file reference; ``marker`` is the raw text it stands for (【3:0†source】)."""
 
     kind: AnnotationKind
     marker: str = ""

@@ -132,18 +132,27 @@ class FunctionToolSet:
             prop.pop("title", None)
         return {
             "type": "function",
-            "function": {"name": name, "description": _summary(function.__doc__), "parameters": schema},
+            "function": {
+                "name": name,
+                "description": _summary(function.__doc__),
+                "parameters": schema,
+            },
         }
 
     async def execute(self, calls: Sequence[ToolCall]) -> list[dict[str, str]]:
         """Run every call concurrently; each failure becomes an output the agent can read."""
         outputs = await asyncio.gather(*(self._run_one(call) for call in calls))
-        return [{"tool_call_id": call.id, "output": out} for call, out in zip(calls, outputs, strict=True)]
+        return [
+            {"tool_call_id": call.id, "output": out}
+            for call, out in zip(calls, outputs, strict=True)
+        ]
 
     async def _run_one(self, call: ToolCall) -> str:
         function = self._functions.get(call.name)
         if function is None:
-            return f"error: no function named {call.name!r}; available: {', '.join(self._functions)}"
+            return (
+                f"error: no function named {call.name!r}; available: {', '.join(self._functions)}"
+            )
         try:
             arguments = json.loads(call.arguments or "{}")
             if not isinstance(arguments, dict):
@@ -156,6 +165,13 @@ class FunctionToolSet:
             else:
                 result = await asyncio.to_thread(function, **arguments)
         except Exception as exc:
-            log(logger, "tool.failed", logging.WARNING, tool=call.name, call_id=call.id, error=repr(exc))
+            log(
+                logger,
+                "tool.failed",
+                logging.WARNING,
+                tool=call.name,
+                call_id=call.id,
+                error=repr(exc),
+            )
             return f"error: {type(exc).__name__}: {exc}"
         return result if isinstance(result, str) else json.dumps(result, default=str)

@@ -83,7 +83,9 @@ def parse_annotation(raw: dict[str, Any]) -> Annotation:
             "file_citation", file_id=cite.get("file_id"), quote=cite.get("quote"), **common
         )
     if kind == "file_path":
-        return Annotation("file_path", file_id=(raw.get("file_path") or {}).get("file_id"), **common)
+        return Annotation(
+            "file_path", file_id=(raw.get("file_path") or {}).get("file_id"), **common
+        )
     return Annotation("other", **common)
 
 

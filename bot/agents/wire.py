@@ -104,7 +104,11 @@ class WireEventMapper:
         if name == "thread.message.completed":
             obj = _require_dict(name, data)
             content = obj.get("content")
-            return [MessageCompleted(str(obj.get("id")), content_text(content), content_annotations(content))]
+            return [
+                MessageCompleted(
+                    str(obj.get("id")), content_text(content), content_annotations(content)
+                )
+            ]
         if name in MESSAGE_EVENTS or name == "thread.created" or name == "done":
             return []
         if name == "error":

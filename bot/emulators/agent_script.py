@@ -103,7 +103,9 @@ class Action(_Strict):
         kinds = [k for k in ActionKind.__args__ if getattr(self, k) is not None]  # type: ignore[attr-defined]
         if len(kinds) != 1:
             found = ", ".join(kinds) or "none"
-            raise ValueError(f"an action needs exactly one of {', '.join(ActionKind.__args__)}; found {found}")  # type: ignore[attr-defined]
+            raise ValueError(
+                f"an action needs exactly one of {', '.join(ActionKind.__args__)}; found {found}"
+            )  # type: ignore[attr-defined]
         return self
 
     @property
@@ -134,7 +136,8 @@ class Script(_Strict):
             return cls.model_validate(doc or {})
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
+                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+                for err in exc.errors()
             )
             raise ScriptError(f"{source}: {problems}") from None
 
@@ -148,5 +151,7 @@ class Script(_Strict):
         try:
             doc = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
         except (ValueError, yaml.YAMLError) as exc:
-            raise ScriptError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+            raise ScriptError(
+                f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}"
+            ) from None
         return cls.parse(doc, str(path))

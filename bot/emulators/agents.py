@@ -47,8 +47,14 @@ def _now() -> int:
     return int(time.time())
 
 
-def _error(status: int, message: str, code: str | None = None, *, param: str | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
+def _error(
+    status: int,
+    message: str,
+    code: str | None = None,
+    *,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     kind = "invalid_request_error" if status < 500 else "server_error"
     body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return web.json_response(body, status=status, headers=headers)
@@ -82,10 +88,15 @@ class Fault:
             headers = {}
             if self.retry_after is not None:
                 headers["retry-after-ms"] = str(int(self.retry_after * 1000))
-            return web.Response(status=self.status, text=self.body, headers=headers,
-                                content_type=self.content_type or "text/plain")
-        return _reject_response(Reject(status=self.status, message=self.message,
-                                       retry_after=self.retry_after))
+            return web.Response(
+                status=self.status,
+                text=self.body,
+                headers=headers,
+                content_type=self.content_type or "text/plain",
+            )
+        return _reject_response(
+            Reject(status=self.status, message=self.message, retry_after=self.retry_after)
+        )
 
 
 @dataclass
@@ -146,8 +157,12 @@ class AgentServiceEmulator:
         self.app = self._make_app()
         if agent_id:
             self._create_agent_doc(
-                {"model": "gpt-4o-emulated", "name": "Demo agent",
-                 "instructions": "You are a helpful assistant.", "tools": agent_tools or []},
+                {
+                    "model": "gpt-4o-emulated",
+                    "name": "Demo agent",
+                    "instructions": "You are a helpful assistant.",
+                    "tools": agent_tools or [],
+                },
                 agent_id=agent_id,
             )
 
@@ -184,17 +199,27 @@ class AgentServiceEmulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def fail_next(self, method: str, path: str, status: int = 500, *, times: int = 1,
-                  retry_after: float | None = None, body: str | None = None,
-                  content_type: str | None = None, message: str | None = None) -> None:
+    def fail_next(
+        self,
+        method: str,
+        path: str,
+        status: int = 500,
+        *,
+        times: int = 1,
+        retry_after: float | None = None,
+        body: str | None = None,
+        content_type: str | None = None,
+        message: str | None = None,
+    ) -> None:
         """Make the next ``times`` requests matching ``method path`` fail this way."""
-        self.faults.append(Fault(method.upper(), path, status, times, retry_after, body,
-                                 content_type, message))
+        self.faults.append(
+            Fault(method.upper(), path, status, times, retry_after, body, content_type, message)
+        )
 
-    async def wait_run(self, run_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    async def wait_run(self, run_id: str, limit: float = 10.0) -> dict[str, Any]:
         """Wait until a run reaches a terminal state (for tests of background runs)."""
         run = self.runs[run_id]
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             async with run.changed:
                 await run.changed.wait_for(lambda: run.status in TERMINAL)
         return run.doc
@@ -233,14 +258,23 @@ class AgentServiceEmulator:
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return _error(401, "Access denied: missing bearer token. Authenticate with Entra ID "
-                          "for scope https://ai.azure.com/.default.", "PermissionDenied")
+            return _error(
+                401,
+                "Access denied: missing bearer token. Authenticate with Entra ID "
+                "for scope https://ai.azure.com/.default.",
+                "PermissionDenied",
+            )
         if self.token is not None and token.strip() != self.token:
-            return _error(401, "Access denied: the bearer token is invalid or expired.",
-                          "PermissionDenied")
+            return _error(
+                401, "Access denied: the bearer token is invalid or expired.", "PermissionDenied"
+            )
         if not request.query.get("api-version"):
-            return _error(400, "Missing required query parameter: api-version", "BadRequest",
-                          param="api-version")
+            return _error(
+                400,
+                "Missing required query parameter: api-version",
+                "BadRequest",
+                param="api-version",
+            )
         body: Any = None
         if request.can_read_body:
             raw = await request.read()
@@ -252,10 +286,14 @@ class AgentServiceEmulator:
                 if not isinstance(body, dict):
                     return _error(400, "The request body must be a JSON object.", "invalid_payload")
         request[BODY] = body if body is not None else {}
-        route = request.path[len(prefix):]
+        route = request.path[len(prefix) :]
         self.requests.append((request.method, route, body))
         for fault in self.faults:
-            if fault.times > 0 and fault.method == request.method and fnmatch.fnmatchcase(route, fault.path):
+            if (
+                fault.times > 0
+                and fault.method == request.method
+                and fnmatch.fnmatchcase(route, fault.path)
+            ):
                 fault.times -= 1
                 return fault.response()
         return await handler(request)
@@ -269,13 +307,21 @@ class AgentServiceEmulator:
 
     # -- agents ------------------------------------------------------------------------
 
-    def _create_agent_doc(self, body: dict[str, Any], agent_id: str | None = None) -> dict[str, Any]:
+    def _create_agent_doc(
+        self, body: dict[str, Any], agent_id: str | None = None
+    ) -> dict[str, Any]:
         doc = {
-            "id": agent_id or _new_id("asst"), "object": "assistant", "created_at": _now(),
-            "name": body.get("name"), "description": body.get("description"),
-            "model": body.get("model"), "instructions": body.get("instructions"),
-            "tools": body.get("tools") or [], "tool_resources": body.get("tool_resources") or {},
-            "top_p": body.get("top_p", 1.0), "temperature": body.get("temperature", 1.0),
+            "id": agent_id or _new_id("asst"),
+            "object": "assistant",
+            "created_at": _now(),
+            "name": body.get("name"),
+            "description": body.get("description"),
+            "model": body.get("model"),
+            "instructions": body.get("instructions"),
+            "tools": body.get("tools") or [],
+            "tool_resources": body.get("tool_resources") or {},
+            "top_p": body.get("top_p", 1.0),
+            "temperature": body.get("temperature", 1.0),
             "response_format": body.get("response_format", "auto"),
             "metadata": body.get("metadata") or {},
         }
@@ -285,8 +331,12 @@ class AgentServiceEmulator:
     async def _create_agent(self, request: web.Request) -> web.Response:
         body = request[BODY]
         if not body.get("model"):
-            return _error(400, "Missing required parameter: 'model'.", "missing_required_parameter",
-                          param="model")
+            return _error(
+                400,
+                "Missing required parameter: 'model'.",
+                "missing_required_parameter",
+                param="model",
+            )
         return web.json_response(self._create_agent_doc(body))
 
     async def _list_agents(self, request: web.Request) -> web.Response:
@@ -294,7 +344,11 @@ class AgentServiceEmulator:
 
     def _agent_or_404(self, agent_id: str) -> dict[str, Any] | web.Response:
         agent = self.agents.get(agent_id)
-        return agent if agent else _error(404, f"No assistant found with id '{agent_id}'.", "not_found")
+        return (
+            agent
+            if agent
+            else _error(404, f"No assistant found with id '{agent_id}'.", "not_found")
+        )
 
     async def _get_agent(self, request: web.Request) -> web.Response:
         agent = self._agent_or_404(request.match_info["agent_id"])
@@ -319,12 +373,21 @@ class AgentServiceEmulator:
 
     def _thread_or_404(self, thread_id: str) -> dict[str, Any] | web.Response:
         thread = self.threads.get(thread_id)
-        return thread if thread else _error(404, f"No thread found with id '{thread_id}'.", "not_found")
+        return (
+            thread
+            if thread
+            else _error(404, f"No thread found with id '{thread_id}'.", "not_found")
+        )
 
     async def _create_thread(self, request: web.Request) -> web.Response:
         body = request[BODY]
-        thread = {"id": _new_id("thread"), "object": "thread", "created_at": _now(),
-                  "metadata": body.get("metadata") or {}, "tool_resources": body.get("tool_resources") or {}}
+        thread = {
+            "id": _new_id("thread"),
+            "object": "thread",
+            "created_at": _now(),
+            "metadata": body.get("metadata") or {},
+            "tool_resources": body.get("tool_resources") or {},
+        }
         self.threads[thread["id"]] = thread
         self.messages[thread["id"]] = []
         for message in body.get("messages") or []:
@@ -354,18 +417,32 @@ class AgentServiceEmulator:
             return "Missing required parameter: 'content'."
         return None
 
-    def _store_message(self, thread_id: str, body: dict[str, Any], *, run: Run | None = None,
-                       agent_id: str | None = None) -> dict[str, Any]:
+    def _store_message(
+        self,
+        thread_id: str,
+        body: dict[str, Any],
+        *,
+        run: Run | None = None,
+        agent_id: str | None = None,
+    ) -> dict[str, Any]:
         content = body.get("content", "")
         if isinstance(content, str):
             content = [{"type": "text", "text": {"value": content, "annotations": []}}]
         message = {
-            "id": _new_id("msg"), "object": "thread.message", "created_at": _now(),
-            "assistant_id": agent_id, "thread_id": thread_id, "run_id": run.id if run else None,
-            "role": body.get("role", "user"), "content": content,
-            "attachments": body.get("attachments") or [], "metadata": body.get("metadata") or {},
+            "id": _new_id("msg"),
+            "object": "thread.message",
+            "created_at": _now(),
+            "assistant_id": agent_id,
+            "thread_id": thread_id,
+            "run_id": run.id if run else None,
+            "role": body.get("role", "user"),
+            "content": content,
+            "attachments": body.get("attachments") or [],
+            "metadata": body.get("metadata") or {},
             "status": "completed" if run is None else "in_progress",
-            "incomplete_details": None, "completed_at": None if run else _now(), "incomplete_at": None,
+            "incomplete_details": None,
+            "completed_at": None if run else _now(),
+            "incomplete_at": None,
         }
         self.messages[thread_id].append(message)
         return message
@@ -377,42 +454,63 @@ class AgentServiceEmulator:
             return thread
         active = self.active_run.get(thread_id)
         if active:
-            return _error(400, f"Can't add messages to {thread_id} while a run {active} is active.",
-                          "invalid_request")
+            return _error(
+                400,
+                f"Can't add messages to {thread_id} while a run {active} is active.",
+                "invalid_request",
+            )
         problem = self._message_problem(request[BODY])
         if problem:
             return _error(400, problem, "invalid_value")
         return web.json_response(self._store_message(thread_id, request[BODY]))
 
-    def _page(self, items: list[dict[str, Any]], request: web.Request) -> dict[str, Any] | web.Response:
+    def _page(
+        self, items: list[dict[str, Any]], request: web.Request
+    ) -> dict[str, Any] | web.Response:
         query = request.query
         try:
             limit = int(query.get("limit", "20"))
         except ValueError:
             limit = 0
         if not 1 <= limit <= 100:
-            return _error(400, "Invalid 'limit': integer between 1 and 100 expected.", "invalid_value", param="limit")
+            return _error(
+                400,
+                "Invalid 'limit': integer between 1 and 100 expected.",
+                "invalid_value",
+                param="limit",
+            )
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
-            return _error(400, "Invalid 'order': expected 'asc' or 'desc'.", "invalid_value", param="order")
+            return _error(
+                400, "Invalid 'order': expected 'asc' or 'desc'.", "invalid_value", param="order"
+            )
         ordered = items if order == "asc" else list(reversed(items))
         ids = [item["id"] for item in ordered]
         start, stop = 0, len(ordered)
         if query.get("after"):
             if query["after"] not in ids:
-                return _error(400, f"Invalid 'after': no object with id '{query['after']}'.", "invalid_value")
+                return _error(
+                    400, f"Invalid 'after': no object with id '{query['after']}'.", "invalid_value"
+                )
             start = ids.index(query["after"]) + 1
         if query.get("before"):
             if query["before"] not in ids:
-                return _error(400, f"Invalid 'before': no object with id '{query['before']}'.", "invalid_value")
+                return _error(
+                    400,
+                    f"Invalid 'before': no object with id '{query['before']}'.",
+                    "invalid_value",
+                )
             stop = ids.index(query["before"])
             start = max(start, stop - limit) if not query.get("after") else start
         window = ordered[start:stop]
         data = window[:limit]
-        return {"object": "list", "data": data,
-                "first_id": data[0]["id"] if data else None,
-                "last_id": data[-1]["id"] if data else None,
-                "has_more": len(window) > len(data)}
+        return {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": len(window) > len(data),
+        }
 
     async def _list_messages(self, request: web.Request) -> web.Response:
         thread_id = request.match_info["thread_id"]
@@ -451,7 +549,8 @@ class AgentServiceEmulator:
         for message in reversed(self.messages.get(thread_id, [])):
             if message["role"] == "user":
                 return "".join(
-                    part.get("text", {}).get("value", "") for part in message["content"]
+                    part.get("text", {}).get("value", "")
+                    for part in message["content"]
                     if part.get("type") == "text"
                 )
         return ""
@@ -464,14 +563,20 @@ class AgentServiceEmulator:
             return thread
         agent_id = body.get("assistant_id")
         if not agent_id:
-            return _error(400, "Missing required parameter: 'assistant_id'.",
-                          "missing_required_parameter", param="assistant_id")
+            return _error(
+                400,
+                "Missing required parameter: 'assistant_id'.",
+                "missing_required_parameter",
+                param="assistant_id",
+            )
         agent = self._agent_or_404(agent_id)
         if isinstance(agent, web.Response):
             return agent
         active = self.active_run.get(thread_id)
         if active:
-            return _error(400, f"Thread {thread_id} already has an active run {active}.", "invalid_request")
+            return _error(
+                400, f"Thread {thread_id} already has an active run {active}.", "invalid_request"
+            )
         reject = self._pending_reject(thread_id)
         if reject is not None:
             return _reject_response(reject)
@@ -480,19 +585,37 @@ class AgentServiceEmulator:
         created = _now()
         tools = body["tools"] if body.get("tools") is not None else agent["tools"]
         doc = {
-            "id": _new_id("run"), "object": "thread.run", "created_at": created,
-            "assistant_id": agent_id, "thread_id": thread_id, "status": "queued",
-            "started_at": None, "expires_at": created + 600, "cancelled_at": None,
-            "failed_at": None, "completed_at": None, "required_action": None, "last_error": None,
+            "id": _new_id("run"),
+            "object": "thread.run",
+            "created_at": created,
+            "assistant_id": agent_id,
+            "thread_id": thread_id,
+            "status": "queued",
+            "started_at": None,
+            "expires_at": created + 600,
+            "cancelled_at": None,
+            "failed_at": None,
+            "completed_at": None,
+            "required_action": None,
+            "last_error": None,
             "model": body.get("model") or agent["model"],
             "instructions": (body.get("instructions") or agent["instructions"] or "")
-            + (("\n" + body["additional_instructions"]) if body.get("additional_instructions") else ""),
-            "tools": tools, "tool_resources": body.get("tool_resources") or agent["tool_resources"],
-            "metadata": body.get("metadata") or {}, "temperature": body.get("temperature", 1.0),
-            "top_p": body.get("top_p", 1.0), "max_completion_tokens": body.get("max_completion_tokens"),
+            + (
+                ("\n" + body["additional_instructions"])
+                if body.get("additional_instructions")
+                else ""
+            ),
+            "tools": tools,
+            "tool_resources": body.get("tool_resources") or agent["tool_resources"],
+            "metadata": body.get("metadata") or {},
+            "temperature": body.get("temperature", 1.0),
+            "top_p": body.get("top_p", 1.0),
+            "max_completion_tokens": body.get("max_completion_tokens"),
             "max_prompt_tokens": body.get("max_prompt_tokens"),
-            "truncation_strategy": body.get("truncation_strategy") or {"type": "auto", "last_messages": None},
-            "incomplete_details": None, "usage": None,
+            "truncation_strategy": body.get("truncation_strategy")
+            or {"type": "auto", "last_messages": None},
+            "incomplete_details": None,
+            "usage": None,
             "response_format": body.get("response_format", "auto"),
             "tool_choice": body.get("tool_choice", "auto"),
             "parallel_tool_calls": body.get("parallel_tool_calls", True),
@@ -523,7 +646,11 @@ class AgentServiceEmulator:
             return run
         steps: dict[str, dict[str, Any]] = {}
         for item in run.events:
-            if isinstance(item, tuple) and item[0].startswith("thread.run.step.") and item[0] != "thread.run.step.delta":
+            if (
+                isinstance(item, tuple)
+                and item[0].startswith("thread.run.step.")
+                and item[0] != "thread.run.step.delta"
+            ):
                 steps[item[1]["id"]] = item[1]
         page = self._page(list(steps.values()), request)
         return page if isinstance(page, web.Response) else web.json_response(page)
@@ -545,17 +672,30 @@ class AgentServiceEmulator:
         if isinstance(run, web.Response):
             return run
         if run.status != "requires_action" or run.outputs is None or run.outputs.done():
-            return _error(400, f'Runs in status "{run.status}" do not accept tool outputs.', "invalid_request")
+            return _error(
+                400, f'Runs in status "{run.status}" do not accept tool outputs.', "invalid_request"
+            )
         outputs = request[BODY].get("tool_outputs")
-        expected = {c["id"] for c in run.doc["required_action"]["submit_tool_outputs"]["tool_calls"]}
+        expected = {
+            c["id"] for c in run.doc["required_action"]["submit_tool_outputs"]["tool_calls"]
+        }
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-            return _error(400, "Missing required parameter: 'tool_outputs'.", "missing_required_parameter",
-                          param="tool_outputs")
+            return _error(
+                400,
+                "Missing required parameter: 'tool_outputs'.",
+                "missing_required_parameter",
+                param="tool_outputs",
+            )
         given = {o.get("tool_call_id") for o in outputs}
         if given != expected:
             missing = ", ".join(sorted(expected - given)) or "none"
-            return _error(400, f"Expected tool outputs for call_ids [{', '.join(sorted(expected))}], "
-                          f"missing: {missing}.", "invalid_value", param="tool_outputs")
+            return _error(
+                400,
+                f"Expected tool outputs for call_ids [{', '.join(sorted(expected))}], "
+                f"missing: {missing}.",
+                "invalid_value",
+                param="tool_outputs",
+            )
         start = len(run.events)
         run.outputs.set_result(outputs)
         if not request[BODY].get("stream"):
@@ -565,10 +705,13 @@ class AgentServiceEmulator:
     # -- the event stream -----------------------------------------------------------------
 
     async def _stream(self, request: web.Request, run: Run, start: int) -> web.StreamResponse:
-        response = web.StreamResponse(headers={
-            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-            "x-ms-client-request-id": request.headers.get("x-ms-client-request-id", ""),
-        })
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-cache",
+                "x-ms-client-request-id": request.headers.get("x-ms-client-request-id", ""),
+            }
+        )
         await response.prepare(request)
         newline = "\r\n" if self.crlf else "\n"
         position = start
@@ -577,7 +720,7 @@ class AgentServiceEmulator:
                 async with run.changed:
                     try:
                         await asyncio.wait_for(
-                            run.changed.wait_for(lambda: len(run.events) > position),
+                            run.changed.wait_for(lambda seen=position: len(run.events) > seen),
                             timeout=self.keepalive,
                         )
                     except TimeoutError:
@@ -591,7 +734,9 @@ class AgentServiceEmulator:
                             request.transport.abort()
                         return response
                     if item is _PAUSE:
-                        await response.write(f"event: done{newline}data: [DONE]{newline}{newline}".encode())
+                        await response.write(
+                            f"event: done{newline}data: [DONE]{newline}{newline}".encode()
+                        )
                         await response.write_eof()
                         return response
                     name, payload = item
@@ -599,7 +744,9 @@ class AgentServiceEmulator:
                         await response.write(payload.encode())
                     else:
                         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-                        await response.write(f"event: {name}{newline}data: {data}{newline}{newline}".encode())
+                        await response.write(
+                            f"event: {name}{newline}data: {data}{newline}{newline}".encode()
+                        )
         except (ConnectionResetError, asyncio.CancelledError):
             return response  # the client went away; the run goes on
 
@@ -642,8 +789,11 @@ class RunWorker:
                     if await self.act(action):
                         return
             await self.finish_message()
-            usage = {"prompt_tokens": 12 + len(self.run.user_text) // 4,
-                     "completion_tokens": self.tokens, "total_tokens": 0}
+            usage = {
+                "prompt_tokens": 12 + len(self.run.user_text) // 4,
+                "completion_tokens": self.tokens,
+                "total_tokens": 0,
+            }
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             await self.set_status("completed", completed_at=_now(), usage=usage)
             await self.emit(_PAUSE)
@@ -655,8 +805,11 @@ class RunWorker:
             raise
         except Exception as exc:  # a bug in a script must end the run, not hang it
             logger.exception("emulator run worker failed")
-            await self.set_status("failed", failed_at=_now(),
-                                  last_error={"code": "server_error", "message": f"emulator: {exc}"})
+            await self.set_status(
+                "failed",
+                failed_at=_now(),
+                last_error={"code": "server_error", "message": f"emulator: {exc}"},
+            )
             await self.emit(_PAUSE)
 
     def check_cancel(self) -> None:
@@ -677,8 +830,11 @@ class RunWorker:
         script = self.em.script
         if kind == "text":
             text = string.Template(action.text or "").safe_substitute(self.substitutions())
-            await self.say(text, action.deltas or script.deltas,
-                           script.delay if action.delay is None else action.delay)
+            await self.say(
+                text,
+                action.deltas or script.deltas,
+                script.delay if action.delay is None else action.delay,
+            )
         elif kind == "sleep":
             await self.sleep(action.sleep or 0)
         elif kind in ("citation", "file_citation"):
@@ -689,8 +845,11 @@ class RunWorker:
         elif kind == "fail":
             assert action.fail is not None
             await self.finish_message(status="incomplete")
-            await self.set_status("failed", failed_at=_now(),
-                                  last_error={"code": action.fail.code, "message": action.fail.message})
+            await self.set_status(
+                "failed",
+                failed_at=_now(),
+                last_error={"code": action.fail.code, "message": action.fail.message},
+            )
             await self.emit(_PAUSE)
             return True
         elif kind == "incomplete":
@@ -707,8 +866,17 @@ class RunWorker:
             await self.emit(_DISCONNECT)
         elif kind == "error_event":
             assert action.error_event is not None
-            await self.emit(("error", {"error": {"code": action.error_event.code,
-                                                  "message": action.error_event.message}}))
+            await self.emit(
+                (
+                    "error",
+                    {
+                        "error": {
+                            "code": action.error_event.code,
+                            "message": action.error_event.message,
+                        }
+                    },
+                )
+            )
         elif kind == "raw":
             await self.emit(("_raw", action.raw))
         return False
@@ -728,36 +896,63 @@ class RunWorker:
             required = (function.get("parameters") or {}).get("required") or []
             if not required and re.search(rf"\b{re.escape(name)}\b", self.run.user_text):
                 await self.call_tools([(name, "{}")], 2)
-                await self.say(f"`{name}` returned: {self.outputs[0]}", self.em.script.deltas,
-                               self.em.script.delay)
+                await self.say(
+                    f"`{name}` returned: {self.outputs[0]}",
+                    self.em.script.deltas,
+                    self.em.script.delay,
+                )
                 return
-        await self.say(f"You said: {self.run.user_text}", self.em.script.deltas, self.em.script.delay)
+        await self.say(
+            f"You said: {self.run.user_text}", self.em.script.deltas, self.em.script.delay
+        )
 
     async def start_message(self) -> dict[str, Any]:
         if self.message is not None:
             return self.message
-        message = self.em._store_message(self.thread_id, {"role": "assistant", "content": []},
-                                         run=self.run, agent_id=self.run.doc["assistant_id"])
-        step = self.new_step("message_creation",
-                             {"type": "message_creation", "message_creation": {"message_id": message["id"]}})
-        await self.emit(("thread.run.step.created", dict(step)), ("thread.run.step.in_progress", dict(step)),
-                        ("thread.message.created", _copy(message)), ("thread.message.in_progress", _copy(message)))
+        message = self.em._store_message(
+            self.thread_id,
+            {"role": "assistant", "content": []},
+            run=self.run,
+            agent_id=self.run.doc["assistant_id"],
+        )
+        step = self.new_step(
+            "message_creation",
+            {"type": "message_creation", "message_creation": {"message_id": message["id"]}},
+        )
+        await self.emit(
+            ("thread.run.step.created", dict(step)),
+            ("thread.run.step.in_progress", dict(step)),
+            ("thread.message.created", _copy(message)),
+            ("thread.message.in_progress", _copy(message)),
+        )
         self.message, self.step = message, step
         return message
 
     def new_step(self, kind: str, details: dict[str, Any]) -> dict[str, Any]:
         return {
-            "id": _new_id("step"), "object": "thread.run.step", "created_at": _now(),
-            "run_id": self.run.id, "assistant_id": self.run.doc["assistant_id"],
-            "thread_id": self.thread_id, "type": kind, "status": "in_progress",
-            "cancelled_at": None, "completed_at": None, "expires_at": self.run.doc["expires_at"],
-            "failed_at": None, "last_error": None, "step_details": details, "usage": None,
+            "id": _new_id("step"),
+            "object": "thread.run.step",
+            "created_at": _now(),
+            "run_id": self.run.id,
+            "assistant_id": self.run.doc["assistant_id"],
+            "thread_id": self.thread_id,
+            "type": kind,
+            "status": "in_progress",
+            "cancelled_at": None,
+            "completed_at": None,
+            "expires_at": self.run.doc["expires_at"],
+            "failed_at": None,
+            "last_error": None,
+            "step_details": details,
+            "usage": None,
         }
 
     def text_part(self) -> dict[str, Any]:
         assert self.message is not None
         if not self.message["content"]:
-            self.message["content"].append({"type": "text", "text": {"value": "", "annotations": []}})
+            self.message["content"].append(
+                {"type": "text", "text": {"value": "", "annotations": []}}
+            )
         return self.message["content"][0]["text"]
 
     async def say(self, text: str, deltas: int, delay: float) -> None:
@@ -773,9 +968,16 @@ class RunWorker:
             if first:
                 chunk["text"]["annotations"] = []
                 first = False
-            await self.emit(("thread.message.delta",
-                             {"id": message["id"], "object": "thread.message.delta",
-                              "delta": {"content": [chunk]}}))
+            await self.emit(
+                (
+                    "thread.message.delta",
+                    {
+                        "id": message["id"],
+                        "object": "thread.message.delta",
+                        "delta": {"content": [chunk]},
+                    },
+                )
+            )
 
     async def cite(self, action: Action) -> None:
         message = await self.start_message()
@@ -783,20 +985,48 @@ class RunWorker:
         self.annotation_count += 1
         marker = f"【{self.annotation_count + 2}:{self.annotation_count - 1}†source】"
         start = len(part["value"])
-        annotation: dict[str, Any] = {"type": "url_citation" if action.citation else "file_citation",
-                                      "text": marker, "start_index": start, "end_index": start + len(marker)}
+        annotation: dict[str, Any] = {
+            "type": "url_citation" if action.citation else "file_citation",
+            "text": marker,
+            "start_index": start,
+            "end_index": start + len(marker),
+        }
         if action.citation:
-            annotation["url_citation"] = {"url": action.citation.url, "title": action.citation.title}
+            annotation["url_citation"] = {
+                "url": action.citation.url,
+                "title": action.citation.title,
+            }
         else:
             assert action.file_citation is not None
-            annotation["file_citation"] = {"file_id": action.file_citation.file_id,
-                                           "quote": action.file_citation.quote}
+            annotation["file_citation"] = {
+                "file_id": action.file_citation.file_id,
+                "quote": action.file_citation.quote,
+            }
         part["value"] += marker
         part["annotations"].append(annotation)
-        await self.emit(("thread.message.delta", {
-            "id": message["id"], "object": "thread.message.delta",
-            "delta": {"content": [{"index": 0, "type": "text", "text": {
-                "value": marker, "annotations": [{"index": len(part["annotations"]) - 1, **annotation}]}}]}}))
+        await self.emit(
+            (
+                "thread.message.delta",
+                {
+                    "id": message["id"],
+                    "object": "thread.message.delta",
+                    "delta": {
+                        "content": [
+                            {
+                                "index": 0,
+                                "type": "text",
+                                "text": {
+                                    "value": marker,
+                                    "annotations": [
+                                        {"index": len(part["annotations"]) - 1, **annotation}
+                                    ],
+                                },
+                            }
+                        ]
+                    },
+                },
+            )
+        )
 
     async def finish_message(self, status: str = "completed") -> None:
         if self.message is None or self.step is None:
@@ -808,31 +1038,60 @@ class RunWorker:
             self.message["incomplete_at"] = _now()
         self.step["status"] = "completed" if status == "completed" else "cancelled"
         self.step["completed_at"] = _now()
-        await self.emit((f"thread.message.{status}", _copy(self.message)),
-                        (f"thread.run.step.{self.step['status']}", dict(self.step)))
+        await self.emit(
+            (f"thread.message.{status}", _copy(self.message)),
+            (f"thread.run.step.{self.step['status']}", dict(self.step)),
+        )
         self.message = self.step = None
 
     async def call_tools(self, calls: list[tuple[str, str]], fragments: int) -> None:
         await self.finish_message()
-        tool_calls = [{"id": _new_id("call"), "type": "function",
-                       "function": {"name": name, "arguments": "", "output": None}}
-                      for name, _ in calls]
+        tool_calls = [
+            {
+                "id": _new_id("call"),
+                "type": "function",
+                "function": {"name": name, "arguments": "", "output": None},
+            }
+            for name, _ in calls
+        ]
         step = self.new_step("tool_calls", {"type": "tool_calls", "tool_calls": _copy(tool_calls)})
-        await self.emit(("thread.run.step.created", _copy(step)), ("thread.run.step.in_progress", _copy(step)))
+        await self.emit(
+            ("thread.run.step.created", _copy(step)), ("thread.run.step.in_progress", _copy(step))
+        )
         for index, (call, (_, arguments)) in enumerate(zip(tool_calls, calls, strict=True)):
-            first = {"index": index, "id": call["id"], "type": "function",
-                     "function": {"name": call["function"]["name"], "arguments": "", "output": None}}
+            first = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": "", "output": None},
+            }
             await self.emit(_step_delta(step["id"], first))
             for piece in _split(arguments, fragments):
                 await self.sleep(self.em.script.delay)
-                await self.emit(_step_delta(step["id"], {"index": index, "type": "function",
-                                                         "function": {"arguments": piece}}))
+                await self.emit(
+                    _step_delta(
+                        step["id"],
+                        {"index": index, "type": "function", "function": {"arguments": piece}},
+                    )
+                )
             call["function"]["arguments"] = arguments
         step["step_details"]["tool_calls"] = _copy(tool_calls)
-        required = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
-            {"id": c["id"], "type": "function",
-             "function": {"name": c["function"]["name"], "arguments": c["function"]["arguments"]}}
-            for c in tool_calls]}}
+        required = {
+            "type": "submit_tool_outputs",
+            "submit_tool_outputs": {
+                "tool_calls": [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {
+                            "name": c["function"]["name"],
+                            "arguments": c["function"]["arguments"],
+                        },
+                    }
+                    for c in tool_calls
+                ]
+            },
+        }
         self.run.outputs = asyncio.get_running_loop().create_future()
         self.run.doc["expires_at"] = self.run.doc["created_at"] + 36000
         await self.set_status("requires_action", required_action=required)
@@ -858,8 +1117,14 @@ class RunWorker:
 
 
 def _step_delta(step_id: str, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return ("thread.run.step.delta", {"id": step_id, "object": "thread.run.step.delta",
-                                      "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}}})
+    return (
+        "thread.run.step.delta",
+        {
+            "id": step_id,
+            "object": "thread.run.step.delta",
+            "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
+        },
+    )
 
 
 def _copy(value: Any) -> Any:
@@ -873,17 +1138,19 @@ def _split(text: str, parts: int) -> list[str]:
     words = re.findall(r"\S+\s*|\s+", text)
     if len(words) < parts:
         size = math.ceil(len(text) / parts)
-        return [text[i:i + size] for i in range(0, len(text), size)]
+        return [text[i : i + size] for i in range(0, len(text), size)]
     per = math.ceil(len(words) / parts)
-    return ["".join(words[i:i + per]) for i in range(0, len(words), per)]
+    return ["".join(words[i : i + per]) for i in range(0, len(words), per)]
 
 
 # -- command line --------------------------------------------------------------------------
 
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bot.emulators.agents",
-        description="Emulated Azure AI Foundry Agent Service (classic threads/runs).")
+        description="Emulated Azure AI Foundry Agent Service (classic threads/runs).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--project", default="demo", help="project name in the endpoint path")
@@ -891,18 +1158,31 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--token", help="accept only this bearer token (default: any)")
     parser.add_argument("--agent-id", default="asst_demo", help="id of the agent created at start")
     parser.add_argument("--crlf", action="store_true", help="frame the stream with CRLF line ends")
-    parser.add_argument("--keepalive", type=float, metavar="SECONDS",
-                        help="send ': keep-alive' comments when idle this long")
+    parser.add_argument(
+        "--keepalive",
+        type=float,
+        metavar="SECONDS",
+        help="send ': keep-alive' comments when idle this long",
+    )
     return parser.parse_args(argv)
 
 
 async def _serve(args: argparse.Namespace, script: Script) -> None:
-    emulator = AgentServiceEmulator(script, project=args.project, token=args.token, crlf=args.crlf,
-                                    keepalive=args.keepalive, agent_id=args.agent_id)
+    emulator = AgentServiceEmulator(
+        script,
+        project=args.project,
+        token=args.token,
+        crlf=args.crlf,
+        keepalive=args.keepalive,
+        agent_id=args.agent_id,
+    )
     endpoint = await emulator.start(args.host, args.port)
     print(f"agent service emulator on {endpoint}", flush=True)
-    print(f"  PROJECT_ENDPOINT={endpoint} AGENT_ID={args.agent_id} "
-          f"AGENTS_ACCESS_TOKEN={'<your --token>' if args.token else 'any-value'}", flush=True)
+    print(
+        f"  PROJECT_ENDPOINT={endpoint} AGENT_ID={args.agent_id} "
+        f"AGENTS_ACCESS_TOKEN={'<your --token>' if args.token else 'any-value'}",
+        flush=True,
+    )
     try:
         await asyncio.Event().wait()
     finally:
