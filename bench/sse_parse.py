@@ -107,12 +107,14 @@ def main() -> int:
     mb = len(data) / MB
     sizes = [int(s) for s in args.chunks.split(",")]
     print(
-        f"stream: {mb:.2f} MB of recorded agent events ({len(unit)} B unit x {len(data) // len(unit)})"
+        f"stream: {mb:.2f} MB of recorded agent events "
+        f"({len(unit)} B unit x {len(data) // len(unit)})"
     )
     print()
     print("full path: bytes -> typed events")
     print(
-        f"{'chunk':>8} {'ours MB/s':>10} {'SDK MB/s':>10} {'ratio':>7}   {'framing only: ours':>19} {'SDK':>8} {'ratio':>6}"
+        f"{'chunk':>8} {'ours MB/s':>10} {'SDK MB/s':>10} {'ratio':>7}   "
+        f"{'framing only: ours':>19} {'SDK':>8} {'ratio':>6}"
     )
     ratios = []
     for size in sizes:
@@ -149,7 +151,8 @@ def main() -> int:
         t_big, _ = best_time(ours_full, chunked(data, size), args.repeat)
         growth = t_big / t_small * (len(small) / len(data)) * 10
         print(
-            f"  chunk {size:>5} B: {len(small) / MB:.2f} MB {t_small:.3f} s -> {mb:.2f} MB {t_big:.3f} s: "
+            f"  chunk {size:>5} B: {len(small) / MB:.2f} MB {t_small:.3f} s -> "
+            f"{mb:.2f} MB {t_big:.3f} s: "
             f"{growth:.2f}x the time for 10x the input (target <= 11x)"
         )
 
@@ -170,7 +173,8 @@ def main() -> int:
             t, _ = best_time(fn, chunked(event, 1024), 1)
             times.append(t)
         print(
-            f"  {label:>4}: {times[0]:.3f} s -> {times[1]:.3f} s ({times[1] / times[0]:.1f}x the time for 4x the input)"
+            f"  {label:>4}: {times[0]:.3f} s -> {times[1]:.3f} s "
+            f"({times[1] / times[0]:.1f}x the time for 4x the input)"
         )
     return 0
 

@@ -160,7 +160,10 @@ class SSEDecoder:
                 if data:
                     events.append(
                         ServerSentEvent(
-                            self._event or "message", "\n".join(data), self._last_id, self._event_retry
+                            self._event or "message",
+                            "\n".join(data),
+                            self._last_id,
+                            self._event_retry,
                         )
                     )
                     data.clear()
@@ -189,7 +192,9 @@ class SSEDecoder:
         # any other field is ignored, as the spec says
 
 
-def iter_sse(chunks: Iterable[bytes], decoder: SSEDecoder | None = None) -> Iterator[ServerSentEvent]:
+def iter_sse(
+    chunks: Iterable[bytes], decoder: SSEDecoder | None = None
+) -> Iterator[ServerSentEvent]:
     """Events from an iterable of chunks (the SDK parser's shape, for comparison)."""
     decoder = decoder or SSEDecoder()
     feed = decoder.feed

@@ -1,0 +1,20 @@
+"""The benchmark script keeps working (figures themselves belong to `make bench`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_sse_bench_runs_and_reports_ratios() -> None:
+    script = Path(__file__).resolve().parent.parent / "bench" / "sse_parse.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--size", "0.05", "--chunks", "64,4096", "--repeat", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "full path ratio, ours vs SDK" in result.stdout
+    assert "the time for 10x the input" in result.stdout
