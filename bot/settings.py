@@ -29,10 +29,16 @@ class Settings(BaseSettings):
     )
     agents_max_attempts: int = Field(default=4, ge=1, le=10, alias="AGENTS_MAX_ATTEMPTS")
 
-    # Slack (the Slack surface reads these; `run` uses them to pick a mode)
+    # Slack
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+
+    # The bot
+    store_url: str = Field(default="sqlite:///./data/bot.db", alias="BOT_STORE_URL")
+    tools_dir: str = Field(default="./tools", alias="BOT_TOOLS_DIR")
+    admins: str = Field(default="", alias="BOT_ADMINS")
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
@@ -44,6 +50,21 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def admin_ids(self) -> frozenset[str]:
+        return frozenset(
+            part.strip() for part in self.admins.replace(" ", ",").split(",") if part.strip()
+        )
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self, name)
+        return value.get_secret_value() if value else None
 
     @property
     def has_agent(self) -> bool:

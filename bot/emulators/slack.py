@@ -1,0 +1,688 @@
+"""Emulator of the Slack Web API and of Slack's event delivery, for the playground, the
+tests and the benchmarks.
+
+The real ``slack_sdk`` ``AsyncWebClient`` talks to it through ``base_url`` (it serves
+``/api/<method>``). It keeps workspaces' messages, enforces per-method rate limits with
+``429`` + ``Retry-After``, validates what Slack validates (``msg_too_long``,
+``invalid_blocks``, ``message_not_found``, ``cant_update_message``), and records a timeline
+of every call and of every state each message went through, so tests assert on what a
+person in Slack would have seen.
+
+It also plays the people: ``user_posts`` stores a message and delivers the Events API
+callbacks Slack would send (``app_mention`` and ``message``), signed with the signing
+secret, retried with ``X-Slack-Retry-Num`` when the app does not answer 200 in 3 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from aiohttp import web
+
+logger = logging.getLogger("bot.emulators.slack")
+
+TEXT_LIMIT = 40_000
+MARKDOWN_LIMIT = 12_000
+MAX_BLOCKS = 50
+BLOCK_TYPES = frozenset(
+    {"section", "markdown", "actions", "context", "divider", "header", "rich_text", "image"}
+)
+
+
+@dataclass
+class Limit:
+    """A token bucket: ``per_minute`` sustained, ``burst`` at once; ``scope`` team or channel."""
+
+    per_minute: float
+    burst: float
+    scope: str = "team"
+
+
+TIER2, TIER3, TIER4 = 20.0, 50.0, 100.0
+
+
+def default_limits() -> dict[str, Limit]:
+    return {
+        "chat.update": Limit(TIER3, 10),
+        "chat.delete": Limit(TIER3, 10),
+        "chat.postMessage": Limit(60, 6, scope="channel"),
+        "chat.postEphemeral": Limit(TIER4, 20),
+        "conversations.replies": Limit(TIER3, 10),
+        "conversations.info": Limit(TIER3, 10),
+        "users.info": Limit(TIER4, 20),
+        "reactions.add": Limit(TIER3, 10),
+        "assistant.threads.setStatus": Limit(600, 60),
+        "assistant.threads.setSuggestedPrompts": Limit(TIER3, 10),
+        "assistant.threads.setTitle": Limit(TIER3, 10),
+    }
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+@dataclass
+class Call:
+    t: float
+    method: str
+    params: dict[str, Any]
+    ok: bool
+    error: str | None = None
+    status: int = 200
+
+
+@dataclass
+class Message:
+    channel: str
+    ts: str
+    text: str
+    user: str
+    bot_id: str | None = None
+    thread_ts: str | None = None
+    blocks: list[dict[str, Any]] | None = None
+    files: list[dict[str, Any]] | None = None
+    deleted: bool = False
+    history: list[tuple[float, str, list[dict[str, Any]] | None]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "type": "message",
+            "ts": self.ts,
+            "text": self.text,
+            "user": self.user,
+        }
+        if self.bot_id:
+            doc["bot_id"] = self.bot_id
+            doc["app_id"] = "A0EMUAPP"
+        if self.thread_ts:
+            doc["thread_ts"] = self.thread_ts
+        if self.blocks is not None:
+            doc["blocks"] = self.blocks
+        if self.files:
+            doc["files"] = self.files
+        return doc
+
+    @property
+    def visible_text(self) -> str:
+        """What a person reads: the markdown blocks if any, else the text."""
+        if self.blocks:
+            parts = [b.get("text", "") for b in self.blocks if b.get("type") == "markdown"]
+            if parts:
+                return "\n".join(parts)
+        return self.text
+
+
+class SlackEmulator:
+    """One emulated workspace. ``await start()`` returns the Web API base URL."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-emulator-token",
+        signing_secret: str = "emulator-signing-secret",
+        limits: dict[str, Limit] | None = None,
+        enforce_limits: bool = True,
+        retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0),
+        ack_timeout: float = 3.0,
+        latency: float = 0.0,
+    ) -> None:
+        self.team_id = "T0EMU"
+        self.bot_user = "U0BOT"
+        self.bot_id = "B0BOT"
+        self.bot_token = bot_token
+        self.signing_secret = signing_secret
+        self.limits = limits if limits is not None else default_limits()
+        self.enforce_limits = enforce_limits
+        self.retry_delays = retry_delays
+        self.ack_timeout = ack_timeout
+        self.latency = latency  # seconds added to every Web API call ("a slow Slack")
+        self.users: dict[str, dict[str, Any]] = {}
+        self.channels: dict[str, dict[str, Any]] = {}
+        self.messages: dict[str, list[Message]] = {}
+        self.calls: list[Call] = []
+        self.deliveries: list[dict[str, Any]] = []  # every events request sent, with its answer
+        self.events_url: str | None = None
+        self.forced: dict[
+            str, list[tuple[str, float | None]]
+        ] = {}  # method -> [(error, retry_after)]
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._ts = itertools.count(1)
+        self._epoch = int(time.time())
+        self._runner: web.AppRunner | None = None
+        self._delivery_tasks: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
+        self.base_url = ""
+        self._add_user(self.bot_user, "agentbot", "Agent Bot", is_bot=True)
+        self._add_user("U0ALICE", "alice", "Alice Liddell", email="alice@example.com")
+        self._add_user("U0BOB", "bob", "Bob Builder", email="bob@example.com")
+        self.add_channel("C0GENERAL", "general")
+        self.add_channel("D0ALICE", None, im_user="U0ALICE")
+
+    # -- set up -----------------------------------------------------------------------
+
+    def _add_user(
+        self, uid: str, name: str, real: str, *, is_bot: bool = False, email: str | None = None
+    ) -> None:
+        self.users[uid] = {
+            "id": uid,
+            "team_id": self.team_id,
+            "name": name,
+            "real_name": real,
+            "is_bot": is_bot,
+            "deleted": False,
+            "tz": "Europe/London",
+            "profile": {"display_name": name, "real_name": real, "email": email},
+        }
+
+    def add_user(self, uid: str, name: str, real: str, email: str | None = None) -> None:
+        self._add_user(uid, name, real, email=email)
+
+    def add_channel(self, cid: str, name: str | None, *, im_user: str | None = None) -> None:
+        self.channels[cid] = {
+            "id": cid,
+            "name": name,
+            "is_channel": im_user is None,
+            "is_im": im_user is not None,
+            "is_private": False,
+            "user": im_user,
+            "created": self._epoch,
+        }
+        self.messages.setdefault(cid, [])
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base_url}/api/"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app.router.add_route("*", "/api/{method}", self._api)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        self.base_url = f"http://{host}:{self._runner.addresses[0][1]}"
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.ack_timeout, connect=2.0))
+        return self.api_url
+
+    async def stop(self) -> None:
+        for task in list(self._delivery_tasks):
+            task.cancel()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> SlackEmulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def force_error(
+        self,
+        method: str,
+        error: str = "ratelimited",
+        *,
+        times: int = 1,
+        retry_after: float | None = 1.0,
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` fail (``ratelimited`` answers 429)."""
+        self.forced.setdefault(method, []).extend([(error, retry_after)] * times)
+
+    # -- queries for tests --------------------------------------------------------------
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def thread(self, channel: str, thread_ts: str) -> list[Message]:
+        return [
+            m
+            for m in self.messages[channel]
+            if not m.deleted and (m.ts == thread_ts or m.thread_ts == thread_ts)
+        ]
+
+    def bot_replies(self, channel: str, thread_ts: str) -> list[Message]:
+        return [m for m in self.thread(channel, thread_ts) if m.bot_id]
+
+    def find(self, channel: str, ts: str) -> Message | None:
+        return next((m for m in self.messages.get(channel, []) if m.ts == ts), None)
+
+    # -- the Web API --------------------------------------------------------------------
+
+    def _next_ts(self) -> str:
+        return f"{self._epoch}.{next(self._ts):06d}"
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            raw = await request.read()
+            ctype = request.content_type
+            if ctype == "application/json" and raw:
+                body = json.loads(raw)
+                if isinstance(body, dict):
+                    params.update(body)
+            elif raw:
+                params.update(dict(parse_qsl(raw.decode(), keep_blank_values=True)))
+        for key in ("blocks", "attachments", "prompts"):  # form posts carry these as JSON text
+            if isinstance(params.get(key), str):
+                try:
+                    params[key] = json.loads(params[key])
+                except ValueError:
+                    params[key] = "__invalid__"
+        return params
+
+    def _take_token(self, method: str, params: dict[str, Any]) -> float | None:
+        """None when the call may go; else the seconds to wait (Retry-After)."""
+        limit = self.limits.get(method)
+        if not self.enforce_limits or limit is None:
+            return None
+        scope = str(params.get("channel", "")) if limit.scope == "channel" else self.team_id
+        now = time.monotonic()
+        bucket = self._buckets.setdefault((method, scope), _Bucket(limit.burst, now))
+        rate = limit.per_minute / 60.0
+        bucket.tokens = min(limit.burst, bucket.tokens + (now - bucket.stamp) * rate)
+        bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return None
+        return (1 - bucket.tokens) / rate
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        try:
+            params = await self._params(request)
+        except ValueError:
+            return self._answer(method, {}, {"ok": False, "error": "invalid_json"})
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        token = token or str(params.pop("token", ""))
+        if not token:
+            return self._answer(method, params, {"ok": False, "error": "not_authed"})
+        if token != self.bot_token:
+            return self._answer(method, params, {"ok": False, "error": "invalid_auth"})
+        forced = self.forced.get(method)
+        if forced:
+            error, retry_after = forced.pop(0)
+            if error == "ratelimited":
+                return self._rate_limited(method, params, retry_after or 1.0)
+            return self._answer(method, params, {"ok": False, "error": error})
+        wait = self._take_token(method, params)
+        if wait is not None:
+            return self._rate_limited(method, params, wait)
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return self._answer(method, params, {"ok": False, "error": "unknown_method"})
+        return self._answer(method, params, handler(params))
+
+    def _rate_limited(self, method: str, params: dict[str, Any], wait: float) -> web.Response:
+        retry_after = max(1, int(wait + 0.999))  # Slack sends whole seconds
+        self.calls.append(Call(time.monotonic(), method, params, False, "ratelimited", 429))
+        return web.json_response(
+            {"ok": False, "error": "ratelimited"},
+            status=429,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    def _answer(self, method: str, params: dict[str, Any], body: dict[str, Any]) -> web.Response:
+        self.calls.append(
+            Call(time.monotonic(), method, params, bool(body.get("ok")), body.get("error"))
+        )
+        return web.json_response(body)
+
+    # validation shared by post and update
+    def _content_error(self, params: dict[str, Any]) -> str | None:
+        text = params.get("text")
+        blocks = params.get("blocks")
+        if text is not None and len(str(text)) > TEXT_LIMIT:
+            return "msg_too_long"
+        if blocks is None:
+            return None if text else "no_text"
+        if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS:
+            return "invalid_blocks"
+        markdown_total = 0
+        for block in blocks:
+            if not isinstance(block, dict) or block.get("type") not in BLOCK_TYPES:
+                return "invalid_blocks"
+            kind = block["type"]
+            if kind == "markdown":
+                if not isinstance(block.get("text"), str) or not block["text"]:
+                    return "invalid_blocks"
+                markdown_total += len(block["text"])
+            elif kind == "actions":
+                elements = block.get("elements")
+                if not isinstance(elements, list) or not elements or len(elements) > 25:
+                    return "invalid_blocks"
+                for element in elements:
+                    if element.get("type") == "button" and not (
+                        element.get("text") and element.get("action_id")
+                    ):
+                        return "invalid_blocks"
+            elif kind == "section":
+                section = block.get("text") or {}
+                if not block.get("fields") and len(str(section.get("text", ""))) > 3000:
+                    return "invalid_blocks"
+        if markdown_total > MARKDOWN_LIMIT:
+            return "msg_too_long"
+        return None
+
+    def _channel_error(self, params: dict[str, Any]) -> str | None:
+        channel = params.get("channel")
+        if not channel:
+            return "channel_not_found"
+        return None if channel in self.channels else "channel_not_found"
+
+    def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://emulated.slack.com/",
+            "team": "Emulated",
+            "user": "agentbot",
+            "team_id": self.team_id,
+            "user_id": self.bot_user,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _m_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        error = self._channel_error(params) or self._content_error(params)
+        if error:
+            return {"ok": False, "error": error}
+        thread_ts = params.get("thread_ts") or None
+        if thread_ts and not self.find(params["channel"], str(thread_ts)):
+            return {"ok": False, "error": "thread_not_found"}
+        message = Message(
+            params["channel"],
+            self._next_ts(),
+            str(params.get("text") or ""),
+            self.bot_user,
+            self.bot_id,
+            str(thread_ts) if thread_ts else None,
+            params.get("blocks"),
+        )
+        message.history.append((time.monotonic(), message.text, message.blocks))
+        self.messages[message.channel].append(message)
+        self._deliver_message_event(message)
+        return {
+            "ok": True,
+            "channel": message.channel,
+            "ts": message.ts,
+            "message": message.as_dict(),
+        }
+
+    def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        error = self._channel_error(params)
+        if error:
+            return {"ok": False, "error": error}
+        message = self.find(params["channel"], str(params.get("ts", "")))
+        if message is None or message.deleted:
+            return {"ok": False, "error": "message_not_found"}
+        if message.bot_id != self.bot_id:
+            return {"ok": False, "error": "cant_update_message"}
+        error = self._content_error(params)
+        if error:
+            return {"ok": False, "error": error}
+        if "text" in params:
+            message.text = str(params["text"])
+        if "blocks" in params:
+            message.blocks = params["blocks"]
+        message.history.append((time.monotonic(), message.text, message.blocks))
+        return {
+            "ok": True,
+            "channel": message.channel,
+            "ts": message.ts,
+            "text": message.text,
+            "message": message.as_dict(),
+        }
+
+    def _m_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self.find(str(params.get("channel", "")), str(params.get("ts", "")))
+        if message is None or message.deleted:
+            return {"ok": False, "error": "message_not_found"}
+        if message.bot_id != self.bot_id:
+            return {"ok": False, "error": "cant_delete_message"}
+        message.deleted = True
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        error = self._channel_error(params) or self._content_error(params)
+        if error:
+            return {"ok": False, "error": error}
+        if params.get("user") not in self.users:
+            return {"ok": False, "error": "user_not_found"}
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        error = self._channel_error(params)
+        if error:
+            return {"ok": False, "error": error}
+        root = self.find(params["channel"], str(params.get("ts", "")))
+        if root is None:
+            return {"ok": False, "error": "thread_not_found"}
+        thread = self.thread(params["channel"], root.thread_ts or root.ts)
+        limit = int(params.get("limit") or 1000)
+        start = int(params.get("cursor") or 0)
+        page = thread[start : start + limit]
+        more = start + limit < len(thread)
+        return {
+            "ok": True,
+            "messages": [m.as_dict() for m in page],
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
+    def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        error = self._channel_error(params)
+        return (
+            {"ok": False, "error": error}
+            if error
+            else {"ok": True, "channel": self.channels[params["channel"]]}
+        )
+
+    def _m_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(params.get("user", "")))
+        return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+
+    def _m_reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self.find(str(params.get("channel", "")), str(params.get("timestamp", "")))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True}
+
+    def _m_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
+        return (
+            {"ok": True}
+            if params.get("channel_id") and params.get("thread_ts")
+            else {"ok": False, "error": "invalid_arguments"}
+        )
+
+    _m_assistant_threads_setSuggestedPrompts = _m_assistant_threads_setStatus
+    _m_assistant_threads_setTitle = _m_assistant_threads_setStatus
+
+    # -- people and event delivery ------------------------------------------------------
+
+    def user_posts(
+        self,
+        user: str,
+        channel: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+        subtype: str | None = None,
+    ) -> str:
+        """A person posts; Slack delivers the events. Returns the message ts."""
+        message = Message(channel, self._next_ts(), text, user, None, thread_ts, None, files)
+        message.history.append((time.monotonic(), text, None))
+        self.messages[channel].append(message)
+        is_im = self.channels[channel]["is_im"]
+        base = {
+            **message.as_dict(),
+            "channel": channel,
+            "team": self.team_id,
+            "event_ts": message.ts,
+            "channel_type": "im" if is_im else "channel",
+        }
+        if subtype:
+            base["subtype"] = subtype
+        if f"<@{self.bot_user}>" in text and not is_im and not subtype:
+            mention = {k: v for k, v in base.items() if k != "channel_type"}
+            self.deliver({**mention, "type": "app_mention"})
+        self.deliver(base)
+        return message.ts
+
+    def _deliver_message_event(self, message: Message) -> None:
+        if self.events_url is None:
+            return
+        is_im = self.channels[message.channel]["is_im"]
+        self.deliver(
+            {
+                **message.as_dict(),
+                "channel": message.channel,
+                "team": self.team_id,
+                "event_ts": message.ts,
+                "channel_type": "im" if is_im else "channel",
+            }
+        )
+
+    def event_envelope(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        return {
+            "token": "emulator-verification-token",
+            "team_id": self.team_id,
+            "api_app_id": "A0EMUAPP",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{secrets.token_hex(5).upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": self.team_id,
+                    "user_id": self.bot_user,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+            "event_context": secrets.token_hex(8),
+        }
+
+    def deliver(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        """Send one event callback in the background, with Slack's retries."""
+        envelope = self.event_envelope(event, event_id)
+        if self.events_url is not None:
+            task = asyncio.get_running_loop().create_task(self._send_with_retries(envelope))
+            self._delivery_tasks.add(task)
+            task.add_done_callback(self._delivery_tasks.discard)
+        return envelope
+
+    async def drain(self) -> None:
+        """Wait until every event delivery (and its retries) has finished."""
+        while self._delivery_tasks:
+            await asyncio.gather(*list(self._delivery_tasks), return_exceptions=True)
+
+    def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        stamp = str(timestamp if timestamp is not None else int(time.time()))
+        digest = hmac.new(
+            self.signing_secret.encode(), b"v0:" + stamp.encode() + b":" + body, hashlib.sha256
+        ).hexdigest()
+        return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest}"}
+
+    async def post_signed(
+        self,
+        body: bytes,
+        content_type: str,
+        *,
+        retry: int = 0,
+        reason: str = "http_timeout",
+        timestamp: int | None = None,
+    ) -> int:
+        assert self._http is not None and self.events_url is not None
+        headers = {"Content-Type": content_type, **self.sign(body, timestamp)}
+        if retry:
+            headers["X-Slack-Retry-Num"] = str(retry)
+            headers["X-Slack-Retry-Reason"] = reason
+        response = await self._http.post(self.events_url, content=body, headers=headers)
+        return response.status_code
+
+    async def _send_with_retries(self, envelope: dict[str, Any]) -> None:
+        body = json.dumps(envelope).encode()
+        reason = ""
+        for attempt in range(len(self.retry_delays) + 1):
+            started = time.monotonic()
+            try:
+                status = await self.post_signed(
+                    body, "application/json", retry=attempt, reason=reason
+                )
+                reason = "" if status == 200 else "http_error"
+            except httpx.TimeoutException:
+                status, reason = 0, "http_timeout"
+            except httpx.HTTPError:
+                status, reason = 0, "connection_failed"
+            self.deliveries.append(
+                {
+                    "event_id": envelope["event_id"],
+                    "attempt": attempt,
+                    "status": status,
+                    "ms": (time.monotonic() - started) * 1000,
+                }
+            )
+            if status == 200:
+                return
+            if attempt < len(self.retry_delays):
+                await asyncio.sleep(self.retry_delays[attempt])
+
+    async def redeliver(self, envelope: dict[str, Any], retry: int = 1) -> int:
+        """Resend an event exactly as Slack's retry would (same event_id)."""
+        return await self.post_signed(
+            json.dumps(envelope).encode(), "application/json", retry=retry
+        )
+
+    async def click(
+        self, user: str, channel: str, message_ts: str, action_id: str, value: str
+    ) -> int:
+        """A person clicks a button on a message (a ``block_actions`` interaction)."""
+        message = self.find(channel, message_ts)
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "team_id": self.team_id},
+            "api_app_id": "A0EMUAPP",
+            "token": "emulator-verification-token",
+            "team": {"id": self.team_id, "domain": "emulated"},
+            "container": {
+                "type": "message",
+                "message_ts": message_ts,
+                "channel_id": channel,
+                "is_ephemeral": False,
+            },
+            "channel": {"id": channel, "name": self.channels[channel].get("name")},
+            "message": message.as_dict() if message else {"ts": message_ts},
+            "trigger_id": secrets.token_hex(6),
+            "response_url": f"{self.base_url}/response",
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": "controls",
+                    "value": value,
+                    "type": "button",
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+        from urllib.parse import urlencode
+
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        return await self.post_signed(body, "application/x-www-form-urlencoded")

@@ -1,0 +1,124 @@
+"""Builds the running bot from settings: store, agent client, Slack client, Bolt app,
+orchestrator; and serves it in HTTP mode or Socket Mode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from .agents.azure import AgentsClient
+from .logs import log
+from .settings import Settings
+from .slack.app import SlackSurface, http_app
+from .slack.pacing import Budgets
+from .store import Store, open_store
+from .turns import ToolRunner, TurnOrchestrator
+
+logger = logging.getLogger("bot.runtime")
+
+
+@dataclass
+class Bot:
+    settings: Settings
+    store: Store
+    agents: AgentsClient
+    slack: AsyncWebClient
+    bolt: AsyncApp
+    orchestrator: TurnOrchestrator
+    surface: SlackSurface
+    ready: asyncio.Event
+
+    async def aclose(self) -> None:
+        await self.surface.drain(timeout=25.0)
+        await self.agents.aclose()
+        await self.store.close()
+
+
+async def build_bot(
+    settings: Settings, *, tools: ToolRunner | None = None, budgets: Budgets | None = None
+) -> Bot:
+    token = settings.secret("slack_bot_token")
+    if not token:
+        raise ValueError("SLACK_BOT_TOKEN is not set")
+    if not settings.has_agent:
+        raise ValueError("PROJECT_ENDPOINT and AGENT_ID must be set")
+    store = await open_store(settings.store_url)
+    agents = AgentsClient.from_settings(settings)
+    slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)
+    identity = await slack.auth_test()
+    bolt = AsyncApp(
+        client=slack,
+        signing_secret=settings.secret("slack_signing_secret") or "",
+        request_verification_enabled=bool(settings.slack_signing_secret),
+        process_before_response=False,
+    )
+    orchestrator = TurnOrchestrator(
+        agents=agents,
+        agent_id=settings.agent_id or "",
+        store=store,
+        slack=slack,
+        budgets=budgets or Budgets(),
+        bot_user_id=identity.get("user_id"),
+        tools=tools,
+        admins=settings.admin_ids,
+    )
+    surface = SlackSurface(bolt, orchestrator)
+    log(
+        logger,
+        "bot.ready",
+        team=identity.get("team_id"),
+        bot_user=identity.get("user_id"),
+        agent_id=settings.agent_id,
+    )
+    return Bot(settings, store, agents, slack, bolt, orchestrator, surface, asyncio.Event())
+
+
+async def serve_http(settings: Settings, host: str, port: int) -> None:
+    if not settings.slack_signing_secret:
+        raise ValueError("HTTP mode needs SLACK_SIGNING_SECRET to check Slack's signatures")
+    bot = await build_bot(settings)
+    runner = web.AppRunner(http_app(bot.bolt, bot.ready), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    bot.ready.set()
+    print(f"slack-agent-bot listening on http://{host}:{port}/slack/events", flush=True)
+    try:
+        await _until_signal()
+    finally:
+        await runner.cleanup()
+        await bot.aclose()
+
+
+async def serve_socket(settings: Settings) -> None:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    app_token = settings.secret("slack_app_token")
+    if not app_token:
+        raise ValueError("Socket Mode needs SLACK_APP_TOKEN (xapp-...)")
+    bot = await build_bot(settings)
+    handler = AsyncSocketModeHandler(bot.bolt, app_token)
+    await handler.connect_async()
+    bot.ready.set()
+    print("slack-agent-bot connected in Socket Mode", flush=True)
+    try:
+        await _until_signal()
+    finally:
+        await handler.close_async()
+        await bot.aclose()
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await stop.wait()

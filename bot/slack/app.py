@@ -1,0 +1,130 @@
+"""The Slack surface: Bolt ``AsyncApp`` wiring, in Socket Mode or HTTP mode.
+
+Every event is acked at once (Bolt answers before the listener runs; Slack retries after
+3 s) and the turn runs after the ack. Retries and the double delivery of one mention
+(``app_mention`` plus ``message``) are deduplicated in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from ..logs import log
+from ..turns import Turn, TurnOrchestrator
+from .writer import STOP_ACTION
+
+logger = logging.getLogger("bot.slack.app")
+
+DEDUPE_TTL_S = 3600.0
+ALLOWED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+
+
+class SlackSurface:
+    """Turns Slack events into ``Turn``s for the orchestrator."""
+
+    def __init__(self, app: AsyncApp, orchestrator: TurnOrchestrator) -> None:
+        self.app = app
+        self.orchestrator = orchestrator
+        self.store = orchestrator.store
+        self.tasks: set[asyncio.Task[None]] = set()
+        app.event("app_mention")(self._on_mention)
+        app.event("message")(self._on_message)
+        app.action(STOP_ACTION)(self._on_stop)
+
+    async def _first_time(self, body: dict[str, Any], event: dict[str, Any]) -> bool:
+        """False for a Slack retry, or the second delivery of one post."""
+        event_id = body.get("event_id") or ""
+        if event_id and not await self.store.claim("event", event_id, DEDUPE_TTL_S):
+            return False
+        return await self.store.claim(
+            "post", f"{event.get('channel')}:{event.get('ts')}", DEDUPE_TTL_S
+        )
+
+    def _start(self, turn: Turn) -> None:
+        task = asyncio.get_running_loop().create_task(self.orchestrator.handle(turn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    @staticmethod
+    def _turn(body: dict[str, Any], event: dict[str, Any], thread_ts: str) -> Turn:
+        return Turn(
+            team=event.get("team") or body.get("team_id") or "",
+            channel=event["channel"],
+            thread_ts=thread_ts,
+            ts=event["ts"],
+            user=event.get("user") or "",
+            text=event.get("text") or "",
+            event_id=body.get("event_id") or "",
+            files=tuple(event.get("files") or ()),
+        )
+
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if event.get("bot_id") or not await self._first_time(body, event):
+            return
+        self._start(self._turn(body, event, event.get("thread_ts") or event["ts"]))
+
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
+        if (
+            event.get("bot_id")
+            or event.get("subtype") not in ALLOWED_SUBTYPES
+            or not event.get("user")
+        ):
+            return
+        if event.get("user") == self.orchestrator.bot_user_id:
+            return
+        is_dm = event.get("channel_type") == "im"
+        thread_ts = event.get("thread_ts")
+        bot_mention = f"<@{self.orchestrator.bot_user_id}>" in (event.get("text") or "")
+        if not is_dm:
+            if not thread_ts or bot_mention:
+                return  # a channel message is ours only as a follow-up in a thread we answer
+            turn = self._turn(body, event, thread_ts)
+            if await self.store.get_agent_thread(turn.key) is None:
+                return
+        if not await self._first_time(body, event):
+            return
+        self._start(self._turn(body, event, thread_ts or event["ts"]))
+
+    async def _on_stop(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        action = (body.get("actions") or [{}])[0]
+        user = (body.get("user") or {}).get("id", "")
+        answer = await self.orchestrator.stop(action.get("value", ""), user)
+        channel = (body.get("channel") or {}).get("id")
+        if channel and answer != "Stopping…":
+            thread_ts = (body.get("message") or {}).get("thread_ts")
+            try:
+                await client.chat_postEphemeral(
+                    channel=channel, user=user, text=answer, thread_ts=thread_ts
+                )
+            except Exception as exc:
+                log(logger, "stop.ephemeral_failed", logging.INFO, error=repr(exc))
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+
+
+def http_app(bolt: AsyncApp, ready: asyncio.Event | None = None) -> web.Application:
+    """``POST /slack/events`` (events and interactions, signature checked by Bolt) and
+    ``GET /healthz`` (200 once ready)."""
+
+    async def events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    async def healthz(request: web.Request) -> web.Response:
+        if ready is not None and not ready.is_set():
+            return web.json_response({"ok": False, "status": "starting"}, status=503)
+        return web.json_response({"ok": True})
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_post("/slack/events", events)
+    app.router.add_get("/healthz", healthz)
+    return app

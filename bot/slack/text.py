@@ -1,0 +1,99 @@
+"""Slack text in: what a person typed, made readable for the agent.
+
+Slack sends ``<@U123>`` for mentions, ``<#C123|name>`` for channels, ``<url|label>`` for
+links and escapes ``& < >`` as entities. The agent should read what a person reads.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+_TOKEN = re.compile(r"<([^<>]*)>")
+NameLookup = Callable[[str], Awaitable[str]]
+
+
+class UserDirectory:
+    """Display names from ``users.info``, cached (a name rarely changes within an hour)."""
+
+    def __init__(self, client: AsyncWebClient, ttl_s: float = 3600.0) -> None:
+        self._client = client
+        self._ttl = ttl_s
+        self._cache: dict[str, tuple[float, str]] = {}
+
+    async def display_name(self, user_id: str) -> str:
+        hit = self._cache.get(user_id)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            response = await self._client.users_info(user=user_id)
+            user: dict[str, Any] = response.get("user") or {}
+            profile = user.get("profile") or {}
+            name = (
+                profile.get("display_name")
+                or profile.get("real_name")
+                or user.get("name")
+                or user_id
+            )
+        except SlackApiError:
+            name = user_id  # unknown or no permission: keep the id rather than fail the turn
+        self._cache[user_id] = (time.monotonic() + self._ttl, name)
+        return name
+
+
+def unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+async def slack_to_agent_text(
+    text: str,
+    *,
+    bot_user_id: str | None,
+    names: NameLookup,
+    files: list[dict[str, Any]] | None = None,
+) -> str:
+    """The message as the agent should read it (bot mention removed, entities decoded)."""
+    parts: list[str] = []
+    position = 0
+    for match in _TOKEN.finditer(text):
+        parts.append(unescape(text[position : match.start()]))
+        parts.append(await _token(match.group(1), bot_user_id, names))
+        position = match.end()
+    parts.append(unescape(text[position:]))
+    readable = re.sub(r"[ \t]{2,}", " ", "".join(parts)).strip()
+    if files:
+        listed = ", ".join(
+            f"{f.get('name') or f.get('title') or 'file'} ({f.get('filetype') or f.get('mimetype') or 'file'})"
+            for f in files
+        )
+        readable = f"{readable}\n\n[Attached files: {listed}]".strip()
+    return readable
+
+
+async def _token(inner: str, bot_user_id: str | None, names: NameLookup) -> str:
+    target, _, label = inner.partition("|")
+    if target.startswith("@"):
+        user_id = target[1:]
+        if user_id == bot_user_id:
+            return ""
+        return "@" + (unescape(label) if label else await names(user_id))
+    if target.startswith("#"):
+        return "#" + (unescape(label) if label else target[1:])
+    if target.startswith("!"):
+        command = target[1:]
+        if command in ("here", "channel", "everyone"):
+            return "@" + command
+        if command.startswith("subteam^"):
+            return unescape(label) if label else "@group"
+        return unescape(label) if label else ""
+    url = unescape(target)
+    if url.startswith("mailto:"):
+        return unescape(label) if label else url.removeprefix("mailto:")
+    if label and unescape(label) != url:
+        return f"{unescape(label)} ({url})"
+    return url

@@ -1,0 +1,290 @@
+"""A reply that grows in Slack: a placeholder at once, then coalesced ``chat.update`` edits
+paced by the workspace budget, continued in new messages when it outgrows one, and a final
+edit that always carries the complete text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from ..logs import log
+from .pacing import Pacer, SlackBudget, Ticket
+from .render import MARKDOWN_LIMIT, plain_text, split_page
+
+logger = logging.getLogger("bot.slack.writer")
+
+PLACEHOLDER = "_Thinking…_"
+STOP_ACTION = "stop_run"
+PAGE_LIMIT = MARKDOWN_LIMIT - 1_000  # room for the status line and a closing fence
+
+
+@dataclass(eq=False)
+class Page:
+    ts: str | None = None
+    body: str = ""
+    closed: bool = False
+    plain: bool = False  # Slack refused the blocks: send this page as text only
+    sent: str | None = None  # the JSON of the last payload Slack accepted
+    dirty_since: float | None = None
+
+
+class ReplyWriter:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        budget: SlackBudget,
+        channel: str,
+        thread_ts: str,
+        *,
+        stop_value: str | None = None,
+        page_limit: int = PAGE_LIMIT,
+        min_interval: float = 0.3,
+        log_fields: dict[str, Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.budget = budget
+        self.channel = channel
+        self.thread_ts = thread_ts
+        self.stop_value = stop_value
+        self.page_limit = page_limit
+        self.min_interval = min_interval
+        self.log_fields = log_fields or {}
+        self.pages: list[Page] = [Page()]
+        self.first_write_at: float | None = None
+        self.calls = 0
+        self.rate_limited = 0
+        self.staleness: list[float] = []  # seconds each update waited before Slack showed it
+        self._body = ""
+        self._tail = 0  # where the open page starts in the body
+        self._carry = ""  # a reopened code fence that starts the open page
+        self._status: str | None = None
+        self._finished = False
+        self._pending_updates: list[tuple[float, int]] = []  # (when, body length)
+        self._changed = asyncio.Event()
+        self._done = asyncio.Event()
+        self._ticket: Ticket | None = None
+        self._last_edit = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ts(self) -> str | None:
+        """The first message of the reply (where the Stop button lives)."""
+        return self.pages[0].ts
+
+    # -- what callers do ----------------------------------------------------------------
+
+    async def start(self) -> str:
+        """Post the placeholder now (first write), then keep the reply in step."""
+        self._mark_dirty(self.pages[0])
+        self._task = asyncio.get_running_loop().create_task(self._flush_loop())
+        while self.pages[0].ts is None and not self._task.done():
+            await asyncio.sleep(0.005)
+        if self._task.done():
+            self._task.result()  # surface a failure to post at all
+        return self.pages[0].ts or ""
+
+    def update(self, body: str) -> None:
+        if self._finished or body == self._body:
+            return
+        self._body = body
+        self._pending_updates.append((time.monotonic(), len(body)))
+        self._layout()
+
+    def status(self, line: str | None) -> None:
+        if line != self._status and not self._finished:
+            self._status = line
+            self._mark_dirty(self.pages[-1])
+
+    async def finish(self, body: str, *, deadline_s: float = 120.0) -> None:
+        """Show the complete reply; returns once Slack has every final message."""
+        self._body = body
+        self._pending_updates.append((time.monotonic(), len(body)))
+        self._finished = True
+        self._status = None
+        self._layout()
+        for page in self.pages:
+            page.closed = True
+            self._mark_dirty(page)
+        if self._ticket is not None:
+            self.budget.update.promote(self._ticket)
+        try:
+            await asyncio.wait_for(self._done.wait(), deadline_s)
+        except TimeoutError:
+            log(logger, "writer.final_timeout", logging.ERROR, **self.log_fields)
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    # -- layout -------------------------------------------------------------------------
+
+    def _layout(self) -> None:
+        open_text = self._carry + self._body[self._tail :]
+        while len(open_text) > self.page_limit:
+            head, carry, consumed = split_page(open_text, self.page_limit)
+            page = self.pages[-1]
+            page.body, page.closed = head, True
+            self._mark_dirty(page)
+            self._tail += consumed - len(self._carry)
+            self._carry = carry
+            self.pages.append(Page())
+            open_text = self._carry + self._body[self._tail :]
+        self.pages[-1].body = open_text
+        self._mark_dirty(self.pages[-1])
+
+    def _mark_dirty(self, page: Page) -> None:
+        if page.dirty_since is None:
+            page.dirty_since = time.monotonic()
+        self._changed.set()
+
+    def _payload(self, page: Page) -> dict[str, Any]:
+        is_open = page is self.pages[-1] and not self._finished
+        markdown = page.body if page.body.strip() else (PLACEHOLDER if is_open else "…")
+        text = plain_text(markdown)
+        if page.plain:
+            return {"text": (markdown[:39_000])}
+        blocks: list[dict[str, Any]] = [{"type": "markdown", "text": markdown}]
+        if is_open and self._status:
+            blocks.append(
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": self._status}]}
+            )
+        if is_open and self.stop_value:
+            blocks.append(_stop_button(self.stop_value))
+        return {"text": text, "blocks": blocks}
+
+    # -- sending ------------------------------------------------------------------------
+
+    def _next_dirty(self) -> Page | None:
+        for page in self.pages:
+            if page.dirty_since is not None:
+                return page
+        return None
+
+    async def _flush_loop(self) -> None:
+        while True:
+            page = self._next_dirty()
+            if page is None:
+                if self._finished:
+                    self._done.set()
+                    return
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            urgent = page.closed or self._finished or page.ts is None
+            if not urgent:  # let a few deltas coalesce into one edit
+                pause = self._last_edit + self.min_interval - time.monotonic()
+                if pause > 0:
+                    try:
+                        await asyncio.wait_for(self._wait_finished(), pause)
+                    except TimeoutError:
+                        pass
+                    continue
+            await self._send(page)
+
+    async def _wait_finished(self) -> None:
+        while not self._finished:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def _send(self, page: Page) -> None:
+        posting = page.ts is None
+        pacer: Pacer = self.budget.post(self.channel) if posting else self.budget.update
+        ticket = pacer.ticket(page.dirty_since, final=page.closed or self._finished)
+        self._ticket = ticket if not posting else None
+        await pacer.acquire(ticket)
+        self._ticket = None
+        payload = self._payload(page)
+        encoded = json.dumps(payload, sort_keys=True)
+        if encoded == page.sent:  # nothing visible changed: give the slot back
+            page.dirty_since = None
+            pacer.refund()
+            return
+        sent_length = len(self._body)
+        dirty_since = page.dirty_since
+        page.dirty_since = None
+        try:
+            self.calls += 1
+            if posting:
+                response = await self.client.chat_postMessage(
+                    channel=self.channel,
+                    thread_ts=self.thread_ts,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                    **payload,
+                )
+                page.ts = response["ts"]
+            else:
+                await self.client.chat_update(channel=self.channel, ts=page.ts, **payload)
+        except SlackApiError as exc:
+            page.dirty_since = dirty_since or time.monotonic()
+            self._handle_error(page, pacer, exc)
+            return
+        except Exception as exc:  # network trouble: try again shortly
+            page.dirty_since = dirty_since or time.monotonic()
+            log(logger, "writer.send_failed", logging.WARNING, error=repr(exc), **self.log_fields)
+            await asyncio.sleep(0.5)
+            return
+        pacer.succeeded()
+        page.sent = encoded
+        now = time.monotonic()
+        self._last_edit = now
+        if self.first_write_at is None:
+            self.first_write_at = now
+        keep = []
+        for when, length in self._pending_updates:
+            if length <= sent_length and (page is self.pages[-1] or page.closed):
+                self.staleness.append(now - when)
+            else:
+                keep.append((when, length))
+        self._pending_updates = keep
+
+    def _handle_error(self, page: Page, pacer: Pacer, exc: SlackApiError) -> None:
+        error = exc.response.get("error") if exc.response is not None else None
+        if exc.response is not None and exc.response.status_code == 429:
+            self.rate_limited += 1
+            retry_after = float(exc.response.headers.get("Retry-After", "1") or 1)
+            pacer.rate_limited(retry_after)
+            log(
+                logger,
+                "slack.rate_limited",
+                logging.INFO,
+                retry_after=retry_after,
+                **self.log_fields,
+            )
+            return
+        log(logger, "slack.error", logging.WARNING, error=error, **self.log_fields)
+        if error == "message_not_found":
+            page.ts = None  # deleted under us: post it again
+        elif error in ("msg_too_long", "invalid_blocks") and not page.plain:
+            page.plain = True
+        else:
+            page.dirty_since = None  # cannot be fixed by retrying: stop trying this payload
+
+
+def _stop_button(value: str) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "block_id": "controls",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": STOP_ACTION,
+                "style": "danger",
+                "value": value,
+                "text": {"type": "plain_text", "text": "Stop"},
+            }
+        ],
+    }

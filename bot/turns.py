@@ -1,0 +1,524 @@
+"""The orchestrator of one turn: a Slack message in, the agent's reply streamed out.
+
+It joins the layers without letting them leak into each other: the Slack side gives it a
+``Turn`` and a writer; the agent side gives it backend-neutral events. One run per agent
+thread at a time: a second message waits its turn (its placeholder is up at once) and is
+answered after, so nobody ever sees "thread busy".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from .agents.azure import AgentsClient, RunStream
+from .agents.errors import (
+    AgentServiceError,
+    RateLimitedError,
+    StreamInterruptedError,
+    ThreadBusyError,
+)
+from .agents.events import (
+    Cancelled,
+    Completed,
+    Expired,
+    Failed,
+    Incomplete,
+    StreamError,
+    TextDelta,
+    ToolCall,
+    ToolCallsRequested,
+)
+from .agents.models import ThreadRun
+from .logs import log
+from .slack.pacing import Budgets
+from .slack.render import Citations
+from .slack.text import UserDirectory, slack_to_agent_text
+from .slack.writer import ReplyWriter
+from .store import ConversationKey, Store
+
+logger = logging.getLogger("bot.turns")
+
+TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One Slack message the bot answers."""
+
+    team: str
+    channel: str
+    thread_ts: str  # the thread the reply goes in (the message's own ts for a new thread)
+    ts: str
+    user: str
+    text: str
+    event_id: str = ""
+    files: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def key(self) -> ConversationKey:
+        return ConversationKey(self.team, self.channel, self.thread_ts)
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may know about the turn that called it."""
+
+    user: str
+    team: str
+    channel: str
+    thread_ts: str
+    slack: AsyncWebClient
+    logger: logging.Logger
+
+
+class ToolRunner(Protocol):
+    """Answers the agent's function calls (the plugin registry implements this)."""
+
+    def definitions(self) -> list[dict[str, Any]]: ...
+
+    async def run(
+        self, calls: Sequence[ToolCall], context: ToolContext
+    ) -> list[dict[str, str]]: ...
+
+
+@dataclass
+class _Active:
+    requester: str
+    thread_id: str | None = None
+    run_id: str | None = None
+    stop_requested: bool = False
+    stopped_by: str | None = None
+
+
+@dataclass
+class _Reply:
+    """The agent's text so far, with citations resolved for display."""
+
+    raw: str = ""
+    message_id: str | None = None
+    citations: Citations = field(default_factory=Citations)
+
+    def add(self, delta: TextDelta) -> None:
+        if (
+            delta.message_id
+            and self.message_id
+            and delta.message_id != self.message_id
+            and self.raw
+        ):
+            self.raw += "\n\n"
+        self.message_id = delta.message_id or self.message_id
+        self.raw += delta.text
+        self.citations.add(delta.annotations)
+
+    def render(self, *, final: bool) -> str:
+        return self.citations.render(self.raw, final=final)
+
+
+class TurnOrchestrator:
+    def __init__(
+        self,
+        *,
+        agents: AgentsClient,
+        agent_id: str,
+        store: Store,
+        slack: AsyncWebClient,
+        budgets: Budgets,
+        bot_user_id: str | None = None,
+        tools: ToolRunner | None = None,
+        admins: frozenset[str] = frozenset(),
+        context_messages: int = 15,
+        context_chars: int = 8_000,
+        busy_wait_s: float = 120.0,
+    ) -> None:
+        self.agents = agents
+        self.agent_id = agent_id
+        self.store = store
+        self.slack = slack
+        self.budgets = budgets
+        self.bot_user_id = bot_user_id
+        self.tools = tools
+        self.admins = admins
+        self.context_messages = context_messages
+        self.context_chars = context_chars
+        self.busy_wait_s = busy_wait_s
+        self.users = UserDirectory(slack)
+        self._locks: dict[ConversationKey, tuple[asyncio.Lock, int]] = {}
+        self._active: dict[str, _Active] = {}
+        self._agent_tools: tuple[float, list[dict[str, Any]]] | None = None
+        self.in_flight: set[asyncio.Task[None]] = set()
+
+    # -- entry points ---------------------------------------------------------------------
+
+    async def handle(self, turn: Turn) -> None:
+        """Answer one message. Never raises: every failure ends as a clear line in Slack."""
+        turn_id = uuid.uuid4().hex[:12]
+        fields = {
+            "event_id": turn.event_id,
+            "channel": turn.channel,
+            "thread_ts": turn.thread_ts,
+            "turn": turn_id,
+        }
+        writer = ReplyWriter(
+            self.slack,
+            self.budgets.for_team(turn.team),
+            turn.channel,
+            turn.thread_ts,
+            stop_value=turn_id,
+            log_fields=fields,
+        )
+        started = time.monotonic()
+        log(logger, "turn.start", **fields)
+        try:
+            await writer.start()
+        except Exception as exc:
+            log(logger, "turn.no_placeholder", logging.ERROR, error=repr(exc), **fields)
+            return
+        active = self._active[turn_id] = _Active(turn.user)
+        reply = _Reply()
+        ending = ""
+        try:
+            async with self._conversation_lock(turn.key):
+                ending = await self._run_turn(turn, writer, reply, active, fields)
+        except RateLimitedError:
+            ending = "_The agent service is busy right now. Please try again in a minute._"
+        except AgentServiceError as exc:
+            ending = f"_The agent service failed: {exc}. Please try again._"
+            log(logger, "turn.agent_error", logging.WARNING, error=str(exc), **fields)
+        except Exception:
+            ref = uuid.uuid4().hex[:8]
+            logger.exception("turn failed", extra={"fields": {**fields, "ref": ref}})
+            ending = f"_Something went wrong (ref: {ref})._"
+        finally:
+            self._active.pop(turn_id, None)
+        body = reply.render(final=True) + reply.citations.footer()
+        if ending:
+            body = f"{body}\n\n{ending}" if body.strip() else ending
+        await writer.finish(body or "_The agent returned no text._")
+        log(
+            logger,
+            "turn.end",
+            ms=round((time.monotonic() - started) * 1000),
+            first_write_ms=round(((writer.first_write_at or started) - started) * 1000),
+            slack_calls=writer.calls,
+            pages=len(writer.pages),
+            **fields,
+        )
+
+    async def stop(self, turn_id: str, user: str) -> str:
+        """The Stop button. Returns a short answer for the person who clicked."""
+        active = self._active.get(turn_id)
+        if active is None:
+            return "This reply has already finished."
+        if user != active.requester and user not in self.admins:
+            return f"Only <@{active.requester}> (or an admin) can stop this reply."
+        active.stop_requested = True
+        active.stopped_by = user
+        if active.thread_id and active.run_id:
+            await self._cancel(active.thread_id, active.run_id)
+        return "Stopping…"
+
+    # -- the turn -------------------------------------------------------------------------
+
+    async def _run_turn(
+        self,
+        turn: Turn,
+        writer: ReplyWriter,
+        reply: _Reply,
+        active: _Active,
+        fields: dict[str, Any],
+    ) -> str:
+        thread_id = await self._agent_thread(turn, fields)
+        active.thread_id = thread_id
+        fields["thread_id"] = thread_id
+        text = await slack_to_agent_text(
+            turn.text,
+            bot_user_id=self.bot_user_id,
+            names=self.users.display_name,
+            files=list(turn.files),
+        )
+        await self._add_message(thread_id, text or "(empty message)", fields)
+        if active.stop_requested:
+            return "_Stopped._"
+        overrides: dict[str, Any] = {
+            "metadata": {
+                "slack_team": turn.team,
+                "slack_channel": turn.channel,
+                "slack_thread_ts": turn.thread_ts,
+                "slack_event_id": turn.event_id[:64],
+            }
+        }
+        if self.tools is not None:
+            overrides["tools"] = await self._run_tools_definitions()
+        stream: RunStream = await self.agents.stream_run(thread_id, self.agent_id, **overrides)
+        context = ToolContext(
+            turn.user, turn.team, turn.channel, turn.thread_ts, self.slack, logger
+        )
+        while True:
+            requested: ToolCallsRequested | None = None
+            try:
+                async with stream:
+                    async for event in stream.events():
+                        if stream.run_id and active.run_id != stream.run_id:
+                            active.run_id = stream.run_id
+                            fields["run_id"] = stream.run_id
+                            if active.stop_requested:
+                                await self._cancel(thread_id, stream.run_id)
+                        ending = self._on_event(event, reply, writer, fields)
+                        if isinstance(event, ToolCallsRequested):
+                            requested = event
+                        elif ending is not None:
+                            return ending
+            except StreamInterruptedError as exc:
+                log(logger, "turn.stream_broken", logging.WARNING, error=str(exc), **fields)
+                return await self._recover(
+                    thread_id, exc.run_id or active.run_id, reply, writer, fields
+                )
+            if requested is None:
+                return ""
+            outputs = await self._run_tools(requested, context, writer, fields)
+            writer.status(None)
+            if active.stop_requested:
+                await self._cancel(thread_id, requested.run_id)
+                return "_Stopped._"
+            stream = await self.agents.submit_tool_outputs_stream(
+                thread_id, requested.run_id, outputs
+            )
+
+    def _on_event(
+        self, event: Any, reply: _Reply, writer: ReplyWriter, fields: dict[str, Any]
+    ) -> str | None:
+        """Show one event; returns the ending line when the run has ended."""
+        if isinstance(event, TextDelta):
+            reply.add(event)
+            writer.update(reply.render(final=False))
+        elif isinstance(event, Completed):
+            log(
+                logger,
+                "turn.completed",
+                usage=event.usage.total_tokens if event.usage else None,
+                **fields,
+            )
+            return ""
+        elif isinstance(event, Failed):
+            log(
+                logger,
+                "turn.run_failed",
+                logging.WARNING,
+                code=event.code,
+                error=event.message,
+                **fields,
+            )
+            return f"⚠️ _The agent could not finish: {event.message} (`{event.code}`)_"
+        elif isinstance(event, Cancelled):
+            return "_Stopped._"
+        elif isinstance(event, Expired):
+            return "_The agent took too long and the run expired before it finished._"
+        elif isinstance(event, Incomplete):
+            return f"_The answer is incomplete ({event.reason.replace('_', ' ')})._"
+        elif isinstance(event, StreamError):
+            log(
+                logger,
+                "turn.stream_error",
+                logging.WARNING,
+                code=event.code,
+                error=event.message,
+                **fields,
+            )
+        return None
+
+    async def _run_tools(
+        self,
+        requested: ToolCallsRequested,
+        context: ToolContext,
+        writer: ReplyWriter,
+        fields: dict[str, Any],
+    ) -> list[dict[str, str]]:
+        names = ", ".join(dict.fromkeys(call.name for call in requested.tool_calls))
+        writer.status(f"Running {names}…")
+        log(logger, "turn.tools", tools=names, **fields)
+        if self.tools is None:
+            return [
+                {"tool_call_id": c.id, "output": f"error: no tool named {c.name!r} is installed"}
+                for c in requested.tool_calls
+            ]
+        return await self.tools.run(requested.tool_calls, context)
+
+    async def _recover(
+        self,
+        thread_id: str,
+        run_id: str | None,
+        reply: _Reply,
+        writer: ReplyWriter,
+        fields: dict[str, Any],
+    ) -> str:
+        """The stream broke: poll the run to its end and show the stored answer."""
+        if run_id is None:
+            return "_The connection to the agent broke before the run started. Please try again._"
+        run = await self._wait_run(thread_id, run_id, self.busy_wait_s)
+        if run is None:
+            return "_The connection to the agent broke and the run did not finish in time._"
+        texts = [m async for m in self.agents.list_messages(thread_id, run_id=run_id, order="asc")]
+        assistant = [m for m in texts if m.role == "assistant"]
+        if assistant:
+            fresh = _Reply()
+            for message in assistant:
+                fresh.add(TextDelta(message.text, message.annotations, message.id))
+            reply.raw, reply.citations = fresh.raw, fresh.citations
+        ending = self._on_event(_terminal_event(run), reply, writer, fields)
+        if run.status == "requires_action":
+            return "_The connection broke while the agent waited for a tool; please ask again._"
+        return ending or ""
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _agent_thread(self, turn: Turn, fields: dict[str, Any]) -> str:
+        existing = await self.store.get_agent_thread(turn.key)
+        if existing:
+            return existing
+        messages = await self._thread_context(turn) if turn.thread_ts != turn.ts else []
+        thread = await self.agents.create_thread(
+            messages=messages or None,
+            metadata={"slack": f"{turn.team}/{turn.channel}/{turn.thread_ts}"},
+        )
+        await self.store.set_agent_thread(turn.key, thread.id)
+        log(logger, "turn.thread_created", agent_thread=thread.id, context=len(messages), **fields)
+        return thread.id
+
+    async def _thread_context(self, turn: Turn) -> list[dict[str, Any]]:
+        """Earlier messages of a human thread the bot is first mentioned in (bounded)."""
+        try:
+            response = await self.slack.conversations_replies(
+                channel=turn.channel, ts=turn.thread_ts, limit=self.context_messages + 1
+            )
+        except SlackApiError as exc:
+            log(
+                logger,
+                "turn.context_unavailable",
+                logging.INFO,
+                error=str(exc.response.get("error")),
+            )
+            return []
+        lines: list[str] = []
+        for message in response.get("messages") or []:
+            if message.get("ts") == turn.ts or message.get("bot_id") or message.get("subtype"):
+                continue
+            who = await self.users.display_name(message.get("user", "someone"))
+            text = await slack_to_agent_text(
+                message.get("text", ""),
+                bot_user_id=self.bot_user_id,
+                names=self.users.display_name,
+                files=message.get("files"),
+            )
+            lines.append(f"@{who}: {text}")
+        while lines and sum(len(line) + 1 for line in lines) > self.context_chars:
+            lines.pop(0)  # keep the most recent
+        if not lines:
+            return []
+        context = "Earlier messages in this Slack thread, for context:\n" + "\n".join(lines)
+        return [{"role": "user", "content": context}]
+
+    async def _add_message(self, thread_id: str, text: str, fields: dict[str, Any]) -> None:
+        """Add the message; if a run is still active on the thread (another process, a
+        stuck run), wait for it to end rather than show "thread busy"."""
+        deadline = time.monotonic() + self.busy_wait_s
+        while True:
+            try:
+                await self.agents.add_message(thread_id, text)
+                return
+            except ThreadBusyError as busy:
+                if time.monotonic() > deadline or not busy.active_run_id:
+                    raise
+                log(
+                    logger,
+                    "turn.thread_busy",
+                    logging.INFO,
+                    active_run=busy.active_run_id,
+                    **fields,
+                )
+                await self._wait_run(thread_id, busy.active_run_id, deadline - time.monotonic())
+
+    async def _wait_run(self, thread_id: str, run_id: str, within_s: float) -> ThreadRun | None:
+        deadline = time.monotonic() + max(within_s, 0)
+        delay = 0.25
+        while True:
+            run = await self.agents.get_run(thread_id, run_id)
+            if run.status in TERMINAL or run.status == "requires_action":
+                return run
+            if time.monotonic() + delay > deadline:
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _cancel(self, thread_id: str, run_id: str) -> None:
+        try:
+            await self.agents.cancel_run(thread_id, run_id)
+        except AgentServiceError as exc:  # already ended: nothing to stop
+            log(logger, "turn.cancel_failed", logging.INFO, error=str(exc), run_id=run_id)
+
+    async def _run_tools_definitions(self) -> list[dict[str, Any]]:
+        """The run's ``tools`` replace the agent's: keep its own non-function tools."""
+        now = time.monotonic()
+        if self._agent_tools is None or self._agent_tools[0] < now:
+            agent = await self.agents.get_agent(self.agent_id)
+            self._agent_tools = (now + 300, agent.non_function_tools())
+        assert self.tools is not None
+        return self._agent_tools[1] + self.tools.definitions()
+
+    def _conversation_lock(self, key: ConversationKey) -> _LockGuard:
+        return _LockGuard(self._locks, key)
+
+
+class _LockGuard:
+    """A per-conversation FIFO lock that is forgotten once nobody holds or waits for it."""
+
+    def __init__(
+        self, locks: dict[ConversationKey, tuple[asyncio.Lock, int]], key: ConversationKey
+    ):
+        self.locks = locks
+        self.key = key
+
+    async def __aenter__(self) -> None:
+        lock, users = self.locks.get(self.key, (asyncio.Lock(), 0))
+        self.locks[self.key] = (lock, users + 1)
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._release_user()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.locks[self.key][0].release()
+        self._release_user()
+
+    def _release_user(self) -> None:
+        lock, users = self.locks[self.key]
+        if users <= 1:
+            del self.locks[self.key]
+        else:
+            self.locks[self.key] = (lock, users - 1)
+
+
+def _terminal_event(run: ThreadRun) -> Any:
+    if run.status == "completed":
+        return Completed(run.id)
+    if run.status == "failed":
+        error = run.last_error or {}
+        return Failed(
+            run.id, str(error.get("code") or "server_error"), str(error.get("message") or "")
+        )
+    if run.status == "cancelled":
+        return Cancelled(run.id)
+    if run.status == "expired":
+        return Expired(run.id)
+    if run.status == "incomplete":
+        return Incomplete(run.id, str((run.incomplete_details or {}).get("reason") or "unknown"))
+    return None

@@ -1,0 +1,300 @@
+"""End to end: a person in Slack, the real bot, the agent. Assertions are on what the
+person sees (the Slack emulator's record of each message over time)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.emulators.slack import Limit, default_limits
+from tests.stack import Stack, start_stack
+
+BOT = "<@U0BOT>"
+
+
+@pytest.fixture
+async def stack_factory(tmp_path: Path) -> AsyncIterator[Any]:
+    stacks: list[Stack] = []
+
+    async def make(script: Any = None, **kwargs: Any) -> Stack:
+        stack = await start_stack(script, tmp_path=tmp_path, **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        await stack.close()
+
+
+async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> None:
+    answer = "Here is a thorough answer that streams in over about two seconds, " * 4
+    stack = await stack_factory(
+        {"turns": [{"actions": [{"text": answer.strip(), "deltas": 20, "delay": 0.1}]}]}
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} explain please")
+    await stack.settle()
+    replies = stack.replies("C0GENERAL", ts)
+    assert len(replies) == 1 and replies[0].thread_ts == ts
+    assert replies[0].visible_text == answer.strip()
+    history = replies[0].history
+    intermediate = [h for h in history[1:-1] if h[2] and "Thinking" not in h[2][0]["text"]]
+    assert len(intermediate) >= 3, [h[1][:30] for h in history]
+    assert history[0][2][0]["text"] == "_Thinking…_"
+    assert not any(b["type"] == "actions" for b in replies[0].blocks or [])  # Stop button gone
+    # the agent got the message without the bot mention
+    user_messages = [
+        m for msgs in stack.agent.messages.values() for m in msgs if m["role"] == "user"
+    ]
+    assert user_messages[-1]["content"][0]["text"]["value"] == "explain please"
+
+
+async def test_dm_is_answered_in_the_dm_thread(stack_factory: Any) -> None:
+    stack = await stack_factory()
+    ts = stack.slack.user_posts("U0ALICE", "D0ALICE", "hello from a DM")
+    await stack.settle()
+    assert stack.reply_text("D0ALICE", ts) == "You said: hello from a DM"
+
+
+async def test_follow_up_without_mention_continues_the_same_agent_thread(
+    stack_factory: Any,
+) -> None:
+    stack = await stack_factory()
+    root = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} first question")
+    await stack.settle()
+    stack.slack.user_posts("U0ALICE", "C0GENERAL", "and a follow-up", thread_ts=root)
+    await stack.settle()
+    replies = stack.replies("C0GENERAL", root)
+    assert [r.visible_text for r in replies] == [
+        "You said: first question",
+        "You said: and a follow-up",
+    ]
+    assert len(stack.agent.threads) == 1
+    # a message in some other thread, without a mention, is not ours
+    other = stack.slack.user_posts("U0BOB", "C0GENERAL", "unrelated root")
+    stack.slack.user_posts("U0BOB", "C0GENERAL", "unrelated reply", thread_ts=other)
+    await stack.settle()
+    assert stack.replies("C0GENERAL", other) == []
+
+
+async def test_retried_and_double_delivered_events_get_one_reply(stack_factory: Any) -> None:
+    stack = await stack_factory()
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} once please")
+    await stack.settle()
+    # Slack retries the same event (same event_id) after a timeout
+    mention = next(d for d in stack.slack.deliveries)
+    envelope = stack.slack.event_envelope(
+        {
+            "type": "app_mention",
+            "user": "U0ALICE",
+            "text": f"{BOT} once please",
+            "ts": ts,
+            "channel": "C0GENERAL",
+            "event_ts": ts,
+            "team": "T0EMU",
+        },
+        event_id=mention["event_id"],
+    )
+    assert await stack.slack.redeliver(envelope, retry=1) == 200
+    # and the same post arrives again under a new event id (message.channels)
+    fresh = stack.slack.event_envelope(
+        {**envelope["event"], "type": "message", "channel_type": "channel"}
+    )
+    assert await stack.slack.redeliver(fresh, retry=0) == 200
+    await stack.settle()
+    assert len(stack.replies("C0GENERAL", ts)) == 1
+    assert len(stack.agent.runs) == 1
+
+
+async def test_the_bots_own_messages_and_edits_are_ignored(stack_factory: Any) -> None:
+    stack = await stack_factory()
+    ts = stack.slack.user_posts("U0ALICE", "D0ALICE", "hi")
+    await stack.settle()
+    # the bot's reply produced a message event back to the bot: no second turn
+    assert len(stack.agent.runs) == 1
+    stack.slack.user_posts("U0ALICE", "D0ALICE", "edited", subtype="message_changed")
+    stack.slack.user_posts("U0ALICE", "D0ALICE", "joined", subtype="channel_join")
+    await stack.settle()
+    assert len(stack.agent.runs) == 1
+    assert len(stack.replies("D0ALICE", ts)) == 1
+
+
+async def test_a_very_long_answer_arrives_whole_across_messages(stack_factory: Any) -> None:
+    paragraphs = []
+    for i in range(60):
+        paragraphs.append(f"Paragraph {i}: " + "words and more words " * 30)
+        if i % 7 == 3:
+            paragraphs.append(
+                "```python\n" + "\n".join(f"value_{i}_{j} = {j} * 2" for j in range(40)) + "\n```"
+            )
+    answer = "\n\n".join(paragraphs)
+    assert len(answer) > 40_000
+    stack = await stack_factory(
+        {"turns": [{"actions": [{"text": answer, "deltas": 80, "delay": 0.01}]}]}
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} long one")
+    await stack.settle(timeout=90)
+    replies = stack.replies("C0GENERAL", ts)
+    assert len(replies) >= 4
+    texts = [r.visible_text for r in replies]
+    for text in texts:
+        assert len(text) <= 12_000
+        assert text.count("```") % 2 == 0  # every message's code blocks are closed
+    # stitched back together, nothing was lost
+    stitched = "\n\n".join(texts)
+    assert re.sub(r"\s+", " ", stitched) == re.sub(r"\s+", " ", answer)
+
+
+async def test_a_429_storm_still_ends_complete(stack_factory: Any) -> None:
+    stack = await stack_factory(
+        {
+            "turns": [
+                {"actions": [{"text": "storm-proof answer " * 20, "deltas": 30, "delay": 0.03}]}
+            ]
+        }
+    )
+    stack.slack.force_error("chat.update", times=6, retry_after=1)
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
+    await stack.settle(timeout=60)
+    assert stack.reply_text("C0GENERAL", ts) == "storm-proof answer " * 20
+    assert sum(1 for c in stack.slack.calls_of("chat.update") if c.status == 429) == 6
+
+
+async def test_a_failed_run_shows_a_clear_line(stack_factory: Any) -> None:
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "Starting the answer"},
+                        {
+                            "fail": {
+                                "code": "rate_limit_exceeded",
+                                "message": "Rate limit is exceeded.",
+                            }
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} fail")
+    await stack.settle()
+    text = stack.reply_text("C0GENERAL", ts)
+    assert text.startswith("Starting the answer")
+    assert "could not finish: Rate limit is exceeded. (`rate_limit_exceeded`)" in text
+
+
+async def test_citations_become_links_and_sources(stack_factory: Any) -> None:
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "Slack limits edits"},
+                        {
+                            "citation": {
+                                "url": "https://api.slack.com/apis/rate-limits",
+                                "title": "Rate limits",
+                            }
+                        },
+                        {"text": "."},
+                    ]
+                }
+            ]
+        }
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} cite")
+    await stack.settle()
+    text = stack.reply_text("C0GENERAL", ts)
+    assert "【" not in text
+    assert text.startswith("Slack limits edits[1](https://api.slack.com/apis/rate-limits).")
+    assert text.endswith("**Sources**\n1. [Rate limits](https://api.slack.com/apis/rate-limits)")
+    for message in stack.slack.messages["C0GENERAL"]:
+        for _, shown, _ in message.history:
+            assert "【" not in shown
+
+
+async def test_stop_button_cancels_the_run(stack_factory: Any) -> None:
+    stack = await stack_factory(
+        {
+            "turns": [
+                {"actions": [{"text": "a long and slow answer " * 10, "deltas": 40, "delay": 0.1}]}
+            ]
+        }
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow")
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        replies = stack.replies("C0GENERAL", ts)
+        if (
+            replies
+            and any(b.get("type") == "actions" for b in replies[0].blocks or [])
+            and stack.agent.runs
+        ):
+            break
+    reply = stack.replies("C0GENERAL", ts)[0]
+    value = next(b for b in reply.blocks if b["type"] == "actions")["elements"][0]["value"]
+    # someone else cannot stop it
+    assert await stack.slack.click("U0BOB", "C0GENERAL", reply.ts, "stop_run", value) == 200
+    await asyncio.sleep(0.3)
+    assert any(c.method == "chat.postEphemeral" for c in stack.slack.calls)
+    assert await stack.slack.click("U0ALICE", "C0GENERAL", reply.ts, "stop_run", value) == 200
+    await stack.settle()
+    text = stack.reply_text("C0GENERAL", ts)
+    assert text.endswith("_Stopped._") and len(text) < len("a long and slow answer " * 10)
+    assert next(iter(stack.agent.runs.values())).status == "cancelled"
+
+
+async def test_twenty_concurrent_conversations_no_cross_talk(stack_factory: Any) -> None:
+    # Slack's documented rates are floors; this workspace allows more, as real ones do,
+    # and the pacer finds that out by probing. (Strict documented limits: the bench.)
+    limits = default_limits()
+    limits["chat.update"] = Limit(300, 20)
+    stack = await stack_factory(slack_kwargs={"limits": limits})
+    channels = ["C0GENERAL", "C0ONE", "C0TWO", "C0THREE"]
+    for channel in channels[1:]:
+        stack.slack.add_channel(channel, channel.lower())
+    roots = {}
+    for i in range(20):
+        channel = channels[i % len(channels)]
+        roots[i] = (
+            channel,
+            stack.slack.user_posts("U0ALICE", channel, f"{BOT} conversation number {i}"),
+        )
+    await stack.settle(timeout=120)
+    for i, (channel, ts) in roots.items():
+        assert stack.reply_text(channel, ts) == f"You said: conversation number {i}"
+    assert len(stack.agent.threads) == 20
+
+
+async def test_second_message_waits_its_turn_instead_of_thread_busy(stack_factory: Any) -> None:
+    stack = await stack_factory({"delay": 0.05, "turns": []})
+    root = stack.slack.user_posts("U0ALICE", "D0ALICE", "first")
+    await asyncio.sleep(0.05)
+    stack.slack.user_posts("U0ALICE", "D0ALICE", "second", thread_ts=root)
+    await stack.settle()
+    assert [r.visible_text for r in stack.replies("D0ALICE", root)] == [
+        "You said: first",
+        "You said: second",
+    ]
+
+
+async def test_first_mention_in_a_human_thread_brings_context(stack_factory: Any) -> None:
+    stack = await stack_factory()
+    root = stack.slack.user_posts(
+        "U0BOB", "C0GENERAL", "Our deploy failed with <https://ci.example/1|build 1> &amp; logs"
+    )
+    stack.slack.user_posts("U0ALICE", "C0GENERAL", "I saw it too", thread_ts=root)
+    stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} what do you think?", thread_ts=root)
+    await stack.settle()
+    thread_id = next(iter(stack.agent.threads))
+    contents = [m["content"][0]["text"]["value"] for m in stack.agent.messages[thread_id]]
+    assert contents[0].startswith("Earlier messages in this Slack thread")
+    assert "@bob: Our deploy failed with build 1 (https://ci.example/1) & logs" in contents[0]
+    assert "@alice: I saw it too" in contents[0]
+    assert contents[1] == "what do you think?"
