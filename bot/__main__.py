@@ -9,85 +9,173 @@ import sys
 from . import __version__, logs
 from .settings import Settings, SettingsError, load_settings
 
+SLACK_HELP = (
+    "create a Slack app from manifest.yml (https://api.slack.com/apps -> Create New App -> "
+    "From an app manifest), install it to your workspace, then set SLACK_BOT_TOKEN (OAuth & "
+    "Permissions, xoxb-...) and either SLACK_APP_TOKEN (Basic Information -> App-Level Tokens, "
+    "xapp-..., scope connections:write) for Socket Mode or SLACK_SIGNING_SECRET (Basic "
+    "Information) for HTTP mode"
+)
 
-async def _check(settings: Settings) -> int:
-    """Say what works and, for what does not, how to fix it."""
+
+async def _check_agent(settings: Settings) -> bool:
     from .agents.azure import AgentsClient
     from .agents.errors import AgentServiceError, AuthenticationError, NotFoundError
 
-    ok = True
     if not settings.project_endpoint:
         print(
             "x PROJECT_ENDPOINT is not set: use your Foundry project's endpoint, "
             "https://<resource>.services.ai.azure.com/api/projects/<project>"
         )
-        return 1
+        return False
     if not settings.agent_id:
         print("x AGENT_ID is not set: the id of the agent to talk to (asst_...)")
-        return 1
+        return False
     try:
         client = AgentsClient.from_settings(settings)
     except ValueError as exc:
         print(f"x {exc}")
-        return 1
+        return False
     async with client:
         try:
             agent = await client.get_agent(settings.agent_id)
-            print(
-                f"ok agent {agent.id} ({agent.name or 'unnamed'}, model {agent.model}) "
-                f"with {len(agent.tools)} tool(s)"
-            )
         except AuthenticationError as exc:
-            ok = False
             print(
                 f"x authentication failed: {exc}\n"
-                "  fix: run `az login` (DefaultAzureCredential) or "
-                "set AGENTS_ACCESS_TOKEN; the identity needs the Azure AI User role on the project"
+                "  fix: run `az login` (DefaultAzureCredential) or set AGENTS_ACCESS_TOKEN; "
+                "the identity needs the Azure AI User role on the project"
             )
+            return False
         except NotFoundError as exc:
-            ok = False
             print(
                 f"x not found: {exc}\n  fix: check AGENT_ID and that PROJECT_ENDPOINT ends "
                 "with /api/projects/<project>"
             )
+            return False
         except AgentServiceError as exc:
-            ok = False
             print(f"x the agent service failed: {exc}")
-    if settings.has_slack:
-        print("! Slack settings are present, but this build has no Slack surface yet")
-    return 0 if ok else 1
+            return False
+    print(
+        f"ok agent {agent.id} ({agent.name or 'unnamed'}, model {agent.model}) "
+        f"with {len(agent.tools)} tool(s)"
+    )
+    return True
 
 
-def _run(settings: Settings) -> int:
-    if settings.has_slack:
+async def _check_slack(settings: Settings) -> bool:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    token = settings.secret("slack_bot_token")
+    if not token:
+        print(f"x SLACK_BOT_TOKEN is not set: {SLACK_HELP}")
+        return False
+    try:
+        identity = await AsyncWebClient(token=token, base_url=settings.slack_api_url).auth_test()
+    except SlackApiError as exc:
         print(
-            "This build does not include the Slack surface yet, so SLACK_BOT_TOKEN cannot be "
-            "used. Unset the Slack settings to try the agent in the terminal chat.",
+            f"x Slack refused the bot token: {exc.response.get('error')}\n"
+            "  fix: copy the Bot User OAuth Token (xoxb-...) from OAuth & Permissions"
+        )
+        return False
+    except Exception as exc:
+        print(f"x cannot reach Slack at {settings.slack_api_url}: {exc}")
+        return False
+    print(f"ok Slack workspace {identity.get('team')} as bot user {identity.get('user')}")
+    if not settings.slack_app_token and not settings.slack_signing_secret:
+        print("x neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET (HTTP mode) is set")
+        return False
+    print(f"ok {'Socket Mode' if settings.slack_app_token else 'HTTP mode'} settings present")
+    return True
+
+
+async def _check(settings: Settings) -> int:
+    """Say what works and, for what does not, how to fix it."""
+    agent_ok = await _check_agent(settings)
+    slack_ok = await _check_slack(settings)
+    return 0 if agent_ok and slack_ok else 1
+
+
+def _missing_slack(settings: Settings) -> list[str]:
+    missing = [] if settings.slack_bot_token else ["SLACK_BOT_TOKEN"]
+    if not settings.slack_app_token and not settings.slack_signing_secret:
+        missing.append("SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
+    return missing
+
+
+def _run(settings: Settings, mode: str | None, host: str, port: int) -> int:
+    missing = _missing_slack(settings)
+    if missing and mode is None:
+        print(
+            "No Slack settings, so here is the agent in your terminal instead.\n"
+            f"Missing for Slack: {', '.join(missing)}.\nTo get them: {SLACK_HELP}.\n",
+            file=sys.stderr,
+        )
+        from .chat import chat
+
+        return asyncio.run(chat(settings))
+    if missing:
+        print(f"error: {', '.join(missing)} not set. To get them: {SLACK_HELP}.", file=sys.stderr)
+        return 2
+    if not settings.has_agent:
+        print(
+            "error: PROJECT_ENDPOINT and AGENT_ID must be set to run the bot in Slack "
+            "(python -m bot check explains what is missing)",
             file=sys.stderr,
         )
         return 2
-    from .chat import chat
+    from slack_sdk.errors import SlackApiError
 
-    return asyncio.run(chat(settings))
+    from .runtime import serve_http, serve_socket
+
+    mode = mode or ("socket" if settings.slack_app_token else "http")
+    try:
+        if mode == "socket":
+            asyncio.run(serve_socket(settings))
+        else:
+            asyncio.run(serve_http(settings, host, port))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SlackApiError as exc:
+        print(
+            f"error: Slack refused the bot token ({exc.response.get('error')}); "
+            "python -m bot check explains how to fix it",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slack-agent-bot", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run", help="run the bot (no settings: a local demo on emulated services)")
+    run = sub.add_parser("run", help="run the bot (no Slack settings: the agent in the terminal)")
+    run.add_argument(
+        "--mode", choices=["socket", "http"], help="default: socket with SLACK_APP_TOKEN"
+    )
+    run.add_argument("--host", default="0.0.0.0", help="HTTP mode: the address to listen on")
+    run.add_argument(
+        "--port", type=int, default=3000, help="HTTP mode: the port (POST /slack/events)"
+    )
     sub.add_parser("chat", help="talk to the agent in the terminal")
-    sub.add_parser("check", help="validate settings and reach the agent service")
+    sub.add_parser("check", help="validate settings, reach Slack and the agent service")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logs.configure(
-        "WARNING" if args.command in (None, "run", "chat") else settings.log_level,
-        settings.log_format == "json",
+    quiet = args.command == "chat" or (
+        args.command in (None, "run")
+        and bool(_missing_slack(settings))
+        and not args.__dict__.get("mode")
     )
+    logs.configure("WARNING" if quiet else settings.log_level, settings.log_format == "json")
     try:
         if args.command == "check":
             return asyncio.run(_check(settings))
@@ -95,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
             from .chat import chat
 
             return asyncio.run(chat(settings))
-        return _run(settings)
+        return _run(
+            settings,
+            args.__dict__.get("mode"),
+            args.__dict__.get("host", "0.0.0.0"),
+            args.__dict__.get("port", 3000),
+        )
     except KeyboardInterrupt:
         return 130
 

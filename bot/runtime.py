@@ -35,7 +35,7 @@ class Bot:
     ready: asyncio.Event
 
     async def aclose(self) -> None:
-        await self.surface.drain(timeout=25.0)
+        await self.surface.drain(grace_s=25.0)
         await self.agents.aclose()
         await self.store.close()
 

@@ -27,9 +27,9 @@ class Stack:
     runner: web.AppRunner
     url: str
 
-    async def settle(self, timeout: float = 30.0) -> None:
+    async def settle(self, within_s: float = 30.0) -> None:
         """Wait until every delivered event's turn has finished."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             await self.slack.drain()
             if not self.bot.surface.tasks:

@@ -32,15 +32,17 @@ def run_cli(
 def test_run_with_no_settings_is_a_demo_on_the_emulator() -> None:
     result = run_cli("run", stdin="hello bot\nwhat is current_time\n")
     assert result.returncode == 0, result.stderr
+    assert "Missing for Slack: SLACK_BOT_TOKEN" in result.stderr and "manifest.yml" in result.stderr
+    assert "Traceback" not in result.stderr
     assert "Demo on an emulated agent service" in result.stdout
     assert "agent> You said: hello bot" in result.stdout
     assert "[calling current_time] `current_time` returned: 20" in result.stdout
 
 
-def test_run_with_slack_settings_explains_instead_of_crashing() -> None:
-    result = run_cli("run", env={"SLACK_BOT_TOKEN": "xoxb-1-2-secret"})
+def test_run_in_slack_mode_without_settings_says_what_is_missing() -> None:
+    result = run_cli("run", "--mode", "http", env={"SLACK_BOT_TOKEN": "xoxb-1-2-secret"})
     assert result.returncode == 2
-    assert "does not include the Slack surface" in result.stderr
+    assert "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET" in result.stderr
     assert (
         "xoxb-1-2-secret" not in result.stderr + result.stdout and "Traceback" not in result.stderr
     )
@@ -59,7 +61,8 @@ async def test_chat_and_check_against_a_configured_agent(make_emulator: Callable
     assert result.returncode == 0, result.stderr
     assert "Talking to agent asst_demo" in result.stdout and "You said: configured" in result.stdout
     check = await asyncio.to_thread(run_cli, "check", env=env)
-    assert check.returncode == 0 and "ok agent asst_demo (Demo agent" in check.stdout
+    assert check.returncode == 1 and "ok agent asst_demo (Demo agent" in check.stdout
+    assert "x SLACK_BOT_TOKEN is not set" in check.stdout
     wrong = await asyncio.to_thread(run_cli, "check", env={**env, "AGENTS_ACCESS_TOKEN": "nope"})
     assert (
         wrong.returncode == 1 and "authentication failed" in wrong.stdout and "fix:" in wrong.stdout

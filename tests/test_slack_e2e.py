@@ -137,7 +137,7 @@ async def test_a_very_long_answer_arrives_whole_across_messages(stack_factory: A
         {"turns": [{"actions": [{"text": answer, "deltas": 80, "delay": 0.01}]}]}
     )
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} long one")
-    await stack.settle(timeout=90)
+    await stack.settle(within_s=90)
     replies = stack.replies("C0GENERAL", ts)
     assert len(replies) >= 4
     texts = [r.visible_text for r in replies]
@@ -159,7 +159,7 @@ async def test_a_429_storm_still_ends_complete(stack_factory: Any) -> None:
     )
     stack.slack.force_error("chat.update", times=6, retry_after=1)
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
-    await stack.settle(timeout=60)
+    await stack.settle(within_s=60)
     assert stack.reply_text("C0GENERAL", ts) == "storm-proof answer " * 20
     assert sum(1 for c in stack.slack.calls_of("chat.update") if c.status == 429) == 6
 
@@ -266,7 +266,7 @@ async def test_twenty_concurrent_conversations_no_cross_talk(stack_factory: Any)
             channel,
             stack.slack.user_posts("U0ALICE", channel, f"{BOT} conversation number {i}"),
         )
-    await stack.settle(timeout=120)
+    await stack.settle(within_s=120)
     for i, (channel, ts) in roots.items():
         assert stack.reply_text(channel, ts) == f"You said: conversation number {i}"
     assert len(stack.agent.threads) == 20

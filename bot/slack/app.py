@@ -107,9 +107,9 @@ class SlackSurface:
             except Exception as exc:
                 log(logger, "stop.ephemeral_failed", logging.INFO, error=repr(exc))
 
-    async def drain(self, timeout: float = 30.0) -> None:
+    async def drain(self, grace_s: float = 30.0) -> None:
         if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=timeout)
+            await asyncio.wait(list(self.tasks), timeout=grace_s)
 
 
 def http_app(bolt: AsyncApp, ready: asyncio.Event | None = None) -> web.Application:

@@ -67,10 +67,7 @@ async def slack_to_agent_text(
     parts.append(unescape(text[position:]))
     readable = re.sub(r"[ \t]{2,}", " ", "".join(parts)).strip()
     if files:
-        listed = ", ".join(
-            f"{f.get('name') or f.get('title') or 'file'} ({f.get('filetype') or f.get('mimetype') or 'file'})"
-            for f in files
-        )
+        listed = ", ".join(_file_label(f) for f in files)
         readable = f"{readable}\n\n[Attached files: {listed}]".strip()
     return readable
 
@@ -97,3 +94,8 @@ async def _token(inner: str, bot_user_id: str | None, names: NameLookup) -> str:
     if label and unescape(label) != url:
         return f"{unescape(label)} ({url})"
     return url
+
+
+def _file_label(file: dict[str, Any]) -> str:
+    name = file.get("name") or file.get("title") or "file"
+    return f"{name} ({file.get('filetype') or file.get('mimetype') or 'file'})"

@@ -83,13 +83,16 @@ class ReplyWriter:
 
     async def start(self) -> str:
         """Post the placeholder now (first write), then keep the reply in step."""
-        self._mark_dirty(self.pages[0])
+        first = self.pages[0]
+        self._mark_dirty(first)
+        for _ in range(5):  # a 429 waits for its Retry-After inside _send's pacer
+            await self._send(first)
+            if first.ts is not None:
+                break
+        if first.ts is None:
+            raise RuntimeError(f"could not post in {self.channel}")
         self._task = asyncio.get_running_loop().create_task(self._flush_loop())
-        while self.pages[0].ts is None and not self._task.done():
-            await asyncio.sleep(0.005)
-        if self._task.done():
-            self._task.result()  # surface a failure to post at all
-        return self.pages[0].ts or ""
+        return first.ts
 
     def update(self, body: str) -> None:
         if self._finished or body == self._body:

@@ -35,8 +35,8 @@ class SQLiteStore:
     def from_url(cls, url: str) -> SQLiteStore:
         """``sqlite:///relative/path.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``."""
         path = url.removeprefix("sqlite://")
-        if path.startswith("/"):
-            path = path[1:] if not path.startswith("//") else path[1:]
+        if path.startswith("/"):  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
+            path = path[1:]
         return cls(path or ":memory:")
 
     async def open(self) -> None:

@@ -1,0 +1,150 @@
+"""The bot as an operator runs it: `python -m bot run --mode http --port P` in its own
+process, Slack's signed requests over a socket, `GET /healthz`, `python -m bot check`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.emulators.agents import AgentServiceEmulator
+from bot.emulators.slack import SlackEmulator
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    agent = AgentServiceEmulator()
+    await agent.start()
+    slack = SlackEmulator()
+    await slack.start()
+    port = _free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))
+    }
+    env.update(
+        {
+            "PROJECT_ENDPOINT": agent.endpoint,
+            "AGENT_ID": "asst_demo",
+            "AGENTS_ACCESS_TOKEN": "tok-agent-123",
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_SIGNING_SECRET": slack.signing_secret,
+            "SLACK_API_URL": slack.api_url,
+            "BOT_STORE_URL": f"sqlite:///{tmp_path}/bot.db",
+            "BOT_LOG_LEVEL": "DEBUG",
+        }
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        "--mode",
+        "http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as http:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.returncode is not None:
+                raise RuntimeError("the bot did not start")
+            await asyncio.sleep(0.1)
+    slack.events_url = f"{url}/slack/events"
+    yield {"agent": agent, "slack": slack, "url": url, "process": process, "env": env}
+    process.terminate()
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    running_logs = err.decode()
+    # nothing secret ever reached the logs
+    for secret in (slack.bot_token, slack.signing_secret, "tok-agent-123"):
+        assert secret not in running_logs
+    await slack.stop()
+    await agent.stop()
+
+
+async def test_a_mention_is_answered_by_the_running_process(running: dict[str, Any]) -> None:
+    slack: SlackEmulator = running["slack"]
+    ts = slack.user_posts("U0ALICE", "C0GENERAL", "<@U0BOT> hello over HTTP")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        replies = slack.bot_replies("C0GENERAL", ts)
+        if replies and replies[0].visible_text == "You said: hello over HTTP":
+            break
+        await asyncio.sleep(0.1)
+    assert slack.bot_replies("C0GENERAL", ts)[0].visible_text == "You said: hello over HTTP"
+    assert all(d["ms"] < 3000 for d in slack.deliveries)  # acked well inside Slack's 3 s
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong", "stale", "replayed_body"])
+async def test_unsigned_forged_and_stale_requests_are_refused(
+    running: dict[str, Any], case: str
+) -> None:
+    slack: SlackEmulator = running["slack"]
+    envelope = slack.event_envelope(
+        {
+            "type": "app_mention",
+            "user": "U0ALICE",
+            "text": "<@U0BOT> sneaky",
+            "ts": "1.000001",
+            "channel": "C0GENERAL",
+            "team": "T0EMU",
+        }
+    )
+    body = json.dumps(envelope).encode()
+    headers = {"Content-Type": "application/json"}
+    if case == "wrong":
+        headers.update(SlackEmulator(signing_secret="not-the-secret").sign(body))
+    elif case == "stale":
+        headers.update(slack.sign(body, timestamp=int(time.time()) - 6 * 60))
+    elif case == "replayed_body":  # a valid signature, for another body
+        headers.update(slack.sign(b'{"type":"event_callback"}'))
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{running['url']}/slack/events", content=body, headers=headers)
+    assert response.status_code == 401
+    await asyncio.sleep(0.3)
+    assert running["agent"].runs == {} and slack.calls_of("chat.postMessage") == []
+
+
+async def test_check_reaches_slack_and_the_agent(running: dict[str, Any]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "check",
+        env=running["env"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    text = out.decode()
+    assert process.returncode == 0, text
+    assert (
+        "ok agent asst_demo" in text and "ok Slack workspace Emulated as bot user agentbot" in text
+    )
