@@ -22,7 +22,8 @@ test: $(STAMP)
 	@$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)
-	@$(PY) bench/sse_parse.py $(ARGS)
+	@$(PY) bench/sse_parse.py
+	@$(PY) bench/slack_stream.py
 
 lint: $(STAMP)
 	@$(PY) -m ruff check bot tests bench tools

@@ -108,6 +108,7 @@ class Run:
     events: list[Any] = field(default_factory=list)  # (name, payload) | _PAUSE | _DISCONNECT
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     outputs: asyncio.Future[list[dict[str, Any]]] | None = None
+    text_timeline: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, chars so far)
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -964,6 +965,7 @@ class RunWorker:
             await self.sleep(delay)
             self.text_part()["value"] += piece
             self.tokens += max(1, len(piece) // 4)
+            self.run.text_timeline.append((time.monotonic(), len(self.text_part()["value"])))
             chunk: dict[str, Any] = {"index": 0, "type": "text", "text": {"value": piece}}
             if first:
                 chunk["text"]["annotations"] = []

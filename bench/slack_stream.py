@@ -1,0 +1,286 @@
+"""Many replies streaming into one workspace at once, under Slack's documented limits.
+
+Three ways of writing the same 50 concurrent replies, each in one run, against the Slack
+emulator with its tier limits on (chat.update: Tier 3, 50 per minute, workspace-wide;
+chat.postMessage: about one per second per channel):
+  ours        the real bot, end to end (signed events -> Bolt -> orchestrator -> paced writer)
+  per-delta   a naive writer: one chat.update per agent delta
+  fixed-1s    a naive writer: one chat.update per reply per second
+The agent emulator streams each reply at a realistic token rate. Reported: time from the
+event to the first Slack write (p50/p95), staleness (how long a delta waits before a
+person can see it, p95), Slack calls per reply, 429s, and replies whose final text never
+appeared (text lost). Ratios are against the baselines measured in this same run.
+
+    make bench
+    python bench/slack_stream.py --replies 20 --chars 800
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from slack_sdk.errors import SlackApiError  # noqa: E402
+from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
+
+from bot.agents.azure import AgentsClient  # noqa: E402
+from bot.agents.events import TextDelta  # noqa: E402
+from bot.emulators.agent_script import Script  # noqa: E402
+from bot.emulators.agents import AgentServiceEmulator  # noqa: E402
+from bot.emulators.slack import SlackEmulator  # noqa: E402
+from bot.emulators.stack import start_stack  # noqa: E402
+
+
+@dataclass
+class Result:
+    name: str
+    first_write: list[float] = field(default_factory=list)
+    staleness: list[float] = field(default_factory=list)
+    calls: int = 0
+    rate_limited: int = 0
+    lost: int = 0
+    replies: int = 0
+    wall: float = 0.0
+
+    def p(self, values: list[float], q: float) -> float:
+        if not values:
+            return float("nan")
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def script_for(chars: int, token_rate: float) -> Script:
+    sentence = "Slack's rate limits shape how fresh a streamed reply can be, so we pace edits. "
+    text = (sentence * (chars // len(sentence) + 1))[:chars]
+    deltas = max(1, chars // 4)  # about one token (four characters) per delta
+    return Script.parse(
+        {
+            "delay": 1.0 / token_rate,
+            "deltas": deltas,
+            "turns": [{"repeat": True, "actions": [{"text": text}]}],
+        }
+    )
+
+
+def measure(
+    result: Result,
+    slack: SlackEmulator,
+    agent: AgentServiceEmulator,
+    posts: list[tuple[str, str, float]],
+    expected: str,
+) -> None:
+    """Read what a person saw from the emulators' timelines."""
+    for channel, ts, event_at in posts:
+        replies = slack.bot_replies(channel, ts)
+        if not replies:
+            result.lost += 1
+            continue
+        result.first_write.append(replies[0].history[0][0] - event_at)
+        shown = [(t, len(_visible(blocks, text))) for t, text, blocks in replies[0].history]
+        if _visible(replies[0].blocks, replies[0].text) != expected:
+            result.lost += 1
+        run = next((r for r in agent.runs.values() if _run_channel(agent, r) == channel), None)
+        if run is None:
+            continue
+        for emitted_at, length in run.text_timeline:
+            seen = next((t for t, n in shown if n >= length and t >= emitted_at), None)
+            if seen is not None:
+                result.staleness.append(seen - emitted_at)
+    result.calls = sum(1 for c in slack.calls if c.method.startswith("chat."))
+    result.rate_limited = sum(1 for c in slack.calls if c.status == 429)
+    result.replies = len(posts)
+
+
+def _visible(blocks: list | None, text: str) -> str:
+    if blocks:
+        parts = [b.get("text", "") for b in blocks if b.get("type") == "markdown"]
+        if parts:
+            return "".join(parts).replace("_Thinking…_", "")
+    return text.replace("Thinking…", "")
+
+
+def _run_channel(agent: AgentServiceEmulator, run: object) -> str:
+    thread = agent.threads.get(run.doc["thread_id"])  # type: ignore[attr-defined]
+    return (thread or {}).get("metadata", {}).get("slack", "//").split("/")[1]
+
+
+async def run_ours(args: argparse.Namespace, script: Script, expected: str) -> Result:
+    stack = await start_stack(script)
+    result = Result("ours")
+    channels = [f"C{i:04d}" for i in range(args.replies)]
+    for channel in channels:
+        stack.slack.add_channel(channel, channel.lower())
+    started = time.monotonic()
+    posts = []
+    for channel in channels:
+        posts.append(
+            (channel, stack.slack.user_posts("U0ALICE", channel, "<@U0BOT> go"), time.monotonic())
+        )
+        await asyncio.sleep(args.arrival / args.replies)
+    await stack.settle(within_s=600)
+    result.wall = time.monotonic() - started
+    measure(result, stack.slack, stack.agent, posts, expected)
+    await stack.close()
+    return result
+
+
+Writer = Callable[[AsyncWebClient, str, str, AgentsClient, str], Awaitable[None]]
+
+
+async def naive_per_delta(
+    slack: AsyncWebClient, channel: str, ts: str, agents: AgentsClient, thread_id: str
+) -> None:
+    text = ""
+    stream = await agents.stream_run(thread_id, "asst_demo")
+    async with stream:
+        async for event in stream.events():
+            if isinstance(event, TextDelta):
+                text += event.text
+                await _try(
+                    slack.chat_update(
+                        channel=channel,
+                        ts=ts,
+                        text=text,
+                        blocks=[{"type": "markdown", "text": text}],
+                    )
+                )
+
+
+async def naive_fixed_interval(
+    slack: AsyncWebClient, channel: str, ts: str, agents: AgentsClient, thread_id: str
+) -> None:
+    state = {"text": "", "sent": "", "done": False}
+
+    async def ticker() -> None:
+        while not state["done"]:
+            await asyncio.sleep(1.0)
+            if state["text"] != state["sent"]:
+                state["sent"] = state["text"]
+                await _try(
+                    slack.chat_update(
+                        channel=channel,
+                        ts=ts,
+                        text=state["sent"],
+                        blocks=[{"type": "markdown", "text": state["sent"]}],
+                    )
+                )
+
+    task = asyncio.create_task(ticker())
+    stream = await agents.stream_run(thread_id, "asst_demo")
+    async with stream:
+        async for event in stream.events():
+            if isinstance(event, TextDelta):
+                state["text"] += event.text
+    state["done"] = True
+    await task
+    if state["text"] != state["sent"]:
+        await _try(
+            slack.chat_update(
+                channel=channel,
+                ts=ts,
+                text=state["text"],
+                blocks=[{"type": "markdown", "text": state["text"]}],
+            )
+        )
+
+
+async def _try(call: Awaitable[object]) -> None:
+    try:
+        await call
+    except SlackApiError:
+        pass  # a naive writer loses the edit
+
+
+async def run_baseline(
+    name: str, writer: Writer, args: argparse.Namespace, script: Script, expected: str
+) -> Result:
+    agent = AgentServiceEmulator(script)
+    await agent.start()
+    slack_emulator = SlackEmulator()
+    await slack_emulator.start()
+    slack = AsyncWebClient(token=slack_emulator.bot_token, base_url=slack_emulator.api_url)
+    agents = AgentsClient(agent.endpoint, "bench")
+    result = Result(name)
+    channels = [f"C{i:04d}" for i in range(args.replies)]
+    for channel in channels:
+        slack_emulator.add_channel(channel, channel.lower())
+    posts: list[tuple[str, str, float]] = []
+
+    async def one(channel: str) -> None:
+        ts = slack_emulator.user_posts("U0ALICE", channel, "<@U0BOT> go")
+        posts.append((channel, ts, time.monotonic()))
+        reply = await slack.chat_postMessage(channel=channel, thread_ts=ts, text="Thinking…")
+        thread = await agents.create_thread(metadata={"slack": f"T/{channel}/{ts}"})
+        await agents.add_message(thread.id, "go")
+        await writer(slack, channel, reply["ts"], agents, thread.id)
+
+    started = time.monotonic()
+    tasks = []
+    for channel in channels:
+        tasks.append(asyncio.create_task(one(channel)))
+        await asyncio.sleep(args.arrival / args.replies)
+    await asyncio.gather(*tasks)
+    result.wall = time.monotonic() - started
+    measure(result, slack_emulator, agent, posts, expected)
+    await agents.aclose()
+    await slack_emulator.stop()
+    await agent.stop()
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--replies", type=int, default=50)
+    parser.add_argument("--chars", type=int, default=1200, help="characters per reply")
+    parser.add_argument("--token-rate", type=float, default=40.0, help="agent deltas per second")
+    parser.add_argument(
+        "--arrival", type=float, default=1.0, help="seconds over which events arrive"
+    )
+    args = parser.parse_args()
+    script = script_for(args.chars, args.token_rate)
+    expected = script.turns[0].actions[0].text or ""
+
+    async def all_runs() -> list[Result]:
+        ours = await run_ours(args, script, expected)
+        per_delta = await run_baseline("per-delta", naive_per_delta, args, script, expected)
+        fixed = await run_baseline("fixed-1s", naive_fixed_interval, args, script, expected)
+        return [ours, per_delta, fixed]
+
+    results = asyncio.run(all_runs())
+    print(
+        f"{args.replies} concurrent replies of {args.chars} chars at {args.token_rate:g} deltas/s; "
+        "Slack emulator at documented tier limits\n"
+    )
+    print(
+        f"{'':<10} {'first write p50/p95 ms':>23} {'stale p95 s':>12} {'calls/reply':>12} "
+        f"{'429s':>6} {'text lost':>10} {'wall s':>7}"
+    )
+    for r in results:
+        print(
+            f"{r.name:<10} {r.p(r.first_write, 0.5) * 1000:>10.0f} / {r.p(r.first_write, 0.95) * 1000:<10.0f} "
+            f"{r.p(r.staleness, 0.95):>12.2f} {r.calls / r.replies:>12.1f} {r.rate_limited:>6} "
+            f"{r.lost:>10} {r.wall:>7.1f}"
+        )
+    ours, per_delta, fixed = results
+    print()
+    print(f"calls per reply, ours / per-delta: {ours.calls / per_delta.calls:.3f} (target <= 0.1)")
+    print(f"calls per reply, ours / fixed-1s:  {ours.calls / fixed.calls:.3f}")
+    print(f"first write p95: {ours.p(ours.first_write, 0.95) * 1000:.0f} ms (target <= 150 ms)")
+    print(
+        f"text lost: ours {ours.lost}, per-delta {per_delta.lost}, fixed-1s {fixed.lost} (target: ours 0)"
+    )
+    return 0 if ours.lost == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

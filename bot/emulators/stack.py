@@ -1,0 +1,91 @@
+"""Both emulators and the real bot, wired as in production, in one process.
+
+The tests, the benchmarks and the playground use it: the real Bolt app in HTTP mode on a
+real socket, the real slack_sdk client against the Slack emulator, our agent client
+against the agent service emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..runtime import Bot, build_bot
+from ..settings import Settings
+from ..slack.app import http_app
+from ..slack.pacing import Budgets
+from ..turns import ToolRunner
+from .agent_script import Script
+from .agents import AgentServiceEmulator
+from .slack import Message, SlackEmulator
+
+
+@dataclass
+class EmulatedStack:
+    agent: AgentServiceEmulator
+    slack: SlackEmulator
+    bot: Bot
+    runner: web.AppRunner
+    url: str
+
+    async def settle(self, within_s: float = 30.0) -> None:
+        """Wait until every delivered event's turn has finished."""
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            await self.slack.drain()
+            tasks = list(self.bot.surface.tasks)
+            if tasks:
+                await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+                continue
+            await asyncio.sleep(0.05)
+            if not self.bot.surface.tasks and not self.slack._delivery_tasks:
+                return
+        raise TimeoutError("turns did not finish in time")
+
+    def replies(self, channel: str, thread_ts: str) -> list[Message]:
+        return self.slack.bot_replies(channel, thread_ts)
+
+    def reply_text(self, channel: str, thread_ts: str) -> str:
+        return "".join(m.visible_text for m in self.replies(channel, thread_ts))
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+        await self.bot.aclose()
+        await self.slack.stop()
+        await self.agent.stop()
+
+
+async def start_stack(
+    script: Script | dict[str, Any] | None = None,
+    *,
+    store_url: str = "sqlite://:memory:",
+    slack_kwargs: dict[str, Any] | None = None,
+    agent_kwargs: dict[str, Any] | None = None,
+    budgets: Budgets | None = None,
+    tools: ToolRunner | None = None,
+    admins: str = "",
+) -> EmulatedStack:
+    if script is not None and not isinstance(script, Script):
+        script = Script.parse(script)
+    agent = AgentServiceEmulator(script, **(agent_kwargs or {}))
+    await agent.start()
+    slack = SlackEmulator(**(slack_kwargs or {}))
+    await slack.start()
+    settings = Settings(
+        PROJECT_ENDPOINT=agent.endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="emulated",
+        SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=slack.signing_secret,
+        SLACK_API_URL=slack.api_url, BOT_STORE_URL=store_url, BOT_ADMINS=admins,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    bot = await build_bot(settings, budgets=budgets, tools=tools)
+    runner = web.AppRunner(http_app(bot.bolt, bot.ready), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    bot.ready.set()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    slack.events_url = f"{url}/slack/events"
+    return EmulatedStack(agent, slack, bot, runner, url)
