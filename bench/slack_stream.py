@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -28,15 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from slack_sdk.errors import SlackApiError  # noqa: E402
-from slack_sdk.web.async_client import AsyncWebClient  # noqa: E402
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.agents.azure import AgentsClient  # noqa: E402
-from bot.agents.events import TextDelta  # noqa: E402
-from bot.emulators.agent_script import Script  # noqa: E402
-from bot.emulators.agents import AgentServiceEmulator  # noqa: E402
-from bot.emulators.slack import SlackEmulator  # noqa: E402
-from bot.emulators.stack import start_stack  # noqa: E402
+from bot.agents.azure import AgentsClient
+from bot.agents.events import TextDelta
+from bot.emulators.agent_script import Script
+from bot.emulators.agents import AgentServiceEmulator
+from bot.emulators.slack import SlackEmulator
+from bot.emulators.stack import start_stack
 
 
 @dataclass
@@ -267,7 +266,8 @@ def main() -> int:
     )
     for r in results:
         print(
-            f"{r.name:<10} {r.p(r.first_write, 0.5) * 1000:>10.0f} / {r.p(r.first_write, 0.95) * 1000:<10.0f} "
+            f"{r.name:<10} {r.p(r.first_write, 0.5) * 1000:>10.0f} / "
+            f"{r.p(r.first_write, 0.95) * 1000:<10.0f} "
             f"{r.p(r.staleness, 0.95):>12.2f} {r.calls / r.replies:>12.1f} {r.rate_limited:>6} "
             f"{r.lost:>10} {r.wall:>7.1f}"
         )
@@ -277,7 +277,8 @@ def main() -> int:
     print(f"calls per reply, ours / fixed-1s:  {ours.calls / fixed.calls:.3f}")
     print(f"first write p95: {ours.p(ours.first_write, 0.95) * 1000:.0f} ms (target <= 150 ms)")
     print(
-        f"text lost: ours {ours.lost}, per-delta {per_delta.lost}, fixed-1s {fixed.lost} (target: ours 0)"
+        f"text lost: ours {ours.lost}, per-delta {per_delta.lost}, fixed-1s {fixed.lost} "
+        "(target: ours 0)"
     )
     return 0 if ours.lost == 0 else 1
 

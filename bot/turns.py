@@ -38,6 +38,7 @@ from .agents.events import (
     ToolCallsRequested,
 )
 from .agents.models import ThreadRun
+from .agents.wire import WireEventMapper
 from .logs import log
 from .slack.pacing import Budgets
 from .slack.render import Citations
@@ -508,17 +509,6 @@ class _LockGuard:
 
 
 def _terminal_event(run: ThreadRun) -> Any:
-    if run.status == "completed":
-        return Completed(run.id)
-    if run.status == "failed":
-        error = run.last_error or {}
-        return Failed(
-            run.id, str(error.get("code") or "server_error"), str(error.get("message") or "")
-        )
-    if run.status == "cancelled":
-        return Cancelled(run.id)
-    if run.status == "expired":
-        return Expired(run.id)
-    if run.status == "incomplete":
-        return Incomplete(run.id, str((run.incomplete_details or {}).get("reason") or "unknown"))
-    return None
+    """The neutral event a polled run's status stands for (the stream's own mapping)."""
+    events = WireEventMapper().map(f"thread.run.{run.status}", run.as_dict())
+    return events[-1] if events else None

@@ -18,3 +18,16 @@ def test_sse_bench_runs_and_reports_ratios() -> None:
     assert result.returncode == 0, result.stderr
     assert "full path ratio, ours vs SDK" in result.stdout
     assert "the time for 10x the input" in result.stdout
+
+
+def test_slack_stream_bench_runs_and_reports_baselines() -> None:
+    script = Path(__file__).resolve().parent.parent / "bench" / "slack_stream.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--replies", "3", "--chars", "120", "--token-rate", "200"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for line in ("ours", "per-delta", "fixed-1s", "calls per reply, ours / per-delta"):
+        assert line in result.stdout

@@ -298,3 +298,96 @@ async def test_first_mention_in_a_human_thread_brings_context(stack_factory: Any
     assert "@bob: Our deploy failed with build 1 (https://ci.example/1) & logs" in contents[0]
     assert "@alice: I saw it too" in contents[0]
     assert contents[1] == "what do you think?"
+
+
+class WeatherTools:
+    """A minimal ToolRunner (the plugin registry provides the real one)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.contexts: list[Any] = []
+
+    def definitions(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "description": "Weather",
+                    "parameters": {"type": "object", "properties": {}},
+                },
+            }
+        ]
+
+    async def run(self, calls: Any, context: Any) -> list[dict[str, str]]:
+        self.contexts.append(context)
+        await asyncio.sleep(0.6)  # long enough for the status line to be seen
+        if self.fail:
+            raise RuntimeError("tool runner bug")
+        return [{"tool_call_id": call.id, "output": "sunny, 21C"} for call in calls]
+
+
+async def test_a_tool_call_shows_a_status_line_then_the_answer(stack_factory: Any) -> None:
+    tools = WeatherTools()
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "Let me check."},
+                        {"tool_calls": [{"name": "get_weather", "arguments": {}}]},
+                        {"text": "It is ${output}."},
+                    ]
+                }
+            ]
+        },
+        tools=tools,
+    )
+    stack.agent.agents["asst_demo"]["tools"] = [{"type": "code_interpreter"}]
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} weather?")
+    await stack.settle()
+    reply = stack.replies("C0GENERAL", ts)[0]
+    statuses = [
+        blocks[1]["elements"][0]["text"]
+        for _, _, blocks in reply.history
+        if blocks and len(blocks) > 1 and blocks[1]["type"] == "context"
+    ]
+    assert "Running get_weather…" in statuses
+    assert reply.visible_text == "Let me check.\n\nIt is sunny, 21C."
+    run_tools = next(b for m, p, b in stack.agent.requests if m == "POST" and p.endswith("/runs"))[
+        "tools"
+    ]
+    assert [t["type"] for t in run_tools] == ["code_interpreter", "function"]  # nothing lost
+    assert tools.contexts[0].user == "U0ALICE" and tools.contexts[0].thread_ts == ts
+
+
+async def test_our_own_failure_shows_a_reference(
+    stack_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "Partial"},
+                        {"tool_calls": [{"name": "get_weather", "arguments": {}}]},
+                    ]
+                }
+            ]
+        },
+        tools=WeatherTools(fail=True),
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} weather?")
+    await stack.settle()
+    text = stack.reply_text("C0GENERAL", ts)
+    match = re.search(r"Something went wrong \(ref: ([0-9a-f]{8})\)", text)
+    assert text.startswith("Partial") and match
+    assert any(getattr(r, "fields", {}).get("ref") == match.group(1) for r in caplog.records)
+
+
+async def test_a_stream_that_breaks_still_ends_with_the_whole_answer(stack_factory: Any) -> None:
+    stack = await stack_factory({"turns": [{"actions": [
+        {"text": "The first half, "}, {"disconnect": True}, {"text": "and the second half.", "delay": 0.05}]}]})
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
+    await stack.settle()
+    assert stack.reply_text("C0GENERAL", ts) == "The first half, and the second half."

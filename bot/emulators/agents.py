@@ -108,7 +108,9 @@ class Run:
     events: list[Any] = field(default_factory=list)  # (name, payload) | _PAUSE | _DISCONNECT
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     outputs: asyncio.Future[list[dict[str, Any]]] | None = None
-    text_timeline: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, chars so far)
+    text_timeline: list[tuple[float, int]] = field(
+        default_factory=list
+    )  # (monotonic, chars so far)
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
 

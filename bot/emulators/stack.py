@@ -76,9 +76,14 @@ async def start_stack(
     slack = SlackEmulator(**(slack_kwargs or {}))
     await slack.start()
     settings = Settings(
-        PROJECT_ENDPOINT=agent.endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="emulated",
-        SLACK_BOT_TOKEN=slack.bot_token, SLACK_SIGNING_SECRET=slack.signing_secret,
-        SLACK_API_URL=slack.api_url, BOT_STORE_URL=store_url, BOT_ADMINS=admins,
+        PROJECT_ENDPOINT=agent.endpoint,
+        AGENT_ID="asst_demo",
+        AGENTS_ACCESS_TOKEN="emulated",
+        SLACK_BOT_TOKEN=slack.bot_token,
+        SLACK_SIGNING_SECRET=slack.signing_secret,
+        SLACK_API_URL=slack.api_url,
+        BOT_STORE_URL=store_url,
+        BOT_ADMINS=admins,
         _env_file=None,  # type: ignore[call-arg]
     )
     bot = await build_bot(settings, budgets=budgets, tools=tools)
