@@ -125,14 +125,14 @@ async def test_the_bots_own_messages_and_edits_are_ignored(stack_factory: Any) -
 
 async def test_a_very_long_answer_arrives_whole_across_messages(stack_factory: Any) -> None:
     paragraphs = []
-    for i in range(60):
+    for i in range(85):
         paragraphs.append(f"Paragraph {i}: " + "words and more words " * 30)
         if i % 7 == 3:
             paragraphs.append(
                 "```python\n" + "\n".join(f"value_{i}_{j} = {j} * 2" for j in range(40)) + "\n```"
             )
     answer = "\n\n".join(paragraphs)
-    assert len(answer) > 40_000
+    assert len(answer) > 60_000
     stack = await stack_factory(
         {"turns": [{"actions": [{"text": answer, "deltas": 80, "delay": 0.01}]}]}
     )
