@@ -120,9 +120,7 @@ async def run_ours(args: argparse.Namespace, script: Script, expected: str) -> R
     started = time.monotonic()
     posts = []
     for channel in channels:
-        posts.append(
-            (channel, stack.slack.user_posts("U0ALICE", channel, "<@U0BOT> go"), time.monotonic())
-        )
+        posts.append((channel, stack.slack.user_posts("U0ALICE", channel, "<@U0BOT> go"), time.monotonic()))
         await asyncio.sleep(args.arrival / args.replies)
     await stack.settle(within_s=600)
     result.wall = time.monotonic() - started
@@ -242,9 +240,7 @@ def main() -> int:
     parser.add_argument("--replies", type=int, default=50)
     parser.add_argument("--chars", type=int, default=1200, help="characters per reply")
     parser.add_argument("--token-rate", type=float, default=40.0, help="agent deltas per second")
-    parser.add_argument(
-        "--arrival", type=float, default=1.0, help="seconds over which events arrive"
-    )
+    parser.add_argument("--arrival", type=float, default=1.0, help="seconds over which events arrive")
     args = parser.parse_args()
     script = script_for(args.chars, args.token_rate)
     expected = script.turns[0].actions[0].text or ""
@@ -276,10 +272,7 @@ def main() -> int:
     print(f"calls per reply, ours / per-delta: {ours.calls / per_delta.calls:.3f} (target <= 0.1)")
     print(f"calls per reply, ours / fixed-1s:  {ours.calls / fixed.calls:.3f}")
     print(f"first write p95: {ours.p(ours.first_write, 0.95) * 1000:.0f} ms (target <= 150 ms)")
-    print(
-        f"text lost: ours {ours.lost}, per-delta {per_delta.lost}, fixed-1s {fixed.lost} "
-        "(target: ours 0)"
-    )
+    print(f"text lost: ours {ours.lost}, per-delta {per_delta.lost}, fixed-1s {fixed.lost} (target: ours 0)")
     return 0 if ours.lost == 0 else 1
 
 

@@ -73,9 +73,7 @@ def ours_framing(chunks: list[bytes]) -> int:
     return sum(len(decoder.feed(chunk)) for chunk in chunks)
 
 
-def best_time(
-    fn: Callable[[list[bytes]], int], chunks: list[bytes], repeat: int
-) -> tuple[float, int]:
+def best_time(fn: Callable[[list[bytes]], int], chunks: list[bytes], repeat: int) -> tuple[float, int]:
     best = float("inf")
     count = 0
     for _ in range(repeat):
@@ -106,10 +104,7 @@ def main() -> int:
     data = stream_of(int(args.size * MB), unit)
     mb = len(data) / MB
     sizes = [int(s) for s in args.chunks.split(",")]
-    print(
-        f"stream: {mb:.2f} MB of recorded agent events "
-        f"({len(unit)} B unit x {len(data) // len(unit)})"
-    )
+    print(f"stream: {mb:.2f} MB of recorded agent events ({len(unit)} B unit x {len(data) // len(unit)})")
     print()
     print("full path: bytes -> typed events")
     print(

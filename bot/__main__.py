@@ -155,13 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the bot (no Slack settings: the agent in the terminal)")
-    run.add_argument(
-        "--mode", choices=["socket", "http"], help="default: socket with SLACK_APP_TOKEN"
-    )
+    run.add_argument("--mode", choices=["socket", "http"], help="default: socket with SLACK_APP_TOKEN")
     run.add_argument("--host", default="0.0.0.0", help="HTTP mode: the address to listen on")
-    run.add_argument(
-        "--port", type=int, default=3000, help="HTTP mode: the port (POST /slack/events)"
-    )
+    run.add_argument("--port", type=int, default=3000, help="HTTP mode: the port (POST /slack/events)")
     sub.add_parser("chat", help="talk to the agent in the terminal")
     sub.add_parser("check", help="validate settings, reach Slack and the agent service")
     args = parser.parse_args(argv)
@@ -171,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     quiet = args.command == "chat" or (
-        args.command in (None, "run")
-        and bool(_missing_slack(settings))
-        and not args.__dict__.get("mode")
+        args.command in (None, "run") and bool(_missing_slack(settings)) and not args.__dict__.get("mode")
     )
     logs.configure("WARNING" if quiet else settings.log_level, settings.log_format == "json")
     try:

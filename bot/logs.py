@@ -15,9 +15,7 @@ from typing import Any
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"),
     re.compile(r"\b(xox[abprs]-|xapp-)[A-Za-z0-9-]+"),
-    re.compile(
-        r"(?i)((?:token|secret|password|signature|authorization)[\"']?\s*[=:]\s*[\"']?)[^\s\"',&]+"
-    ),
+    re.compile(r"(?i)((?:token|secret|password|signature|authorization)[\"']?\s*[=:]\s*[\"']?)[^\s\"',&]+"),
 )
 
 
@@ -30,9 +28,7 @@ def redact(text: str) -> str:
 
 def log(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
     if logger.isEnabledFor(level):
-        logger.log(
-            level, event, extra={"fields": {k: v for k, v in fields.items() if v is not None}}
-        )
+        logger.log(level, event, extra={"fields": {k: v for k, v in fields.items() if v is not None}})
 
 
 def _render(value: Any) -> str:

@@ -24,9 +24,7 @@ class Settings(BaseSettings):
     agents_access_token: SecretStr | None = Field(default=None, alias="AGENTS_ACCESS_TOKEN")
     agents_api_version: str = Field(default="v1", alias="AGENTS_API_VERSION")
     agents_connect_timeout: float = Field(default=10.0, gt=0, alias="AGENTS_CONNECT_TIMEOUT")
-    agents_stream_idle_timeout: float = Field(
-        default=60.0, gt=0, alias="AGENTS_STREAM_IDLE_TIMEOUT"
-    )
+    agents_stream_idle_timeout: float = Field(default=60.0, gt=0, alias="AGENTS_STREAM_IDLE_TIMEOUT")
     agents_max_attempts: int = Field(default=4, ge=1, le=10, alias="AGENTS_MAX_ATTEMPTS")
 
     # Slack
@@ -41,9 +39,7 @@ class Settings(BaseSettings):
     admins: str = Field(default="", alias="BOT_ADMINS")
 
     # Logging
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", alias="BOT_LOG_LEVEL"
-    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="BOT_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", alias="BOT_LOG_FORMAT")
 
     @field_validator("log_level", mode="before")
@@ -58,9 +54,7 @@ class Settings(BaseSettings):
 
     @property
     def admin_ids(self) -> frozenset[str]:
-        return frozenset(
-            part.strip() for part in self.admins.replace(" ", ",").split(",") if part.strip()
-        )
+        return frozenset(part.strip() for part in self.admins.replace(" ", ",").split(",") if part.strip())
 
     def secret(self, name: str) -> str | None:
         value = getattr(self, name)

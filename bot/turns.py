@@ -40,6 +40,7 @@ from .agents.events import (
 from .agents.models import ThreadRun
 from .agents.wire import WireEventMapper
 from .logs import log
+from .plugins.context import ToolContext
 from .slack.pacing import Budgets
 from .slack.render import Citations
 from .slack.text import UserDirectory, slack_to_agent_text
@@ -69,26 +70,12 @@ class Turn:
         return ConversationKey(self.team, self.channel, self.thread_ts)
 
 
-@dataclass(frozen=True)
-class ToolContext:
-    """What a tool may know about the turn that called it."""
-
-    user: str
-    team: str
-    channel: str
-    thread_ts: str
-    slack: AsyncWebClient
-    logger: logging.Logger
-
-
 class ToolRunner(Protocol):
     """Answers the agent's function calls (the plugin registry implements this)."""
 
-    def definitions(self) -> list[dict[str, Any]]: ...
+    async def definitions(self, context: ToolContext) -> list[dict[str, Any]]: ...
 
-    async def run(
-        self, calls: Sequence[ToolCall], context: ToolContext
-    ) -> list[dict[str, str]]: ...
+    async def run(self, calls: Sequence[ToolCall], context: ToolContext) -> list[dict[str, str]]: ...
 
 
 @dataclass
@@ -109,12 +96,7 @@ class _Reply:
     citations: Citations = field(default_factory=Citations)
 
     def add(self, delta: TextDelta) -> None:
-        if (
-            delta.message_id
-            and self.message_id
-            and delta.message_id != self.message_id
-            and self.raw
-        ):
+        if delta.message_id and self.message_id and delta.message_id != self.message_id and self.raw:
             self.raw += "\n\n"
         self.message_id = delta.message_id or self.message_id
         self.raw += delta.text
@@ -257,12 +239,19 @@ class TurnOrchestrator:
                 "slack_event_id": turn.event_id[:64],
             }
         }
-        if self.tools is not None:
-            overrides["tools"] = await self._run_tools_definitions()
-        stream: RunStream = await self.agents.stream_run(thread_id, self.agent_id, **overrides)
         context = ToolContext(
-            turn.user, turn.team, turn.channel, turn.thread_ts, self.slack, logger
+            user_id=turn.user,
+            user_name=await self.users.display_name(turn.user),
+            team=turn.team,
+            channel=turn.channel,
+            thread_ts=turn.thread_ts,
+            slack=self.slack,
+            logger=logging.getLogger("bot.tools"),
+            is_admin=turn.user in self.admins,
         )
+        if self.tools is not None:
+            overrides["tools"] = await self._run_tools_definitions(context)
+        stream: RunStream = await self.agents.stream_run(thread_id, self.agent_id, **overrides)
         while True:
             requested: ToolCallsRequested | None = None
             try:
@@ -280,9 +269,7 @@ class TurnOrchestrator:
                             return ending
             except StreamInterruptedError as exc:
                 log(logger, "turn.stream_broken", logging.WARNING, error=str(exc), **fields)
-                return await self._recover(
-                    thread_id, exc.run_id or active.run_id, reply, writer, fields
-                )
+                return await self._recover(thread_id, exc.run_id or active.run_id, reply, writer, fields)
             if requested is None:
                 return ""
             outputs = await self._run_tools(requested, context, writer, fields)
@@ -290,13 +277,9 @@ class TurnOrchestrator:
             if active.stop_requested:
                 await self._cancel(thread_id, requested.run_id)
                 return "_Stopped._"
-            stream = await self.agents.submit_tool_outputs_stream(
-                thread_id, requested.run_id, outputs
-            )
+            stream = await self.agents.submit_tool_outputs_stream(thread_id, requested.run_id, outputs)
 
-    def _on_event(
-        self, event: Any, reply: _Reply, writer: ReplyWriter, fields: dict[str, Any]
-    ) -> str | None:
+    def _on_event(self, event: Any, reply: _Reply, writer: ReplyWriter, fields: dict[str, Any]) -> str | None:
         """Show one event; returns the ending line when the run has ended."""
         if isinstance(event, TextDelta):
             reply.add(event)
@@ -465,14 +448,14 @@ class TurnOrchestrator:
         except AgentServiceError as exc:  # already ended: nothing to stop
             log(logger, "turn.cancel_failed", logging.INFO, error=str(exc), run_id=run_id)
 
-    async def _run_tools_definitions(self) -> list[dict[str, Any]]:
+    async def _run_tools_definitions(self, context: ToolContext) -> list[dict[str, Any]]:
         """The run's ``tools`` replace the agent's: keep its own non-function tools."""
         now = time.monotonic()
         if self._agent_tools is None or self._agent_tools[0] < now:
             agent = await self.agents.get_agent(self.agent_id)
             self._agent_tools = (now + 300, agent.non_function_tools())
         assert self.tools is not None
-        return self._agent_tools[1] + self.tools.definitions()
+        return self._agent_tools[1] + await self.tools.definitions(context)
 
     def _conversation_lock(self, key: ConversationKey) -> _LockGuard:
         return _LockGuard(self._locks, key)
@@ -481,9 +464,7 @@ class TurnOrchestrator:
 class _LockGuard:
     """A per-conversation FIFO lock that is forgotten once nobody holds or waits for it."""
 
-    def __init__(
-        self, locks: dict[ConversationKey, tuple[asyncio.Lock, int]], key: ConversationKey
-    ):
+    def __init__(self, locks: dict[ConversationKey, tuple[asyncio.Lock, int]], key: ConversationKey):
         self.locks = locks
         self.key = key
 

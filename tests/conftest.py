@@ -28,9 +28,7 @@ TOKEN = "test-token-5f0c"
 async def make_emulator() -> AsyncIterator[Callable[..., Any]]:
     started: list[AgentServiceEmulator] = []
 
-    async def factory(
-        script: Script | dict | list | None = None, **kwargs: Any
-    ) -> AgentServiceEmulator:
+    async def factory(script: Script | dict | list | None = None, **kwargs: Any) -> AgentServiceEmulator:
         if script is not None and not isinstance(script, Script):
             script = Script.parse(script)
         emulator = AgentServiceEmulator(script, **kwargs)
@@ -64,7 +62,5 @@ async def make_client() -> AsyncIterator[Callable[..., AgentsClient]]:
 
 
 @pytest.fixture
-def client(
-    emulator: AgentServiceEmulator, make_client: Callable[..., AgentsClient]
-) -> AgentsClient:
+def client(emulator: AgentServiceEmulator, make_client: Callable[..., AgentsClient]) -> AgentsClient:
     return make_client(emulator)

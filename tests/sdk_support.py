@@ -47,6 +47,4 @@ def sdk_client(endpoint: str, token: str = "sdk-token") -> Any:
     from azure.ai.agents.aio import AgentsClient as SdkAgentsClient
 
     credential = StaticCredential(token)
-    return SdkAgentsClient(
-        endpoint, credential, authentication_policy=HttpAllowedPolicy(credential, SCOPE)
-    )
+    return SdkAgentsClient(endpoint, credential, authentication_policy=HttpAllowedPolicy(credential, SCOPE))

@@ -78,9 +78,7 @@ def test_static_token_and_selection() -> None:
         StaticToken("  ")
 
 
-async def test_tokens_never_reach_the_logs(
-    make_emulator: Callable, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_tokens_never_reach_the_logs(make_emulator: Callable, caplog: pytest.LogCaptureFixture) -> None:
     from bot.logs import StructuredFormatter
 
     emulator = await make_emulator()

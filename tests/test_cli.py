@@ -13,11 +13,7 @@ from bot.emulators.agents import AgentServiceEmulator
 def run_cli(
     *args: str, stdin: str = "", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))
-    }
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
         input=stdin,
@@ -43,9 +39,7 @@ def test_run_in_slack_mode_without_settings_says_what_is_missing() -> None:
     result = run_cli("run", "--mode", "http", env={"SLACK_BOT_TOKEN": "xoxb-1-2-secret"})
     assert result.returncode == 2
     assert "SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET" in result.stderr
-    assert (
-        "xoxb-1-2-secret" not in result.stderr + result.stdout and "Traceback" not in result.stderr
-    )
+    assert "xoxb-1-2-secret" not in result.stderr + result.stdout and "Traceback" not in result.stderr
 
 
 async def test_chat_and_check_against_a_configured_agent(make_emulator: Callable) -> None:
@@ -64,9 +58,7 @@ async def test_chat_and_check_against_a_configured_agent(make_emulator: Callable
     assert check.returncode == 1 and "ok agent asst_demo (Demo agent" in check.stdout
     assert "x SLACK_BOT_TOKEN is not set" in check.stdout
     wrong = await asyncio.to_thread(run_cli, "check", env={**env, "AGENTS_ACCESS_TOKEN": "nope"})
-    assert (
-        wrong.returncode == 1 and "authentication failed" in wrong.stdout and "fix:" in wrong.stdout
-    )
+    assert wrong.returncode == 1 and "authentication failed" in wrong.stdout and "fix:" in wrong.stdout
     missing = await asyncio.to_thread(run_cli, "check", env={**env, "AGENT_ID": "asst_gone"})
     assert missing.returncode == 1 and "No assistant found with id 'asst_gone'" in missing.stdout
 

@@ -44,9 +44,7 @@ async def test_agent_create_update_delete_and_non_function_tools(client: AgentsC
         await client.get_agent(agent.id)
 
 
-async def test_thread_message_and_paging(
-    client: AgentsClient, emulator: AgentServiceEmulator
-) -> None:
+async def test_thread_message_and_paging(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
     thread = await client.create_thread(metadata={"slack": "C1/1700000000.0001"})
     assert thread.id.startswith("thread_")
     assert emulator.threads[thread.id]["metadata"] == {"slack": "C1/1700000000.0001"}
@@ -97,9 +95,7 @@ async def test_get_run_cancel_run_and_list_run_messages(
     assert [m.role for m in run_messages] == ["assistant"]
 
 
-async def test_run_overrides_reach_the_service(
-    client: AgentsClient, emulator: AgentServiceEmulator
-) -> None:
+async def test_run_overrides_reach_the_service(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
     thread = await client.create_thread()
     await client.add_message(thread.id, "hi")
     tools = [{"type": "code_interpreter"}]
@@ -178,8 +174,7 @@ async def test_429_storm_ends_in_rate_limited_error_with_retry_after(
         await client.create_thread()
     assert err.value.retry_after == pytest.approx(0.02)
     assert (
-        sum(1 for m, p, _ in emulator.requests if (m, p) == ("POST", "/threads"))
-        == FAST_RETRY.max_attempts
+        sum(1 for m, p, _ in emulator.requests if (m, p) == ("POST", "/threads")) == FAST_RETRY.max_attempts
     )
 
 
@@ -194,9 +189,7 @@ async def test_retry_after_longer_than_the_cap_is_not_waited_for(
     assert err.value.retry_after == 30
 
 
-async def test_500_persisting_is_service_error(
-    client: AgentsClient, emulator: AgentServiceEmulator
-) -> None:
+async def test_500_persisting_is_service_error(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
     emulator.fail_next("POST", "/threads", 500, times=10, message="Internal failure xyz")
     with pytest.raises(ServiceError, match="Internal failure xyz"):
         await client.create_thread()
@@ -208,12 +201,8 @@ async def test_400_is_bad_request(client: AgentsClient) -> None:
         await client.add_message(thread.id, "x", role="system")
 
 
-async def test_non_json_body_is_bad_response(
-    client: AgentsClient, emulator: AgentServiceEmulator
-) -> None:
-    emulator.fail_next(
-        "GET", "/assistants/*", 200, body="<html>proxy login</html>", content_type="text/html"
-    )
+async def test_non_json_body_is_bad_response(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
+    emulator.fail_next("GET", "/assistants/*", 200, body="<html>proxy login</html>", content_type="text/html")
     with pytest.raises(BadResponseError, match=r"expected JSON .* text/html: <html>proxy login"):
         await client.get_agent("asst_demo")
 
@@ -238,12 +227,8 @@ async def test_connection_refused_is_connection_error() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with AgentsClient(
-        f"http://127.0.0.1:{port}/api/projects/p", "t", retry=FAST_RETRY
-    ) as client:
-        with pytest.raises(
-            AgentConnectionError, match=f"cannot reach the agent service at 127.0.0.1:{port}"
-        ):
+    async with AgentsClient(f"http://127.0.0.1:{port}/api/projects/p", "t", retry=FAST_RETRY) as client:
+        with pytest.raises(AgentConnectionError, match=f"cannot reach the agent service at 127.0.0.1:{port}"):
             await client.get_agent("asst_demo")
 
 

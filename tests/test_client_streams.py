@@ -114,17 +114,13 @@ async def test_fragmented_tool_arguments_and_requires_action(
     ]
     follow = await client.submit_tool_outputs_stream(thread_id, requested[0].run_id, outputs)
     events2 = await collect(follow)
-    done_steps = [
-        e for e in events2 if isinstance(e, RunStepChanged) and e.step_type == "tool_calls"
-    ]
+    done_steps = [e for e in events2 if isinstance(e, RunStepChanged) and e.step_type == "tool_calls"]
     assert done_steps and done_steps[0].status == "completed"
     assert text_of(events2) == "Weather: sunny; time: noon"
     assert isinstance(events2[-1], Completed) and follow.run_id == requested[0].run_id
 
 
-async def test_citations_arrive_as_annotations(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_citations_arrive_as_annotations(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator(
         {
             "turns": [
@@ -199,17 +195,12 @@ async def test_cancel_during_stream_ends_with_cancelled(
     async with stream:
         async for event in stream.events():
             seen.append(event)
-            if (
-                isinstance(event, TextDelta)
-                and len([e for e in seen if isinstance(e, TextDelta)]) == 1
-            ):
+            if isinstance(event, TextDelta) and len([e for e in seen if isinstance(e, TextDelta)]) == 1:
                 await client.cancel_run(thread_id, stream.run_id or "")
     assert isinstance(seen[-1], Cancelled)
 
 
-async def test_error_event_becomes_stream_error(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_error_event_becomes_stream_error(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator(
         {
             "turns": [
@@ -229,9 +220,7 @@ async def test_error_event_becomes_stream_error(
     assert text_of(events) == "ok"
 
 
-async def test_unknown_event_is_kept_as_unknown(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_unknown_event_is_kept_as_unknown(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator(
         {
             "turns": [
@@ -254,9 +243,7 @@ async def test_unknown_event_is_kept_as_unknown(
     assert isinstance(events[-1], Completed)
 
 
-async def test_malformed_json_in_data_is_bad_response(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_malformed_json_in_data_is_bad_response(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator(
         {
             "turns": [
@@ -271,9 +258,7 @@ async def test_malformed_json_in_data_is_bad_response(
     )
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
-    with pytest.raises(
-        BadResponseError, match=r"malformed JSON in 'thread.message.delta' event: \{not json"
-    ):
+    with pytest.raises(BadResponseError, match=r"malformed JSON in 'thread.message.delta' event: \{not json"):
         await collect(stream)
 
 
@@ -308,9 +293,7 @@ async def test_socket_closed_before_done_is_stream_interrupted(
     client = make_client(emulator)
     thread_id, stream = await start_run(client, "x")
     seen: list[Any] = []
-    with pytest.raises(
-        StreamInterruptedError, match=r"before the run finished|stream broke"
-    ) as err:
+    with pytest.raises(StreamInterruptedError, match=r"before the run finished|stream broke") as err:
         async with stream:
             async for event in stream.events():
                 seen.append(event)
@@ -323,9 +306,7 @@ async def test_socket_closed_before_done_is_stream_interrupted(
     assert messages[0].text == "first half second half"
 
 
-async def test_slow_first_token_within_idle_timeout(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_slow_first_token_within_idle_timeout(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator({"turns": [{"actions": [{"sleep": 0.4}, {"text": "finally"}]}]})
     client = make_client(emulator, stream_idle_timeout=2.0)
     _, stream = await start_run(client, "x")
@@ -333,9 +314,7 @@ async def test_slow_first_token_within_idle_timeout(
 
 
 async def test_idle_stream_times_out(make_emulator: Callable, make_client: Callable) -> None:
-    emulator = await make_emulator(
-        {"turns": [{"actions": [{"text": "hi"}, {"sleep": 3}, {"text": "late"}]}]}
-    )
+    emulator = await make_emulator({"turns": [{"actions": [{"text": "hi"}, {"sleep": 3}, {"text": "late"}]}]})
     client = make_client(emulator, stream_idle_timeout=0.3)
     _, stream = await start_run(client, "x")
     with pytest.raises(StreamTimeoutError, match=r"sent nothing for 0\.3 s") as err:
@@ -397,9 +376,7 @@ async def test_429_storm_on_run_create_is_rate_limited(
         await start_run(client, "x")
 
 
-async def test_500_on_run_create_is_retried(
-    client: AgentsClient, emulator: AgentServiceEmulator
-) -> None:
+async def test_500_on_run_create_is_retried(client: AgentsClient, emulator: AgentServiceEmulator) -> None:
     emulator.fail_next("POST", "/threads/*/runs", 500, times=1)
     _, stream = await start_run(client, "again")
     assert text_of(await collect(stream)) == "You said: again"
@@ -422,9 +399,7 @@ async def test_non_sse_content_type_is_bad_response(
 async def test_a_stream_that_yielded_is_never_replayed(
     make_emulator: Callable, make_client: Callable
 ) -> None:
-    emulator = await make_emulator(
-        {"turns": [{"actions": [{"text": "once"}, {"disconnect": True}]}]}
-    )
+    emulator = await make_emulator({"turns": [{"actions": [{"text": "once"}, {"disconnect": True}]}]})
     client = make_client(emulator)
     _, stream = await start_run(client, "x")
     with pytest.raises(StreamInterruptedError):
@@ -459,9 +434,7 @@ async def test_default_model_calls_a_named_function_tool(client: AgentsClient) -
     assert text_of(await collect(follow)) == "`current_time` returned: 12:00"
 
 
-async def test_many_concurrent_streams_share_one_pool(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_many_concurrent_streams_share_one_pool(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator()
     client = make_client(emulator, max_connections=10)
 

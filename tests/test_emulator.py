@@ -37,9 +37,7 @@ def test_script_errors_name_the_place_and_the_reason(tmp_path: Path) -> None:
 
 def test_yaml_and_json_scripts_load(tmp_path: Path) -> None:
     yaml_file = tmp_path / "s.yaml"
-    yaml_file.write_text(
-        "turns:\n  - match: hi\n    actions:\n      - text: hello\n", encoding="utf-8"
-    )
+    yaml_file.write_text("turns:\n  - match: hi\n    actions:\n      - text: hello\n", encoding="utf-8")
     json_file = tmp_path / "s.json"
     json_file.write_text(json.dumps([{"actions": [{"text": "hello"}]}]), encoding="utf-8")
     assert Script.load(yaml_file).turns[0].match == "hi"
@@ -113,9 +111,7 @@ async def test_non_streaming_run_completes_in_the_background(
         headers={"Authorization": "Bearer t"},
         params={"api-version": "v1"},
     ) as http:
-        run = (
-            await http.post(f"/threads/{thread.id}/runs", json={"assistant_id": "asst_demo"})
-        ).json()
+        run = (await http.post(f"/threads/{thread.id}/runs", json={"assistant_id": "asst_demo"})).json()
     assert run["status"] == "queued" and run["object"] == "thread.run"
     assert (await emulator.wait_run(run["id"]))["status"] == "completed"
     assert (await client.get_run(thread.id, run["id"])).status == "completed"
@@ -138,17 +134,13 @@ async def test_submit_outputs_are_checked(make_emulator: Callable, make_client: 
             thread.id, stream.run_id or "", [{"tool_call_id": calls[0].id, "output": "1"}]
         )
     outputs = [{"tool_call_id": c.id, "output": "1"} for c in calls]
-    async with await client.submit_tool_outputs_stream(
-        thread.id, stream.run_id or "", outputs
-    ) as follow:
+    async with await client.submit_tool_outputs_stream(thread.id, stream.run_id or "", outputs) as follow:
         await follow.until_done()
     with pytest.raises(BadRequestError, match='status "completed" do not accept tool outputs'):
         await client.submit_tool_outputs_stream(thread.id, stream.run_id or "", outputs)
 
 
-async def test_cancel_while_waiting_for_tool_outputs(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_cancel_while_waiting_for_tool_outputs(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator({"turns": [{"actions": [{"tool_calls": [{"name": "a"}]}]}]})
     client = make_client(emulator)
     thread = await client.create_thread()
@@ -215,7 +207,4 @@ def test_standalone_command_rejects_a_bad_script(tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert (
-        "turns.0.actions.0.txt" in result.stdout
-        and "Traceback" not in result.stdout + result.stderr
-    )
+    assert "turns.0.actions.0.txt" in result.stdout and "Traceback" not in result.stdout + result.stderr

@@ -33,11 +33,7 @@ async def running(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     slack = SlackEmulator()
     await slack.start()
     port = _free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}
     env.update(
         {
             "PROJECT_ENDPOINT": agent.endpoint,
@@ -103,9 +99,7 @@ async def test_a_mention_is_answered_by_the_running_process(running: dict[str, A
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong", "stale", "replayed_body"])
-async def test_unsigned_forged_and_stale_requests_are_refused(
-    running: dict[str, Any], case: str
-) -> None:
+async def test_unsigned_forged_and_stale_requests_are_refused(running: dict[str, Any], case: str) -> None:
     slack: SlackEmulator = running["slack"]
     envelope = slack.event_envelope(
         {
@@ -145,6 +139,4 @@ async def test_check_reaches_slack_and_the_agent(running: dict[str, Any]) -> Non
     out, _ = await asyncio.wait_for(process.communicate(), 30)
     text = out.decode()
     assert process.returncode == 0, text
-    assert (
-        "ok agent asst_demo" in text and "ok Slack workspace Emulated as bot user agentbot" in text
-    )
+    assert "ok agent asst_demo" in text and "ok Slack workspace Emulated as bot user agentbot" in text

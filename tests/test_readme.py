@@ -25,9 +25,7 @@ def test_readme_gives_the_two_setup_commands() -> None:
     assert "make run" in README and "make test" in README
 
 
-async def test_get_weather_example_runs_against_the_emulator(
-    make_emulator: Callable, tmp_path: Path
-) -> None:
+async def test_get_weather_example_runs_against_the_emulator(make_emulator: Callable, tmp_path: Path) -> None:
     emulator = await make_emulator(WEATHER_SCRIPT)
     code = README.split("<!-- example: get_weather -->\n```python\n", 1)[1].split("```", 1)[0]
     example = tmp_path / "example.py"

@@ -63,9 +63,7 @@ async def our_text(client: AgentsClient, message: str, **kwargs: Any) -> str:
         return "".join([e.text async for e in stream.events() if isinstance(e, TextDelta)])
 
 
-async def test_sdk_iteration_gets_the_same_text(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_sdk_iteration_gets_the_same_text(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator()
     async with sdk_client(emulator.endpoint) as sdk:
         agent = await sdk.get_agent("asst_demo")
@@ -82,22 +80,13 @@ async def test_sdk_iteration_gets_the_same_text(
                     assert event_data.agent_id == "asst_demo"
         assert names[0] == "thread.run.created" and names[-2:] == ["thread.run.completed", "done"]
         messages = [
-            m
-            async for m in sdk.messages.list(
-                thread_id=thread.id, order=ListSortOrder.ASCENDING, limit=1
-            )
+            m async for m in sdk.messages.list(thread_id=thread.id, order=ListSortOrder.ASCENDING, limit=1)
         ]
         assert [m.text_messages[-1].text.value for m in messages] == ["Hello, Grüße 😀", text]
-    assert (
-        text
-        == await our_text(make_client(emulator), "Hello, Grüße 😀")
-        == "You said: Hello, Grüße 😀"
-    )
+    assert text == await our_text(make_client(emulator), "Hello, Grüße 😀") == "You said: Hello, Grüße 😀"
 
 
-async def test_sdk_event_handler_gets_the_same_text(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_sdk_event_handler_gets_the_same_text(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator(crlf=False, keepalive=None)
 
     class Handler(AsyncAgentEventHandler[None]):
@@ -192,9 +181,7 @@ async def test_sdk_function_tool_through_submit_tool_outputs_stream(
         toolset=FunctionToolSet([get_weather]),
         tools=FunctionToolSet([get_weather]).definitions,
     )
-    expected = (
-        'The forecast: {"location": "Seattle", "weather": "72F, sunny"}. Enjoy!【3:0†source】'
-    )
+    expected = 'The forecast: {"location": "Seattle", "weather": "72F, sunny"}. Enjoy!【3:0†source】'
     assert sdk_text == auto.text == ours == expected
     # the SDK sent exactly the tool output our toolset sent
     submits = [b for m, p, b in emulator.requests if p.endswith("/submit_tool_outputs")]

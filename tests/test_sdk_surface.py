@@ -72,9 +72,7 @@ async def test_iteration_gives_sdk_tuples_and_the_run_id(client: AgentsClient) -
     assert text == "You said: tuples" and event_type == "done" and event_data == "[DONE]"
 
 
-async def test_handler_callbacks_fire_like_the_sdk(
-    make_emulator: Callable, make_client: Callable
-) -> None:
+async def test_handler_callbacks_fire_like_the_sdk(make_emulator: Callable, make_client: Callable) -> None:
     emulator = await make_emulator(
         {
             "turns": [
@@ -131,9 +129,7 @@ async def test_automatic_function_calls_continue_the_stream(
     )
     async with stream:
         await stream.until_done()
-    assert recorder.text.startswith(
-        'The forecast: {"location": "Seattle", "weather": "72F, sunny"}'
-    )
+    assert recorder.text.startswith('The forecast: {"location": "Seattle", "weather": "72F, sunny"}')
     assert recorder.dones == 2  # once per HTTP response, as in the SDK
     assert recorder.step_deltas >= 4 and "tool_calls:completed" in recorder.steps
     assert stream.status == "completed" and stream.run_id
@@ -163,14 +159,9 @@ async def test_toolset_turns_failures_into_outputs() -> None:
     )
     assert outputs[0] == {"tool_call_id": "c1", "output": "error: ValueError: bad x"}
     assert outputs[1] == {"tool_call_id": "c2", "output": '{"x": 2}'}
-    assert outputs[2]["output"].startswith(
-        "error: no function named 'missing'; available: boom, slow_ok"
-    )
+    assert outputs[2]["output"].startswith("error: no function named 'missing'; available: boom, slow_ok")
     assert outputs[3]["output"].startswith("error: invalid arguments for slow_ok")
-    assert (
-        outputs[4]["output"]
-        == "error: invalid arguments for slow_ok: arguments must be a JSON object"
-    )
+    assert outputs[4]["output"] == "error: invalid arguments for slow_ok: arguments must be a JSON object"
 
 
 async def test_tool_rounds_are_bounded(make_emulator: Callable, make_client: Callable) -> None:
@@ -178,10 +169,7 @@ async def test_tool_rounds_are_bounded(make_emulator: Callable, make_client: Cal
         {
             "turns": [
                 {
-                    "actions": [
-                        {"tool_calls": [{"name": "get_weather", "arguments": {"location": "x"}}]}
-                    ]
-                    * 4
+                    "actions": [{"tool_calls": [{"name": "get_weather", "arguments": {"location": "x"}}]}] * 4
                     + [{"text": "never"}]
                 }
             ]

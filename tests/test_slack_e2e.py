@@ -47,9 +47,7 @@ async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> Non
     assert history[0][2][0]["text"] == "_Thinking…_"
     assert not any(b["type"] == "actions" for b in replies[0].blocks or [])  # Stop button gone
     # the agent got the message without the bot mention
-    user_messages = [
-        m for msgs in stack.agent.messages.values() for m in msgs if m["role"] == "user"
-    ]
+    user_messages = [m for msgs in stack.agent.messages.values() for m in msgs if m["role"] == "user"]
     assert user_messages[-1]["content"][0]["text"]["value"] == "explain please"
 
 
@@ -101,9 +99,7 @@ async def test_retried_and_double_delivered_events_get_one_reply(stack_factory: 
     )
     assert await stack.slack.redeliver(envelope, retry=1) == 200
     # and the same post arrives again under a new event id (message.channels)
-    fresh = stack.slack.event_envelope(
-        {**envelope["event"], "type": "message", "channel_type": "channel"}
-    )
+    fresh = stack.slack.event_envelope({**envelope["event"], "type": "message", "channel_type": "channel"})
     assert await stack.slack.redeliver(fresh, retry=0) == 200
     await stack.settle()
     assert len(stack.replies("C0GENERAL", ts)) == 1
@@ -133,9 +129,7 @@ async def test_a_very_long_answer_arrives_whole_across_messages(stack_factory: A
             )
     answer = "\n\n".join(paragraphs)
     assert len(answer) > 60_000
-    stack = await stack_factory(
-        {"turns": [{"actions": [{"text": answer, "deltas": 80, "delay": 0.01}]}]}
-    )
+    stack = await stack_factory({"turns": [{"actions": [{"text": answer, "deltas": 80, "delay": 0.01}]}]})
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} long one")
     await stack.settle(within_s=90)
     replies = stack.replies("C0GENERAL", ts)
@@ -151,11 +145,7 @@ async def test_a_very_long_answer_arrives_whole_across_messages(stack_factory: A
 
 async def test_a_429_storm_still_ends_complete(stack_factory: Any) -> None:
     stack = await stack_factory(
-        {
-            "turns": [
-                {"actions": [{"text": "storm-proof answer " * 20, "deltas": 30, "delay": 0.03}]}
-            ]
-        }
+        {"turns": [{"actions": [{"text": "storm-proof answer " * 20, "deltas": 30, "delay": 0.03}]}]}
     )
     stack.slack.force_error("chat.update", times=6, retry_after=1)
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
@@ -221,21 +211,13 @@ async def test_citations_become_links_and_sources(stack_factory: Any) -> None:
 
 async def test_stop_button_cancels_the_run(stack_factory: Any) -> None:
     stack = await stack_factory(
-        {
-            "turns": [
-                {"actions": [{"text": "a long and slow answer " * 10, "deltas": 40, "delay": 0.1}]}
-            ]
-        }
+        {"turns": [{"actions": [{"text": "a long and slow answer " * 10, "deltas": 40, "delay": 0.1}]}]}
     )
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow")
     for _ in range(100):
         await asyncio.sleep(0.05)
         replies = stack.replies("C0GENERAL", ts)
-        if (
-            replies
-            and any(b.get("type") == "actions" for b in replies[0].blocks or [])
-            and stack.agent.runs
-        ):
+        if replies and any(b.get("type") == "actions" for b in replies[0].blocks or []) and stack.agent.runs:
             break
     reply = stack.replies("C0GENERAL", ts)[0]
     value = next(b for b in reply.blocks if b["type"] == "actions")["elements"][0]["value"]
@@ -307,7 +289,7 @@ class WeatherTools:
         self.fail = fail
         self.contexts: list[Any] = []
 
-    def definitions(self) -> list[dict[str, Any]]:
+    async def definitions(self, context: Any) -> list[dict[str, Any]]:
         return [
             {
                 "type": "function",
@@ -354,11 +336,9 @@ async def test_a_tool_call_shows_a_status_line_then_the_answer(stack_factory: An
     ]
     assert "Running get_weather…" in statuses
     assert reply.visible_text == "Let me check.\n\nIt is sunny, 21C."
-    run_tools = next(b for m, p, b in stack.agent.requests if m == "POST" and p.endswith("/runs"))[
-        "tools"
-    ]
+    run_tools = next(b for m, p, b in stack.agent.requests if m == "POST" and p.endswith("/runs"))["tools"]
     assert [t["type"] for t in run_tools] == ["code_interpreter", "function"]  # nothing lost
-    assert tools.contexts[0].user == "U0ALICE" and tools.contexts[0].thread_ts == ts
+    assert tools.contexts[0].user_id == "U0ALICE" and tools.contexts[0].thread_ts == ts
 
 
 async def test_our_own_failure_shows_a_reference(
@@ -386,8 +366,19 @@ async def test_our_own_failure_shows_a_reference(
 
 
 async def test_a_stream_that_breaks_still_ends_with_the_whole_answer(stack_factory: Any) -> None:
-    stack = await stack_factory({"turns": [{"actions": [
-        {"text": "The first half, "}, {"disconnect": True}, {"text": "and the second half.", "delay": 0.05}]}]})
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "The first half, "},
+                        {"disconnect": True},
+                        {"text": "and the second half.", "delay": 0.05},
+                    ]
+                }
+            ]
+        }
+    )
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
     await stack.settle()
     assert stack.reply_text("C0GENERAL", ts) == "The first half, and the second half."

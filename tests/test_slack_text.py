@@ -52,22 +52,16 @@ def test_citations_number_sources_and_hide_markers() -> None:
         [
             Annotation("url_citation", marker="【3:0†source】", url="https://a.io", title="A"),
             Annotation("url_citation", marker="【3:1†source】", url="https://b.io", title="B"),
-            Annotation(
-                "url_citation", marker="【3:2†source】", url="https://a.io", title="A again"
-            ),
+            Annotation("url_citation", marker="【3:2†source】", url="https://a.io", title="A again"),
             Annotation("file_citation", marker="【4:0†source】", file_id="assistant-f1"),
         ]
     )
-    text = (
-        "One【3:1†source】 two【3:0†source】 three【3:2†source】 "
-        "file【4:0†source】 bogus【9:9†source】."
-    )
+    text = "One【3:1†source】 two【3:0†source】 three【3:2†source】 file【4:0†source】 bogus【9:9†source】."
     assert citations.render(text, final=True, file_names={"assistant-f1": "handbook.pdf"}) == (
         "One[1](https://b.io) two[2](https://a.io) three[2](https://a.io) file[3] bogus."
     )
     assert (
-        citations.footer()
-        == "\n\n**Sources**\n1. [B](https://b.io)\n2. [A](https://a.io)\n3. handbook.pdf"
+        citations.footer() == "\n\n**Sources**\n1. [B](https://b.io)\n2. [A](https://a.io)\n3. handbook.pdf"
     )
 
 
@@ -78,9 +72,7 @@ def test_a_marker_still_arriving_is_held_back_while_streaming() -> None:
 
 
 def test_split_closes_and_reopens_a_code_fence() -> None:
-    text = (
-        "intro\n\n```python\n" + "".join(f"line_{i} = {i}\n" for i in range(2000)) + "```\n\nafter"
-    )
+    text = "intro\n\n```python\n" + "".join(f"line_{i} = {i}\n" for i in range(2000)) + "```\n\nafter"
     head, carry, consumed = split_page(text, 5000)
     assert len(head) <= 5000 and head.endswith("\n```") and open_fence(head[:-4]) == "```python"
     assert carry == "```python\n"

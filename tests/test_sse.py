@@ -72,9 +72,7 @@ def test_id_persists_and_null_id_is_ignored() -> None:
 
 def test_retry_only_with_digits() -> None:
     decoder = SSEDecoder()
-    events = decoder.feed(
-        b"retry: 1500\ndata: a\n\nretry: 12x\ndata: b\n\nretry: \xd9\xa3\ndata: c\n\n"
-    )
+    events = decoder.feed(b"retry: 1500\ndata: a\n\nretry: 12x\ndata: b\n\nretry: \xd9\xa3\ndata: c\n\n")
     assert [e.retry for e in events] == [1500, None, None]
     assert decoder.retry == 1500
 
@@ -143,9 +141,7 @@ _line = st.one_of(
 @st.composite
 def streams_and_cuts(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     lines = draw(st.lists(_line, max_size=30))
-    endings = draw(
-        st.lists(st.sampled_from(["\n", "\r", "\r\n"]), min_size=len(lines), max_size=len(lines))
-    )
+    endings = draw(st.lists(st.sampled_from(["\n", "\r", "\r\n"]), min_size=len(lines), max_size=len(lines)))
     body = "".join(line + end for line, end in zip(lines, endings, strict=True))
     bom = draw(st.sampled_from(["", "\ufeff"]))
     data = (bom + body).encode()
@@ -167,7 +163,5 @@ def test_any_chunking_gives_the_same_events(case: tuple[bytes, list[int]]) -> No
     st.sampled_from(["\n", "\r", "\r\n"]),
 )
 def test_round_trip_of_well_formed_events(items: list[tuple[str, str]], newline: str) -> None:
-    stream = "".join(
-        f"event: {name}{newline}data: {value}{newline}{newline}" for name, value in items
-    )
+    stream = "".join(f"event: {name}{newline}data: {value}{newline}{newline}" for name, value in items)
     assert decode(stream.encode()) == [ServerSentEvent(name, value) for name, value in items]

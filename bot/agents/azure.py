@@ -108,12 +108,8 @@ class AgentsClient:
         self.retry = retry or RetryPolicy()
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=connect_timeout, read=stream_idle_timeout, write=30.0, pool=30.0
-            ),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            timeout=httpx.Timeout(connect=connect_timeout, read=stream_idle_timeout, write=30.0, pool=30.0),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={"User-Agent": "slack-agent-bot"},
         )
 
@@ -352,9 +348,7 @@ class AgentsClient:
                 "Accept": "text/event-stream" if stream else "application/json",
                 "x-ms-client-request-id": request_id,
             }
-            request = self._http.build_request(
-                method, url, params=query, json=body, headers=headers
-            )
+            request = self._http.build_request(method, url, params=query, json=body, headers=headers)
             started = time.monotonic()
             try:
                 response = await self._http.send(request, stream=stream)
@@ -372,13 +366,9 @@ class AgentsClient:
                     await self._backoff(method, path, attempt, None, "read timeout")
                     attempt += 1
                     continue
-                raise ServiceError(
-                    f"the agent service did not answer {method} {path} in time"
-                ) from None
+                raise ServiceError(f"the agent service did not answer {method} {path} in time") from None
             except httpx.HTTPError as exc:
-                raise AgentConnectionError(
-                    f"{method} {path} failed: {exc or type(exc).__name__}"
-                ) from None
+                raise AgentConnectionError(f"{method} {path} failed: {exc or type(exc).__name__}") from None
 
             status = response.status_code
             log(
@@ -456,9 +446,7 @@ class AgentsClient:
         if status == 404:
             return NotFoundError(message, **kwargs)
         if status == 429:
-            return RateLimitedError(
-                message, retry_after=retry_after_seconds(response.headers), **kwargs
-            )
+            return RateLimitedError(message, retry_after=retry_after_seconds(response.headers), **kwargs)
         if status == 400 and ThreadBusyError.matches(message):
             return ThreadBusyError(message, **kwargs)
         if status in (400, 409, 413, 415, 422):
@@ -559,9 +547,7 @@ class RunStream:
                     yield "thread.run.cancelled", run.as_dict()
                     return
                 outputs = await self._toolset.execute(waiting.tool_calls)  # type: ignore[union-attr]
-                self._response = await self._client._open_submit(
-                    waiting.thread_id, waiting.id, outputs
-                )
+                self._response = await self._client._open_submit(waiting.thread_id, waiting.id, outputs)
         finally:
             await self.aclose()
 
@@ -620,6 +606,4 @@ class RunStream:
         except ValueError:
             if name == "error":
                 return data  # some errors arrive as plain text
-            raise BadResponseError(
-                f"malformed JSON in {name!r} event: {_snippet(data, 120)}"
-            ) from None
+            raise BadResponseError(f"malformed JSON in {name!r} event: {_snippet(data, 120)}") from None

@@ -73,9 +73,7 @@ class ThreadBusyError(BadRequestError):
     @staticmethod
     def matches(message: str) -> bool:
         lowered = message.lower()
-        return "already has an active run" in lowered or (
-            "while a run" in lowered and "is active" in lowered
-        )
+        return "already has an active run" in lowered or ("while a run" in lowered and "is active" in lowered)
 
 
 class RateLimitedError(AgentServiceError):
@@ -101,9 +99,7 @@ class BadResponseError(AgentServiceError):
 class StreamInterruptedError(AgentServiceError):
     """The event stream broke before ``done``; the run may still be going on the service."""
 
-    def __init__(
-        self, message: str, *, run_id: str | None = None, thread_id: str | None = None
-    ) -> None:
+    def __init__(self, message: str, *, run_id: str | None = None, thread_id: str | None = None) -> None:
         super().__init__(message)
         self.run_id = run_id
         self.thread_id = thread_id

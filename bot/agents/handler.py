@@ -142,17 +142,12 @@ class FunctionToolSet:
     async def execute(self, calls: Sequence[ToolCall]) -> list[dict[str, str]]:
         """Run every call concurrently; each failure becomes an output the agent can read."""
         outputs = await asyncio.gather(*(self._run_one(call) for call in calls))
-        return [
-            {"tool_call_id": call.id, "output": out}
-            for call, out in zip(calls, outputs, strict=True)
-        ]
+        return [{"tool_call_id": call.id, "output": out} for call, out in zip(calls, outputs, strict=True)]
 
     async def _run_one(self, call: ToolCall) -> str:
         function = self._functions.get(call.name)
         if function is None:
-            return (
-                f"error: no function named {call.name!r}; available: {', '.join(self._functions)}"
-            )
+            return f"error: no function named {call.name!r}; available: {', '.join(self._functions)}"
         try:
             arguments = json.loads(call.arguments or "{}")
             if not isinstance(arguments, dict):

@@ -79,13 +79,9 @@ def parse_annotation(raw: dict[str, Any]) -> Annotation:
         return Annotation("url_citation", url=cite.get("url"), title=cite.get("title"), **common)
     if kind == "file_citation":
         cite = raw.get("file_citation") or {}
-        return Annotation(
-            "file_citation", file_id=cite.get("file_id"), quote=cite.get("quote"), **common
-        )
+        return Annotation("file_citation", file_id=cite.get("file_id"), quote=cite.get("quote"), **common)
     if kind == "file_path":
-        return Annotation(
-            "file_path", file_id=(raw.get("file_path") or {}).get("file_id"), **common
-        )
+        return Annotation("file_path", file_id=(raw.get("file_path") or {}).get("file_id"), **common)
     return Annotation("other", **common)
 
 

@@ -192,9 +192,7 @@ class SSEDecoder:
         # any other field is ignored, as the spec says
 
 
-def iter_sse(
-    chunks: Iterable[bytes], decoder: SSEDecoder | None = None
-) -> Iterator[ServerSentEvent]:
+def iter_sse(chunks: Iterable[bytes], decoder: SSEDecoder | None = None) -> Iterator[ServerSentEvent]:
     """Events from an iterable of chunks (the SDK parser's shape, for comparison)."""
     decoder = decoder or SSEDecoder()
     feed = decoder.feed

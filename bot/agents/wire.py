@@ -45,8 +45,7 @@ RUN_EVENTS = frozenset(
     )
 )
 STEP_EVENTS = frozenset(
-    f"thread.run.step.{s}"
-    for s in ("created", "in_progress", "completed", "failed", "cancelled", "expired")
+    f"thread.run.step.{s}" for s in ("created", "in_progress", "completed", "failed", "cancelled", "expired")
 )
 MESSAGE_EVENTS = frozenset(
     f"thread.message.{s}" for s in ("created", "in_progress", "completed", "incomplete")
@@ -104,11 +103,7 @@ class WireEventMapper:
         if name == "thread.message.completed":
             obj = _require_dict(name, data)
             content = obj.get("content")
-            return [
-                MessageCompleted(
-                    str(obj.get("id")), content_text(content), content_annotations(content)
-                )
-            ]
+            return [MessageCompleted(str(obj.get("id")), content_text(content), content_annotations(content))]
         if name in MESSAGE_EVENTS or name == "thread.created" or name == "done":
             return []
         if name == "error":

@@ -136,8 +136,7 @@ class Script(_Strict):
             return cls.model_validate(doc or {})
         except ValidationError as exc:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
-                for err in exc.errors()
+                f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
             )
             raise ScriptError(f"{source}: {problems}") from None
 

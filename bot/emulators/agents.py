@@ -108,9 +108,7 @@ class Run:
     events: list[Any] = field(default_factory=list)  # (name, payload) | _PAUSE | _DISCONNECT
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     outputs: asyncio.Future[list[dict[str, Any]]] | None = None
-    text_timeline: list[tuple[float, int]] = field(
-        default_factory=list
-    )  # (monotonic, chars so far)
+    text_timeline: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, chars so far)
     cancel_requested: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -268,9 +266,7 @@ class AgentServiceEmulator:
                 "PermissionDenied",
             )
         if self.token is not None and token.strip() != self.token:
-            return _error(
-                401, "Access denied: the bearer token is invalid or expired.", "PermissionDenied"
-            )
+            return _error(401, "Access denied: the bearer token is invalid or expired.", "PermissionDenied")
         if not request.query.get("api-version"):
             return _error(
                 400,
@@ -292,11 +288,7 @@ class AgentServiceEmulator:
         route = request.path[len(prefix) :]
         self.requests.append((request.method, route, body))
         for fault in self.faults:
-            if (
-                fault.times > 0
-                and fault.method == request.method
-                and fnmatch.fnmatchcase(route, fault.path)
-            ):
+            if fault.times > 0 and fault.method == request.method and fnmatch.fnmatchcase(route, fault.path):
                 fault.times -= 1
                 return fault.response()
         return await handler(request)
@@ -310,9 +302,7 @@ class AgentServiceEmulator:
 
     # -- agents ------------------------------------------------------------------------
 
-    def _create_agent_doc(
-        self, body: dict[str, Any], agent_id: str | None = None
-    ) -> dict[str, Any]:
+    def _create_agent_doc(self, body: dict[str, Any], agent_id: str | None = None) -> dict[str, Any]:
         doc = {
             "id": agent_id or _new_id("asst"),
             "object": "assistant",
@@ -347,11 +337,7 @@ class AgentServiceEmulator:
 
     def _agent_or_404(self, agent_id: str) -> dict[str, Any] | web.Response:
         agent = self.agents.get(agent_id)
-        return (
-            agent
-            if agent
-            else _error(404, f"No assistant found with id '{agent_id}'.", "not_found")
-        )
+        return agent if agent else _error(404, f"No assistant found with id '{agent_id}'.", "not_found")
 
     async def _get_agent(self, request: web.Request) -> web.Response:
         agent = self._agent_or_404(request.match_info["agent_id"])
@@ -376,11 +362,7 @@ class AgentServiceEmulator:
 
     def _thread_or_404(self, thread_id: str) -> dict[str, Any] | web.Response:
         thread = self.threads.get(thread_id)
-        return (
-            thread
-            if thread
-            else _error(404, f"No thread found with id '{thread_id}'.", "not_found")
-        )
+        return thread if thread else _error(404, f"No thread found with id '{thread_id}'.", "not_found")
 
     async def _create_thread(self, request: web.Request) -> web.Response:
         body = request[BODY]
@@ -467,9 +449,7 @@ class AgentServiceEmulator:
             return _error(400, problem, "invalid_value")
         return web.json_response(self._store_message(thread_id, request[BODY]))
 
-    def _page(
-        self, items: list[dict[str, Any]], request: web.Request
-    ) -> dict[str, Any] | web.Response:
+    def _page(self, items: list[dict[str, Any]], request: web.Request) -> dict[str, Any] | web.Response:
         query = request.query
         try:
             limit = int(query.get("limit", "20"))
@@ -484,17 +464,13 @@ class AgentServiceEmulator:
             )
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
-            return _error(
-                400, "Invalid 'order': expected 'asc' or 'desc'.", "invalid_value", param="order"
-            )
+            return _error(400, "Invalid 'order': expected 'asc' or 'desc'.", "invalid_value", param="order")
         ordered = items if order == "asc" else list(reversed(items))
         ids = [item["id"] for item in ordered]
         start, stop = 0, len(ordered)
         if query.get("after"):
             if query["after"] not in ids:
-                return _error(
-                    400, f"Invalid 'after': no object with id '{query['after']}'.", "invalid_value"
-                )
+                return _error(400, f"Invalid 'after': no object with id '{query['after']}'.", "invalid_value")
             start = ids.index(query["after"]) + 1
         if query.get("before"):
             if query["before"] not in ids:
@@ -577,9 +553,7 @@ class AgentServiceEmulator:
             return agent
         active = self.active_run.get(thread_id)
         if active:
-            return _error(
-                400, f"Thread {thread_id} already has an active run {active}.", "invalid_request"
-            )
+            return _error(400, f"Thread {thread_id} already has an active run {active}.", "invalid_request")
         reject = self._pending_reject(thread_id)
         if reject is not None:
             return _reject_response(reject)
@@ -603,11 +577,7 @@ class AgentServiceEmulator:
             "last_error": None,
             "model": body.get("model") or agent["model"],
             "instructions": (body.get("instructions") or agent["instructions"] or "")
-            + (
-                ("\n" + body["additional_instructions"])
-                if body.get("additional_instructions")
-                else ""
-            ),
+            + (("\n" + body["additional_instructions"]) if body.get("additional_instructions") else ""),
             "tools": tools,
             "tool_resources": body.get("tool_resources") or agent["tool_resources"],
             "metadata": body.get("metadata") or {},
@@ -615,8 +585,7 @@ class AgentServiceEmulator:
             "top_p": body.get("top_p", 1.0),
             "max_completion_tokens": body.get("max_completion_tokens"),
             "max_prompt_tokens": body.get("max_prompt_tokens"),
-            "truncation_strategy": body.get("truncation_strategy")
-            or {"type": "auto", "last_messages": None},
+            "truncation_strategy": body.get("truncation_strategy") or {"type": "auto", "last_messages": None},
             "incomplete_details": None,
             "usage": None,
             "response_format": body.get("response_format", "auto"),
@@ -679,9 +648,7 @@ class AgentServiceEmulator:
                 400, f'Runs in status "{run.status}" do not accept tool outputs.', "invalid_request"
             )
         outputs = request[BODY].get("tool_outputs")
-        expected = {
-            c["id"] for c in run.doc["required_action"]["submit_tool_outputs"]["tool_calls"]
-        }
+        expected = {c["id"] for c in run.doc["required_action"]["submit_tool_outputs"]["tool_calls"]}
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
             return _error(
                 400,
@@ -694,8 +661,7 @@ class AgentServiceEmulator:
             missing = ", ".join(sorted(expected - given)) or "none"
             return _error(
                 400,
-                f"Expected tool outputs for call_ids [{', '.join(sorted(expected))}], "
-                f"missing: {missing}.",
+                f"Expected tool outputs for call_ids [{', '.join(sorted(expected))}], missing: {missing}.",
                 "invalid_value",
                 param="tool_outputs",
             )
@@ -737,9 +703,7 @@ class AgentServiceEmulator:
                             request.transport.abort()
                         return response
                     if item is _PAUSE:
-                        await response.write(
-                            f"event: done{newline}data: [DONE]{newline}{newline}".encode()
-                        )
+                        await response.write(f"event: done{newline}data: [DONE]{newline}{newline}".encode())
                         await response.write_eof()
                         return response
                     name, payload = item
@@ -747,9 +711,7 @@ class AgentServiceEmulator:
                         await response.write(payload.encode())
                     else:
                         data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-                        await response.write(
-                            f"event: {name}{newline}data: {data}{newline}{newline}".encode()
-                        )
+                        await response.write(f"event: {name}{newline}data: {data}{newline}{newline}".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             return response  # the client went away; the run goes on
 
@@ -905,9 +867,7 @@ class RunWorker:
                     self.em.script.delay,
                 )
                 return
-        await self.say(
-            f"You said: {self.run.user_text}", self.em.script.deltas, self.em.script.delay
-        )
+        await self.say(f"You said: {self.run.user_text}", self.em.script.deltas, self.em.script.delay)
 
     async def start_message(self) -> dict[str, Any]:
         if self.message is not None:
@@ -953,9 +913,7 @@ class RunWorker:
     def text_part(self) -> dict[str, Any]:
         assert self.message is not None
         if not self.message["content"]:
-            self.message["content"].append(
-                {"type": "text", "text": {"value": "", "annotations": []}}
-            )
+            self.message["content"].append({"type": "text", "text": {"value": "", "annotations": []}})
         return self.message["content"][0]["text"]
 
     async def say(self, text: str, deltas: int, delay: float) -> None:
@@ -1021,9 +979,7 @@ class RunWorker:
                                 "type": "text",
                                 "text": {
                                     "value": marker,
-                                    "annotations": [
-                                        {"index": len(part["annotations"]) - 1, **annotation}
-                                    ],
+                                    "annotations": [{"index": len(part["annotations"]) - 1, **annotation}],
                                 },
                             }
                         ]

@@ -33,9 +33,7 @@ async def record_run(
             base_url=emulator.endpoint, headers=headers, params=params, timeout=30
         ) as http:
             thread = (await http.post("/threads", json={})).json()
-            await http.post(
-                f"/threads/{thread['id']}/messages", json={"role": "user", "content": message}
-            )
+            await http.post(f"/threads/{thread['id']}/messages", json={"role": "user", "content": message})
             body = (
                 await http.post(
                     f"/threads/{thread['id']}/runs",

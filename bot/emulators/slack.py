@@ -155,9 +155,7 @@ class SlackEmulator:
         self.calls: list[Call] = []
         self.deliveries: list[dict[str, Any]] = []  # every events request sent, with its answer
         self.events_url: str | None = None
-        self.forced: dict[
-            str, list[tuple[str, float | None]]
-        ] = {}  # method -> [(error, retry_after)]
+        self.forced: dict[str, list[tuple[str, float | None]]] = {}  # method -> [(error, retry_after)]
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._ts = itertools.count(1)
         self._epoch = int(time.time())
@@ -338,9 +336,7 @@ class SlackEmulator:
         )
 
     def _answer(self, method: str, params: dict[str, Any], body: dict[str, Any]) -> web.Response:
-        self.calls.append(
-            Call(time.monotonic(), method, params, bool(body.get("ok")), body.get("error"))
-        )
+        self.calls.append(Call(time.monotonic(), method, params, bool(body.get("ok")), body.get("error")))
         return web.json_response(body)
 
     # validation shared by post and update
@@ -624,9 +620,7 @@ class SlackEmulator:
         for attempt in range(len(self.retry_delays) + 1):
             started = time.monotonic()
             try:
-                status = await self.post_signed(
-                    body, "application/json", retry=attempt, reason=reason
-                )
+                status = await self.post_signed(body, "application/json", retry=attempt, reason=reason)
                 reason = "" if status == 200 else "http_error"
             except httpx.TimeoutException:
                 status, reason = 0, "http_timeout"
@@ -647,13 +641,9 @@ class SlackEmulator:
 
     async def redeliver(self, envelope: dict[str, Any], retry: int = 1) -> int:
         """Resend an event exactly as Slack's retry would (same event_id)."""
-        return await self.post_signed(
-            json.dumps(envelope).encode(), "application/json", retry=retry
-        )
+        return await self.post_signed(json.dumps(envelope).encode(), "application/json", retry=retry)
 
-    async def click(
-        self, user: str, channel: str, message_ts: str, action_id: str, value: str
-    ) -> int:
+    async def click(self, user: str, channel: str, message_ts: str, action_id: str, value: str) -> int:
         """A person clicks a button on a message (a ``block_actions`` interaction)."""
         message = self.find(channel, message_ts)
         payload = {

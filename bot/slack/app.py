@@ -43,9 +43,7 @@ class SlackSurface:
         event_id = body.get("event_id") or ""
         if event_id and not await self.store.claim("event", event_id, DEDUPE_TTL_S):
             return False
-        return await self.store.claim(
-            "post", f"{event.get('channel')}:{event.get('ts')}", DEDUPE_TTL_S
-        )
+        return await self.store.claim("post", f"{event.get('channel')}:{event.get('ts')}", DEDUPE_TTL_S)
 
     def _start(self, turn: Turn) -> None:
         task = asyncio.get_running_loop().create_task(self.orchestrator.handle(turn))
@@ -71,11 +69,7 @@ class SlackSurface:
         self._start(self._turn(body, event, event.get("thread_ts") or event["ts"]))
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if (
-            event.get("bot_id")
-            or event.get("subtype") not in ALLOWED_SUBTYPES
-            or not event.get("user")
-        ):
+        if event.get("bot_id") or event.get("subtype") not in ALLOWED_SUBTYPES or not event.get("user"):
             return
         if event.get("user") == self.orchestrator.bot_user_id:
             return
@@ -101,9 +95,7 @@ class SlackSurface:
         if channel and answer != "Stopping…":
             thread_ts = (body.get("message") or {}).get("thread_ts")
             try:
-                await client.chat_postEphemeral(
-                    channel=channel, user=user, text=answer, thread_ts=thread_ts
-                )
+                await client.chat_postEphemeral(channel=channel, user=user, text=answer, thread_ts=thread_ts)
             except Exception as exc:
                 log(logger, "stop.ephemeral_failed", logging.INFO, error=repr(exc))
 

@@ -23,9 +23,7 @@ class Ticket:
     since: float
     final: bool = False
     seq: int = 0
-    granted: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+    granted: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def rank(self) -> tuple[bool, float, int]:
         return (not self.final, self.since, self.seq)

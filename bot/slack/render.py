@@ -57,9 +57,7 @@ class Citations:
             number = self._number(annotation, names) if annotation else None
             if number is None:
                 return ""
-            return (
-                f"[{number}]({annotation.url})" if annotation and annotation.url else f"[{number}]"
-            )
+            return f"[{number}]({annotation.url})" if annotation and annotation.url else f"[{number}]"
 
         rendered = _MARKER.sub(replace, text)
         if not final:
@@ -69,9 +67,7 @@ class Citations:
     def footer(self) -> str:
         if not self.sources:
             return ""
-        lines = [
-            f"{n}. [{label}]({url})" if url else f"{n}. {label}" for n, label, url in self.sources
-        ]
+        lines = [f"{n}. [{label}]({url})" if url else f"{n}. {label}" for n, label, url in self.sources]
         return "\n\n**Sources**\n" + "\n".join(lines)
 
 
@@ -134,9 +130,7 @@ def find_cut(text: str, limit: int) -> int:
         position = window.rfind(pattern)
         while position > limit // 3:
             cut = position + len(pattern)
-            if not _inside_link(text, cut) and (
-                pattern != "\n\n" or open_fence(text[:cut]) is None
-            ):
+            if not _inside_link(text, cut) and (pattern != "\n\n" or open_fence(text[:cut]) is None):
                 return cut
             position = window.rfind(pattern, 0, position)
     return _safe_char_boundary(text, limit)

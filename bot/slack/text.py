@@ -34,12 +34,7 @@ class UserDirectory:
             response = await self._client.users_info(user=user_id)
             user: dict[str, Any] = response.get("user") or {}
             profile = user.get("profile") or {}
-            name = (
-                profile.get("display_name")
-                or profile.get("real_name")
-                or user.get("name")
-                or user_id
-            )
+            name = profile.get("display_name") or profile.get("real_name") or user.get("name") or user_id
         except SlackApiError:
             name = user_id  # unknown or no permission: keep the id rather than fail the turn
         self._cache[user_id] = (time.monotonic() + self._ttl, name)

@@ -161,9 +161,7 @@ class ReplyWriter:
             return {"text": (markdown[:39_000])}
         blocks: list[dict[str, Any]] = [{"type": "markdown", "text": markdown}]
         if is_open and self._status:
-            blocks.append(
-                {"type": "context", "elements": [{"type": "mrkdwn", "text": self._status}]}
-            )
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": self._status}]})
         if is_open and self.stop_value:
             blocks.append(_stop_button(self.stop_value))
         return {"text": text, "blocks": blocks}
