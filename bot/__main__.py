@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from . import __version__, logs
+from . import __version__, logs, tools_cli
 from .settings import Settings, SettingsError, load_settings
 
 SLACK_HELP = (
@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--port", type=int, default=3000, help="HTTP mode: the port (POST /slack/events)")
     sub.add_parser("chat", help="talk to the agent in the terminal")
     sub.add_parser("check", help="validate settings, reach Slack and the agent service")
+    tools_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -169,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.command == "chat" or (
         args.command in (None, "run") and bool(_missing_slack(settings)) and not args.__dict__.get("mode")
     )
-    logs.configure("WARNING" if quiet else settings.log_level, settings.log_format == "json")
+    level = "CRITICAL" if args.command == "tools" else "WARNING" if quiet else settings.log_level
+    logs.configure(level, settings.log_format == "json")
     try:
+        if args.command == "tools":
+            return tools_cli.run(args, settings)
         if args.command == "check":
             return asyncio.run(_check(settings))
         if args.command == "chat":

@@ -14,8 +14,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from .agents.azure import AgentsClient
 from .logs import log
+from .plugins import PluginToolRunner, discover
 from .settings import Settings
 from .slack.app import SlackSurface, http_app
+from .slack.confirm import SlackConfirmer
 from .slack.pacing import Budgets
 from .store import Store, open_store
 from .turns import ToolRunner, TurnOrchestrator
@@ -58,6 +60,12 @@ async def build_bot(
         request_verification_enabled=bool(settings.slack_signing_secret),
         process_before_response=False,
     )
+    registry = discover(settings.tools_dir)
+    confirmer = SlackConfirmer(slack, admins=settings.admin_ids, timeout_s=settings.confirm_timeout)
+    if tools is None and registry.tools:
+        tools = PluginToolRunner(
+            registry, store=store, confirmer=confirmer, output_limit=settings.tool_output_limit
+        )
     orchestrator = TurnOrchestrator(
         agents=agents,
         agent_id=settings.agent_id or "",
@@ -68,7 +76,7 @@ async def build_bot(
         tools=tools,
         admins=settings.admin_ids,
     )
-    surface = SlackSurface(bolt, orchestrator)
+    surface = SlackSurface(bolt, orchestrator, confirmer=confirmer, registry=registry)
     log(
         logger,
         "bot.ready",

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     store_url: str = Field(default="sqlite:///./data/bot.db", alias="BOT_STORE_URL")
     tools_dir: str = Field(default="./tools", alias="BOT_TOOLS_DIR")
     admins: str = Field(default="", alias="BOT_ADMINS")
+    tool_output_limit: int = Field(default=32 * 1024, ge=256, alias="BOT_TOOL_OUTPUT_LIMIT")
+    confirm_timeout: float = Field(default=120.0, gt=0, alias="BOT_CONFIRM_TIMEOUT")
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="BOT_LOG_LEVEL")

@@ -61,6 +61,8 @@ def default_limits() -> dict[str, Limit]:
         "conversations.replies": Limit(TIER3, 10),
         "conversations.info": Limit(TIER3, 10),
         "users.info": Limit(TIER4, 20),
+        "users.list": Limit(TIER2, 5),
+        "users.lookupByEmail": Limit(TIER3, 10),
         "reactions.add": Limit(TIER3, 10),
         "assistant.threads.setStatus": Limit(600, 60),
         "assistant.threads.setSuggestedPrompts": Limit(TIER3, 10),
@@ -492,6 +494,25 @@ class SlackEmulator:
         user = self.users.get(str(params.get("user", "")))
         return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
 
+    def _m_users_lookupByEmail(self, params: dict[str, Any]) -> dict[str, Any]:
+        email = str(params.get("email", "")).lower()
+        user = next(
+            (u for u in self.users.values() if (u["profile"].get("email") or "").lower() == email), None
+        )
+        return {"ok": True, "user": user} if user else {"ok": False, "error": "users_not_found"}
+
+    def _m_users_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        users = list(self.users.values())
+        limit = int(params.get("limit") or 200)
+        start = int(params.get("cursor") or 0)
+        page = users[start : start + limit]
+        more = start + limit < len(users)
+        return {
+            "ok": True,
+            "members": page,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
+
     def _m_reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self.find(str(params.get("channel", "")), str(params.get("timestamp", "")))
         if message is None:
@@ -642,6 +663,31 @@ class SlackEmulator:
     async def redeliver(self, envelope: dict[str, Any], retry: int = 1) -> int:
         """Resend an event exactly as Slack's retry would (same event_id)."""
         return await self.post_signed(json.dumps(envelope).encode(), "application/json", retry=retry)
+
+    async def slash_command(self, user: str, channel: str, command: str, text: str = "") -> dict[str, Any]:
+        """A person runs a slash command; returns the app's (ephemeral) answer."""
+        from urllib.parse import urlencode
+
+        assert self._http is not None and self.events_url is not None
+        form = {
+            "token": "emulator-verification-token",
+            "team_id": self.team_id,
+            "team_domain": "emulated",
+            "channel_id": channel,
+            "channel_name": self.channels[channel].get("name") or "directmessage",
+            "user_id": user,
+            "user_name": self.users[user]["name"],
+            "command": command,
+            "text": text,
+            "api_app_id": "A0EMUAPP",
+            "response_url": f"{self.base_url}/response",
+            "trigger_id": secrets.token_hex(6),
+        }
+        body = urlencode(form).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **self.sign(body)}
+        response = await self._http.post(self.events_url, content=body, headers=headers)
+        answer = response.json() if response.content else {}
+        return {"status": response.status_code, **answer}
 
     async def click(self, user: str, channel: str, message_ts: str, action_id: str, value: str) -> int:
         """A person clicks a button on a message (a ``block_actions`` interaction)."""

@@ -68,6 +68,8 @@ async def start_stack(
     budgets: Budgets | None = None,
     tools: ToolRunner | None = None,
     admins: str = "",
+    tools_dir: str = "",
+    confirm_timeout: float = 120.0,
 ) -> EmulatedStack:
     if script is not None and not isinstance(script, Script):
         script = Script.parse(script)
@@ -84,6 +86,8 @@ async def start_stack(
         SLACK_API_URL=slack.api_url,
         BOT_STORE_URL=store_url,
         BOT_ADMINS=admins,
+        BOT_TOOLS_DIR=tools_dir,
+        BOT_CONFIRM_TIMEOUT=confirm_timeout,
         _env_file=None,  # type: ignore[call-arg]
     )
     bot = await build_bot(settings, budgets=budgets, tools=tools)

@@ -24,7 +24,7 @@ logger = logging.getLogger("bot.plugins")
 ENTRY_POINT_GROUP = "slack_agent_bot.tools"
 
 
-class PluginError(Exception):
+class PluginError(ValueError):
     """A plugin set the bot cannot start with (e.g. two tools with one name)."""
 
 
@@ -97,7 +97,7 @@ def _error_text(exc: BaseException) -> str:
 
 def discover(tools_dir: str | Path | None, *, entry_point_group: str = ENTRY_POINT_GROUP) -> Registry:
     registry = Registry()
-    if tools_dir is not None:
+    if tools_dir:
         folder = Path(tools_dir)
         if folder.is_dir():
             for path in sorted(folder.glob("*.py")):

@@ -17,26 +17,55 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..logs import log
+from ..plugins.registry import Registry
 from ..turns import Turn, TurnOrchestrator
+from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
 from .writer import STOP_ACTION
 
 logger = logging.getLogger("bot.slack.app")
 
 DEDUPE_TTL_S = 3600.0
 ALLOWED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+TOOLS_COMMAND = "/agent-tools"
+
+
+def _tool_listing(registry: Registry | None, disabled: set[str]) -> str:
+    if registry is None or (not registry.tools and not registry.broken):
+        return "No tools are installed. Admins add them to BOT_TOOLS_DIR (see tools/README.md)."
+    lines = ["*Tools in this channel*"]
+    for name, spec in sorted(registry.tools.items()):
+        flags = [flag for flag, on in (("asks first", spec.confirm), ("admins only", spec.admin_only)) if on]
+        state = "off" if name in disabled else "on"
+        extra = f" ({', '.join(flags)})" if flags else ""
+        lines.append(f"• `{name}` {state}{extra}: {spec.description.splitlines()[0]}")
+    for broken in registry.broken:
+        lines.append(f"• broken: {broken.source}: {broken.error}")
+    return "\n".join(lines)
 
 
 class SlackSurface:
     """Turns Slack events into ``Turn``s for the orchestrator."""
 
-    def __init__(self, app: AsyncApp, orchestrator: TurnOrchestrator) -> None:
+    def __init__(
+        self,
+        app: AsyncApp,
+        orchestrator: TurnOrchestrator,
+        *,
+        confirmer: SlackConfirmer | None = None,
+        registry: Registry | None = None,
+    ) -> None:
         self.app = app
         self.orchestrator = orchestrator
         self.store = orchestrator.store
+        self.confirmer = confirmer
+        self.registry = registry
         self.tasks: set[asyncio.Task[None]] = set()
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.action(STOP_ACTION)(self._on_stop)
+        app.action(APPROVE_ACTION)(self._on_confirm)
+        app.action(DENY_ACTION)(self._on_confirm)
+        app.command(TOOLS_COMMAND)(self._on_tools_command)
 
     async def _first_time(self, body: dict[str, Any], event: dict[str, Any]) -> bool:
         """False for a Slack retry, or the second delivery of one post."""
@@ -98,6 +127,52 @@ class SlackSurface:
                 await client.chat_postEphemeral(channel=channel, user=user, text=answer, thread_ts=thread_ts)
             except Exception as exc:
                 log(logger, "stop.ephemeral_failed", logging.INFO, error=repr(exc))
+
+    async def _on_confirm(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        action = (body.get("actions") or [{}])[0]
+        user = (body.get("user") or {}).get("id", "")
+        if self.confirmer is None:
+            return
+        note = await self.confirmer.answer(
+            action.get("value", ""), user, action.get("action_id") == APPROVE_ACTION
+        )
+        channel = (body.get("channel") or {}).get("id")
+        if note and channel:
+            try:
+                await client.chat_postEphemeral(channel=channel, user=user, text=note)
+            except Exception as exc:
+                log(logger, "confirm.ephemeral_failed", logging.INFO, error=repr(exc))
+
+    async def _on_tools_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        """``/agent-tools [list | enable NAME | disable NAME]``, answered privately."""
+        words = (command.get("text") or "").split()
+        verb = words[0].lower() if words else "list"
+        team, channel, user = (
+            command.get("team_id", ""),
+            command.get("channel_id", ""),
+            command.get("user_id", ""),
+        )
+        tools = self.registry.tools if self.registry is not None else {}
+        if verb == "list":
+            disabled = await self.store.disabled_tools(team, channel)
+            await ack(text=_tool_listing(self.registry, disabled))
+            return
+        if verb in ("enable", "disable") and len(words) == 2:
+            if user not in self.orchestrator.admins:
+                await ack(text="Only admins (BOT_ADMINS) can turn tools on or off.")
+                return
+            name = words[1]
+            if name not in tools:
+                await ack(text=f"There is no tool named `{name}`. Try `{TOOLS_COMMAND} list`.")
+                return
+            await self.store.set_tool_enabled(team, channel, name, verb == "enable", user)
+            log(logger, "tools.toggled", tool=name, enabled=verb == "enable", channel=channel, user=user)
+            await ack(text=f"`{name}` is now {'on' if verb == 'enable' else 'off'} in this channel.")
+            return
+        await ack(
+            text=f"Usage: `{TOOLS_COMMAND} list`, `{TOOLS_COMMAND} enable NAME`, `{TOOLS_COMMAND} disable NAME`"
+        )
 
     async def drain(self, grace_s: float = 30.0) -> None:
         if self.tasks:

@@ -18,6 +18,11 @@ CREATE TABLE IF NOT EXISTS conversations (
     agent_thread_id TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (team, channel, thread_ts)
 );
+CREATE TABLE IF NOT EXISTS tool_settings (
+    team TEXT NOT NULL, channel TEXT NOT NULL, tool TEXT NOT NULL, enabled INTEGER NOT NULL,
+    changed_by TEXT NOT NULL, changed_at REAL NOT NULL,
+    PRIMARY KEY (team, channel, tool)
+);
 CREATE TABLE IF NOT EXISTS claims (
     kind TEXT NOT NULL, ident TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (kind, ident)
@@ -81,6 +86,19 @@ class SQLiteStore:
         )
         await self.db.commit()
         return cursor.rowcount == 1
+
+    async def disabled_tools(self, team: str, channel: str) -> set[str]:
+        async with self.db.execute(
+            "SELECT tool FROM tool_settings WHERE team=? AND channel=? AND enabled=0", (team, channel)
+        ) as cursor:
+            return {row[0] for row in await cursor.fetchall()}
+
+    async def set_tool_enabled(self, team: str, channel: str, tool: str, enabled: bool, by: str) -> None:
+        await self.db.execute(
+            "INSERT OR REPLACE INTO tool_settings VALUES (?, ?, ?, ?, ?, ?)",
+            (team, channel, tool, int(enabled), by, time.time()),
+        )
+        await self.db.commit()
 
     async def close(self) -> None:
         if self._db is not None:
