@@ -686,7 +686,11 @@ class SlackEmulator:
         body = urlencode(form).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded", **self.sign(body)}
         response = await self._http.post(self.events_url, content=body, headers=headers)
-        answer = response.json() if response.content else {}
+        # Slack takes a plain-text body as the message text, or a JSON message.
+        if response.headers.get("content-type", "").startswith("application/json"):
+            answer = response.json()
+        else:
+            answer = {"text": response.text} if response.text else {}
         return {"status": response.status_code, **answer}
 
     async def click(self, user: str, channel: str, message_ts: str, action_id: str, value: str) -> int:

@@ -31,6 +31,7 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     params: dict[str, str] = {}
     current: str | None = None
     in_args = False
+    skipping = False
     for line in text.splitlines():
         sphinx = _SPHINX_ARG.match(line)
         if sphinx:
@@ -44,8 +45,12 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
             in_args, current = True, None
             continue
         if _SECTION.match(line):
-            in_args, current = False, None
+            in_args, current, skipping = False, None, True
             continue
+        if skipping:
+            if not line.strip() or line[:1].isspace():
+                continue  # the body of a Returns/Raises/... section
+            skipping = False
         if in_args:
             match = _GOOGLE_ARG.match(line)
             indent = len(line) - len(line.lstrip())

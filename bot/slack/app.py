@@ -171,7 +171,8 @@ class SlackSurface:
             await ack(text=f"`{name}` is now {'on' if verb == 'enable' else 'off'} in this channel.")
             return
         await ack(
-            text=f"Usage: `{TOOLS_COMMAND} list`, `{TOOLS_COMMAND} enable NAME`, `{TOOLS_COMMAND} disable NAME`"
+            text=f"Usage: `{TOOLS_COMMAND} list`, `{TOOLS_COMMAND} enable NAME`, "
+            f"`{TOOLS_COMMAND} disable NAME`"
         )
 
     async def drain(self, grace_s: float = 30.0) -> None:

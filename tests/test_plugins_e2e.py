@@ -1,0 +1,201 @@
+"""Tool plugins end to end: both emulators, the real bot, signed interactivity payloads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.stack import Stack, start_stack
+
+BOT = "<@U0BOT>"
+ADD = '''
+from bot.plugins import tool
+
+
+@tool
+def add_numbers(a: int, b: int) -> int:
+    """Add two whole numbers.
+
+    Args:
+        a: The first number.
+        b: The second number.
+    """
+    return a + b
+'''
+RISKY = '''
+from bot.plugins import ToolContext, tool
+
+
+@tool(confirm=True)
+async def restart_service(ctx: ToolContext, service: str) -> str:
+    """Restart a production service."""
+    return f"{service} restarted for {ctx.user_name}"
+'''
+
+
+@pytest.fixture
+def tools_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / "add.py").write_text(ADD, encoding="utf-8")
+    (folder / "risky.py").write_text(RISKY, encoding="utf-8")
+    (folder / "broken.py").write_text("from bot.plugins import tool\nraise RuntimeError('bad config')\n")
+    return folder
+
+
+@pytest.fixture
+async def stack_factory(tmp_path: Path, tools_dir: Path) -> AsyncIterator[Any]:
+    stacks: list[Stack] = []
+
+    async def make(script: Any = None, **kwargs: Any) -> Stack:
+        stack = await start_stack(script, tmp_path=tmp_path, tools_dir=str(tools_dir), **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        await stack.close()
+
+
+async def test_add_numbers_with_fragmented_arguments(stack_factory: Any) -> None:
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {
+                            "tool_calls": [{"name": "add_numbers", "arguments": {"a": 123456, "b": 654321}}],
+                            "fragments": 7,
+                        },
+                        {"text": "The sum is ${output}."},
+                    ]
+                }
+            ]
+        }
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} add 123456 and 654321")
+    await stack.settle()
+    assert stack.reply_text("C0GENERAL", ts) == "The sum is 777777."
+    deltas = [
+        e
+        for r in stack.agent.runs.values()
+        for e in r.events
+        if isinstance(e, tuple) and e[0] == "thread.run.step.delta"
+    ]
+    assert len(deltas) >= 5  # the arguments really arrived in fragments
+    run_tools = next(b for m, p, b in stack.agent.requests if m == "POST" and p.endswith("/runs"))["tools"]
+    assert {t["function"]["name"] for t in run_tools} == {"add_numbers", "restart_service"}
+
+
+def confirm_script() -> dict:
+    return {
+        "turns": [
+            {
+                "repeat": True,
+                "actions": [
+                    {"tool_calls": [{"name": "restart_service", "arguments": {"service": "billing"}}]},
+                    {"text": "Result: ${output}"},
+                ],
+            }
+        ]
+    }
+
+
+async def wait_for_prompt(stack: Stack, channel: str, ts: str) -> Any:
+    for _ in range(200):
+        for message in stack.replies(channel, ts):
+            for block in message.blocks or []:
+                if block.get("block_id") == "confirm":
+                    return message, block["elements"][0]["value"]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no approval prompt")
+
+
+async def test_confirm_approve(stack_factory: Any) -> None:
+    stack = await stack_factory(confirm_script())
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
+    prompt, key = await wait_for_prompt(stack, "C0GENERAL", ts)
+    assert "the agent wants to run *restart_service*" in prompt.text and "billing" in str(prompt.blocks)
+    assert await stack.slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
+    await stack.settle()
+    assert stack.slack.find("C0GENERAL", prompt.ts).text == "<@U0ALICE> approved running *restart_service*."
+    assert stack.replies("C0GENERAL", ts)[0].visible_text == "Result: billing restarted for alice"
+
+
+async def test_confirm_deny_and_a_strangers_click(stack_factory: Any) -> None:
+    stack = await stack_factory(confirm_script())
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
+    prompt, key = await wait_for_prompt(stack, "C0GENERAL", ts)
+    assert await stack.slack.click("U0BOB", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
+    await asyncio.sleep(0.3)
+    refusal = [c for c in stack.slack.calls_of("chat.postEphemeral") if c.params.get("user") == "U0BOB"]
+    assert refusal and "Only <@U0ALICE> (or an admin) can answer" in refusal[0].params["text"]
+    assert await stack.slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_deny", key) == 200
+    await stack.settle()
+    assert (
+        stack.replies("C0GENERAL", ts)[0].visible_text
+        == "Result: the user declined: restart_service was not run"
+    )
+
+
+async def test_confirm_with_no_answer_declines(stack_factory: Any) -> None:
+    stack = await stack_factory(confirm_script(), confirm_timeout=0.5)
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
+    prompt, _ = await wait_for_prompt(stack, "C0GENERAL", ts)
+    await stack.settle()
+    assert "No answer in time" in stack.slack.find("C0GENERAL", prompt.ts).text
+    assert stack.replies("C0GENERAL", ts)[0].visible_text.endswith(
+        "the user declined: restart_service was not run"
+    )
+
+
+async def test_slash_command_lists_and_admins_toggle(stack_factory: Any) -> None:
+    stack = await stack_factory()
+    listing = await stack.slack.slash_command("U0ALICE", "C0GENERAL", "/agent-tools")
+    assert listing["status"] == 200
+    assert "`add_numbers` on" in listing["text"] and "`restart_service` on (asks first)" in listing["text"]
+    assert "broken:" in listing["text"] and "RuntimeError: bad config" in listing["text"]
+    refused = await stack.slack.slash_command("U0ALICE", "C0GENERAL", "/agent-tools", "disable add_numbers")
+    assert refused["text"] == "Only admins (BOT_ADMINS) can turn tools on or off."
+    stack.slack.add_user("U0ADMIN", "admin", "Ada Admin")
+    done = await stack.slack.slash_command("U0ADMIN", "C0GENERAL", "/agent-tools", "disable add_numbers")
+    assert done["text"] == "`add_numbers` is now off in this channel."
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} hi")
+    await stack.settle()
+    run_tools = [b for m, p, b in stack.agent.requests if m == "POST" and p.endswith("/runs")][-1]["tools"]
+    assert [t["function"]["name"] for t in run_tools] == ["restart_service"]
+    assert stack.reply_text("C0GENERAL", ts) == "You said: hi"
+
+
+def test_a_broken_plugin_is_listed_with_its_error(tools_dir: Path) -> None:
+    env = {**os.environ, "BOT_TOOLS_DIR": str(tools_dir)}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "tools", "list"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 1
+    assert "add_numbers" in result.stdout and "restart_service" in result.stdout
+    broken = [line for line in result.stdout.splitlines() if line.startswith("(broken)")]
+    assert broken and "RuntimeError: bad config" in broken[0] and "broken.py" in broken[0]
+    schema = subprocess.run(
+        [sys.executable, "-m", "bot", "tools", "schema", "add_numbers"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert '"required": [\n        "a",\n        "b"\n      ]' in schema.stdout
+    called = subprocess.run(
+        [sys.executable, "-m", "bot", "tools", "call", "add_numbers", "--json", '{"a": 2, "b": 3}'],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert called.returncode == 0 and called.stdout.strip() == "5"
