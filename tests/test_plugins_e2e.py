@@ -199,3 +199,34 @@ def test_a_broken_plugin_is_listed_with_its_error(tools_dir: Path) -> None:
         timeout=60,
     )
     assert called.returncode == 0 and called.stdout.strip() == "5"
+
+
+async def test_tools_sync_writes_functions_and_keeps_the_agents_own_tools(tools_dir: Path) -> None:
+    from bot.emulators.agents import AgentServiceEmulator
+
+    async with AgentServiceEmulator(
+        agent_tools=[{"type": "code_interpreter"}, {"type": "function", "function": {"name": "stale"}}]
+    ) as agent:
+        env = {
+            **os.environ,
+            "BOT_TOOLS_DIR": str(tools_dir),
+            "PROJECT_ENDPOINT": agent.endpoint,
+            "AGENT_ID": "asst_demo",
+            "AGENTS_ACCESS_TOKEN": "t",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "tools",
+            "sync",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert "2 function tool(s) written, 1 other tool(s) kept" in out.decode()
+        tools = agent.agents["asst_demo"]["tools"]
+        assert tools[0] == {"type": "code_interpreter"}
+        assert sorted(t["function"]["name"] for t in tools[1:]) == ["add_numbers", "restart_service"]
