@@ -103,17 +103,15 @@ def _missing_slack(settings: Settings) -> list[str]:
     return missing
 
 
-def _run(settings: Settings, mode: str | None, host: str, port: int) -> int:
+def _run(settings: Settings, mode: str | None, host: str | None, port: int) -> int:
     missing = _missing_slack(settings)
     if missing and mode is None:
         print(
-            "No Slack settings, so here is the agent in your terminal instead.\n"
-            f"Missing for Slack: {', '.join(missing)}.\nTo get them: {SLACK_HELP}.\n",
+            f"Missing for Slack: {', '.join(missing)}.\nTo get them: {SLACK_HELP}.\n"
+            "Until then, the playground shows the bot on an emulated Slack workspace.\n",
             file=sys.stderr,
         )
-        from .chat import chat
-
-        return asyncio.run(chat(settings))
+        return _playground(settings, host or "127.0.0.1", port, None)
     if missing:
         print(f"error: {', '.join(missing)} not set. To get them: {SLACK_HELP}.", file=sys.stderr)
         return 2
@@ -133,7 +131,7 @@ def _run(settings: Settings, mode: str | None, host: str, port: int) -> int:
         if mode == "socket":
             asyncio.run(serve_socket(settings))
         else:
-            asyncio.run(serve_http(settings, host, port))
+            asyncio.run(serve_http(settings, host or "0.0.0.0", port))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -150,15 +148,44 @@ def _run(settings: Settings, mode: str | None, host: str, port: int) -> int:
     return 0
 
 
+def _playground(settings: Settings, host: str, port: int, script: str | None) -> int:
+    from .emulators.agent_script import ScriptError
+    from .playground import serve
+    from .runtime import _until_signal
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(serve(settings, host=host, port=port, script_path=script, stop=stop))
+        waiter = asyncio.create_task(_until_signal())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        stop.set()
+        await task
+        waiter.cancel()
+
+    try:
+        asyncio.run(run())
+    except ScriptError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc} (try --port)", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slack-agent-bot", description=__doc__)
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the bot (no Slack settings: the agent in the terminal)")
     run.add_argument("--mode", choices=["socket", "http"], help="default: socket with SLACK_APP_TOKEN")
-    run.add_argument("--host", default="0.0.0.0", help="HTTP mode: the address to listen on")
+    run.add_argument("--host", help="the address to listen on (HTTP mode 0.0.0.0, playground 127.0.0.1)")
     run.add_argument("--port", type=int, default=3000, help="HTTP mode: the port (POST /slack/events)")
     sub.add_parser("chat", help="talk to the agent in the terminal")
+    play = sub.add_parser("playground", help="the bot on an emulated Slack workspace, in your browser")
+    play.add_argument("--host", default="127.0.0.1")
+    play.add_argument("--port", type=int, default=3000)
+    play.add_argument("--script", help="an agent script (JSON or YAML) for the emulated agent")
     sub.add_parser("check", help="validate settings, reach Slack and the agent service")
     tools_cli.add_parser(sub)
     args = parser.parse_args(argv)
@@ -167,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    quiet = args.command == "chat" or (
+    quiet = args.command in ("chat", "playground") or (
         args.command in (None, "run") and bool(_missing_slack(settings)) and not args.__dict__.get("mode")
     )
     level = "CRITICAL" if args.command == "tools" else "WARNING" if quiet else settings.log_level
@@ -177,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             return tools_cli.run(args, settings)
         if args.command == "check":
             return asyncio.run(_check(settings))
+        if args.command == "playground":
+            return _playground(settings, args.host, args.port, args.script)
         if args.command == "chat":
             from .chat import chat
 
@@ -184,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(
             settings,
             args.__dict__.get("mode"),
-            args.__dict__.get("host", "0.0.0.0"),
+            args.__dict__.get("host"),
             args.__dict__.get("port", 3000),
         )
     except KeyboardInterrupt:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
@@ -15,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from .agents.azure import AgentsClient
 from .logs import log
 from .plugins import PluginToolRunner, discover
+from .plugins.registry import specs_in
 from .settings import Settings
 from .slack.app import SlackSurface, http_app
 from .slack.confirm import SlackConfirmer
@@ -43,7 +46,11 @@ class Bot:
 
 
 async def build_bot(
-    settings: Settings, *, tools: ToolRunner | None = None, budgets: Budgets | None = None
+    settings: Settings,
+    *,
+    tools: ToolRunner | None = None,
+    budgets: Budgets | None = None,
+    extra_tools: Sequence[Callable[..., Any]] = (),
 ) -> Bot:
     token = settings.secret("slack_bot_token")
     if not token:
@@ -61,6 +68,8 @@ async def build_bot(
         process_before_response=False,
     )
     registry = discover(settings.tools_dir)
+    for spec in specs_in(list(extra_tools)):
+        registry.add(spec, f"built in: {spec.source}")
     confirmer = SlackConfirmer(slack, admins=settings.admin_ids, timeout_s=settings.confirm_timeout)
     if tools is None and registry.tools:
         tools = PluginToolRunner(

@@ -151,6 +151,7 @@ class AgentServiceEmulator:
         self.active_run: dict[str, str] = {}  # thread id -> run id
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) seen
         self.faults: list[Fault] = []
+        self.listeners: list[Any] = []  # callables taking one dict per run event, as emitted
         self._used_turns: set[int] = set()
         self._rejects_left: dict[int, list[Reject]] = {}
         self._runner: web.AppRunner | None = None
@@ -733,6 +734,20 @@ class RunWorker:
         async with self.run.changed:
             self.run.events.extend(items)
             self.run.changed.notify_all()
+        if self.em.listeners:
+            thread = self.em.threads.get(self.thread_id) or {}
+            for item in items:
+                if isinstance(item, tuple) and not item[0].startswith("_"):
+                    change = {
+                        "kind": "agent",
+                        "t": time.monotonic(),
+                        "run_id": self.run.id,
+                        "thread_id": self.thread_id,
+                        "slack": (thread.get("metadata") or {}).get("slack"),
+                        "event": item[0],
+                    }
+                    for listener in list(self.em.listeners):
+                        listener(change)
 
     async def set_status(self, status: str, **fields: Any) -> None:
         self.run.doc["status"] = status

@@ -157,6 +157,7 @@ class SlackEmulator:
         self.calls: list[Call] = []
         self.deliveries: list[dict[str, Any]] = []  # every events request sent, with its answer
         self.events_url: str | None = None
+        self.listeners: list[Any] = []  # callables taking one dict: messages and calls, as they happen
         self.forced: dict[str, list[tuple[str, float | None]]] = {}  # method -> [(error, retry_after)]
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._ts = itertools.count(1)
@@ -244,6 +245,45 @@ class SlackEmulator:
 
     # -- queries for tests --------------------------------------------------------------
 
+    def _notify(self, change: dict[str, Any]) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(change)
+            except Exception:
+                logger.exception("slack emulator listener failed")
+
+    def message_change(self, message: Message) -> dict[str, Any]:
+        return {
+            "kind": "message",
+            "channel": message.channel,
+            "ts": message.ts,
+            "thread_ts": message.thread_ts,
+            "user": message.user,
+            "bot": bool(message.bot_id),
+            "text": message.text,
+            "blocks": message.blocks,
+            "deleted": message.deleted,
+            "files": message.files,
+        }
+
+    def _record(self, call: Call) -> None:
+        self.calls.append(call)
+        if self.listeners:
+            params = call.params
+            self._notify(
+                {
+                    "kind": "call",
+                    "t": call.t,
+                    "method": call.method,
+                    "ok": call.ok,
+                    "error": call.error,
+                    "status": call.status,
+                    "channel": params.get("channel") or params.get("channel_id"),
+                    "ts": params.get("ts"),
+                    "thread_ts": params.get("thread_ts"),
+                }
+            )
+
     def calls_of(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
@@ -330,7 +370,7 @@ class SlackEmulator:
 
     def _rate_limited(self, method: str, params: dict[str, Any], wait: float) -> web.Response:
         retry_after = max(1, int(wait + 0.999))  # Slack sends whole seconds
-        self.calls.append(Call(time.monotonic(), method, params, False, "ratelimited", 429))
+        self._record(Call(time.monotonic(), method, params, False, "ratelimited", 429))
         return web.json_response(
             {"ok": False, "error": "ratelimited"},
             status=429,
@@ -338,7 +378,10 @@ class SlackEmulator:
         )
 
     def _answer(self, method: str, params: dict[str, Any], body: dict[str, Any]) -> web.Response:
-        self.calls.append(Call(time.monotonic(), method, params, bool(body.get("ok")), body.get("error")))
+        call = Call(time.monotonic(), method, params, bool(body.get("ok")), body.get("error"))
+        if body.get("ok") and method == "chat.postMessage":
+            call.params = {**params, "ts": body.get("ts")}
+        self._record(call)
         return web.json_response(body)
 
     # validation shared by post and update
@@ -413,6 +456,7 @@ class SlackEmulator:
         )
         message.history.append((time.monotonic(), message.text, message.blocks))
         self.messages[message.channel].append(message)
+        self._notify(self.message_change(message))
         self._deliver_message_event(message)
         return {
             "ok": True,
@@ -438,6 +482,7 @@ class SlackEmulator:
         if "blocks" in params:
             message.blocks = params["blocks"]
         message.history.append((time.monotonic(), message.text, message.blocks))
+        self._notify(self.message_change(message))
         return {
             "ok": True,
             "channel": message.channel,
@@ -453,6 +498,7 @@ class SlackEmulator:
         if message.bot_id != self.bot_id:
             return {"ok": False, "error": "cant_delete_message"}
         message.deleted = True
+        self._notify(self.message_change(message))
         return {"ok": True, "channel": message.channel, "ts": message.ts}
 
     def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -545,6 +591,7 @@ class SlackEmulator:
         message = Message(channel, self._next_ts(), text, user, None, thread_ts, None, files)
         message.history.append((time.monotonic(), text, None))
         self.messages[channel].append(message)
+        self._notify(self.message_change(message))
         is_im = self.channels[channel]["is_im"]
         base = {
             **message.as_dict(),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,11 +71,16 @@ async def start_stack(
     admins: str = "",
     tools_dir: str = "",
     confirm_timeout: float = 120.0,
+    extra_tools: Sequence[Callable[..., Any]] = (),
+    agent: AgentServiceEmulator | None = None,
+    settings_overrides: dict[str, Any] | None = None,
 ) -> EmulatedStack:
     if script is not None and not isinstance(script, Script):
         script = Script.parse(script)
-    agent = AgentServiceEmulator(script, **(agent_kwargs or {}))
-    await agent.start()
+    if agent is None:
+        agent = AgentServiceEmulator(script, **(agent_kwargs or {}))
+    if not agent.base_url:
+        await agent.start()
     slack = SlackEmulator(**(slack_kwargs or {}))
     await slack.start()
     settings = Settings(
@@ -90,7 +96,9 @@ async def start_stack(
         BOT_CONFIRM_TIMEOUT=confirm_timeout,
         _env_file=None,  # type: ignore[call-arg]
     )
-    bot = await build_bot(settings, budgets=budgets, tools=tools)
+    if settings_overrides:
+        settings = settings.model_copy(update=settings_overrides)
+    bot = await build_bot(settings, budgets=budgets, tools=tools, extra_tools=extra_tools)
     runner = web.AppRunner(http_app(bot.bolt, bot.ready), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

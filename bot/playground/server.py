@@ -1,0 +1,184 @@
+"""The playground: the emulated Slack workspace in a browser, the real bot behind it.
+
+One process runs the Slack emulator, the agent emulator (or your real agent), the real
+bot, and this page. The page shows the emulator's messages as they change (Server-Sent
+Events), writes as a chosen person, clicks buttons, and shows each reply's timeline of
+Slack calls and agent events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from ..emulators.agent_script import Script
+from ..emulators.agents import AgentServiceEmulator
+from ..emulators.stack import EmulatedStack, start_stack
+from ..settings import Settings
+from .demo import DEMO_SCRIPT, restart_service
+
+logger = logging.getLogger("bot.playground")
+STATIC = resources.files("bot.playground") / "static"
+CONTENT_TYPES = {".html": "text/html", ".js": "application/javascript", ".css": "text/css"}
+
+
+class Playground:
+    def __init__(self, stack: EmulatedStack, *, real_agent: bool) -> None:
+        self.stack = stack
+        self.real_agent = real_agent
+        self.started = time.monotonic()
+        self.timeline: list[dict[str, Any]] = []
+        self.clients: set[asyncio.Queue[dict[str, Any]]] = set()
+        stack.slack.listeners.append(self._on_change)
+        stack.agent.listeners.append(self._on_change)
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        change = {**change}
+        if "t" in change:
+            change["t"] = round((change["t"] - self.started) * 1000)
+        if change["kind"] != "message":
+            self.timeline.append(change)
+            del self.timeline[:-5000]
+        for queue in list(self.clients):
+            queue.put_nowait(change)
+
+    def snapshot(self) -> dict[str, Any]:
+        slack = self.stack.slack
+        return {
+            "bot_user": slack.bot_user,
+            "users": {
+                uid: {"name": u["name"], "real_name": u["real_name"], "is_bot": u["is_bot"]}
+                for uid, u in slack.users.items()
+            },
+            "channels": [
+                {"id": c["id"], "name": c["name"], "is_im": c["is_im"]} for c in slack.channels.values()
+            ],
+            "messages": [slack.message_change(m) for msgs in slack.messages.values() for m in msgs],
+            "timeline": self.timeline,
+            "real_agent": self.real_agent,
+        }
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self._index)
+        app.router.add_get("/static/{name}", self._static)
+        app.router.add_get("/api/state", self._state)
+        app.router.add_get("/api/stream", self._stream)
+        app.router.add_post("/api/post", self._post)
+        app.router.add_post("/api/click", self._click)
+        app.router.add_get("/healthz", self._health)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(
+            text=(STATIC / "index.html").read_text(encoding="utf-8"), content_type="text/html"
+        )
+
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        suffix = name[name.rfind(".") :] if "." in name else ""
+        if "/" in name or ".." in name or suffix not in CONTENT_TYPES:
+            raise web.HTTPNotFound()
+        resource = STATIC / name
+        if not resource.is_file():
+            raise web.HTTPNotFound()
+        return web.Response(text=resource.read_text(encoding="utf-8"), content_type=CONTENT_TYPES[suffix])
+
+    async def _state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.clients.add(queue)
+        try:
+            await response.write(f"event: snapshot\ndata: {json.dumps(self.snapshot())}\n\n".encode())
+            while True:
+                try:
+                    change = await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    await response.write(b": keep-alive\n\n")
+                    continue
+                await response.write(f"event: change\ndata: {json.dumps(change, default=str)}\n\n".encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.clients.discard(queue)
+        return response
+
+    async def _post(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        user, channel, text = body.get("user"), body.get("channel"), (body.get("text") or "").strip()
+        slack = self.stack.slack
+        if user not in slack.users or channel not in slack.channels or not text:
+            return web.json_response(
+                {"ok": False, "error": "need a known user, channel and some text"}, status=400
+            )
+        thread_ts = body.get("thread_ts") or None
+        ts = slack.user_posts(user, channel, text, thread_ts=thread_ts)
+        return web.json_response({"ok": True, "ts": ts})
+
+    async def _click(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        status = await self.stack.slack.click(
+            body["user"], body["channel"], body["ts"], body["action_id"], body.get("value", "")
+        )
+        return web.json_response({"ok": status == 200})
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    script_path: str | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the playground until ``stop`` is set (or forever)."""
+    script = Script.load(script_path) if script_path else Script.parse(DEMO_SCRIPT)
+    overrides: dict[str, Any] = {"tools_dir": settings.tools_dir}
+    real_agent = settings.has_agent
+    if real_agent:
+        overrides.update(
+            project_endpoint=settings.project_endpoint,
+            agent_id=settings.agent_id,
+            agents_access_token=settings.agents_access_token,
+        )
+    agent = AgentServiceEmulator(script, agent_tools=[])
+    stack = await start_stack(
+        agent=agent, settings_overrides=overrides, extra_tools=[restart_service], budgets=None
+    )
+    playground = Playground(stack, real_agent=real_agent)
+    runner = web.AppRunner(playground.app(), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await stack.close()
+        raise
+    print(f"Playground: http://{host}:{port}", flush=True)
+    print(
+        "This is a demo on emulated services: an emulated Slack workspace, "
+        + ("your real agent." if real_agent else "an emulated, scripted agent."),
+        flush=True,
+    )
+    if ready is not None:
+        ready.set()
+    try:
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        await runner.cleanup()
+        await stack.close()

@@ -1,0 +1,188 @@
+// The playground page: renders the emulated workspace and follows it live (Server-Sent Events).
+"use strict";
+
+const state = { users: {}, channels: [], messages: new Map(), timeline: [], bot: "", channel: "C0GENERAL", thread: null };
+const $ = (id) => document.getElementById(id);
+
+function esc(text) {
+  return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+}
+
+// Standard Markdown, as Slack's markdown block shows it (the subset agents write).
+function markdown(source) {
+  const out = [];
+  const lines = String(source).split("\n");
+  let i = 0, list = null, para = [];
+  const flush = () => { if (para.length) { out.push("<p>" + inline(para.join("\n")).replace(/\n/g, "<br>") + "</p>"); para = []; } };
+  const endList = () => { if (list) { out.push(`</${list}>`); list = null; } };
+  while (i < lines.length) {
+    const line = lines[i];
+    const fence = line.match(/^\s{0,3}(```+|~~~+)(.*)$/);
+    if (fence) {
+      flush(); endList();
+      const code = [];
+      i++;
+      while (i < lines.length && !lines[i].trim().startsWith(fence[1])) { code.push(lines[i]); i++; }
+      out.push("<pre><code>" + esc(code.join("\n")) + "</code></pre>");
+      i++;
+      continue;
+    }
+    const heading = line.match(/^(#{1,6})\s+(.*)$/);
+    const bullet = line.match(/^\s*[-*]\s+(.*)$/);
+    const numbered = line.match(/^\s*\d+[.)]\s+(.*)$/);
+    if (heading) { flush(); endList(); out.push(`<h3>${inline(heading[2])}</h3>`); }
+    else if (bullet || numbered) {
+      flush();
+      const kind = bullet ? "ul" : "ol";
+      if (list !== kind) { endList(); out.push(`<${kind}>`); list = kind; }
+      out.push(`<li>${inline((bullet || numbered)[1])}</li>`);
+    } else if (!line.trim()) { flush(); endList(); }
+    else { endList(); para.push(line); }
+    i++;
+  }
+  flush(); endList();
+  return out.join("");
+}
+
+function inline(text) {
+  const codes = [];
+  let html = esc(text).replace(/`([^`]+)`/g, (_, c) => { codes.push(c); return `\u0000${codes.length - 1}\u0000`; });
+  html = html.replace(/\[([^\]]+)\]\((https?:[^)\s]+)\)/g, '<a href="$2" target="_blank" rel="noopener">$1</a>')
+    .replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>")
+    .replace(/(^|[\s(])[*_]([^*_\n]+)[*_](?=[\s).,!?:;]|$)/g, "$1<em>$2</em>");
+  return html.replace(/\u0000(\d+)\u0000/g, (_, n) => `<code>${codes[Number(n)]}</code>`);
+}
+
+// Slack's own text format, for what people type (<@U1>, <url|label>, *bold*).
+function mrkdwn(text) {
+  let html = esc(text);
+  html = html.replace(/&lt;@(\w+)(?:\|[^&]*)?&gt;/g, (_, id) => `<strong>@${esc((state.users[id] || {}).name || id)}</strong>`)
+    .replace(/&lt;(https?:[^|&]+)\|([^&]+)&gt;/g, '<a href="$1" target="_blank" rel="noopener">$2</a>')
+    .replace(/&lt;(https?:[^&]+)&gt;/g, '<a href="$1" target="_blank" rel="noopener">$1</a>')
+    .replace(/\*([^*\n]+)\*/g, "<strong>$1</strong>").replace(/```([\s\S]*?)```/g, "<pre><code>$1</code></pre>");
+  return html.replace(/\n/g, "<br>");
+}
+
+function renderBlocks(message) {
+  if (!message.blocks) return `<div class="content">${mrkdwn(message.text)}</div>`;
+  return message.blocks.map((block) => {
+    if (block.type === "markdown") return `<div class="content">${markdown(block.text)}</div>`;
+    if (block.type === "section") return `<div class="content">${mrkdwn((block.text || {}).text || "")}</div>`;
+    if (block.type === "context") return `<div class="context">${(block.elements || []).map((e) => mrkdwn(e.text || "")).join(" ")}</div>`;
+    if (block.type === "actions") {
+      return '<div class="actions">' + block.elements.map((e) =>
+        `<button class="${e.style || ""}" data-action="${esc(e.action_id)}" data-value="${esc(e.value || "")}" data-ts="${esc(message.ts)}" data-channel="${esc(message.channel)}">${esc(e.text.text)}</button>`
+      ).join("") + "</div>";
+    }
+    return "";
+  }).join("");
+}
+
+function renderMessage(message, inThread) {
+  const user = state.users[message.user] || { name: message.user };
+  const replies = inThread ? 0 : [...state.messages.values()].filter((m) => m.thread_ts === message.ts && m.ts !== message.ts && !m.deleted).length;
+  const name = message.bot ? "agent" : user.name;
+  return `<div class="message" data-ts="${esc(message.ts)}">
+    <div class="avatar ${message.bot ? "bot" : ""}">${esc(name[0].toUpperCase())}</div>
+    <div class="body"><div class="who">${esc(name)}${message.bot ? '<span class="tag">APP</span>' : ""}</div>
+    ${renderBlocks(message)}
+    ${replies ? `<div class="replies" data-thread="${esc(message.ts)}">${replies} ${replies === 1 ? "reply" : "replies"}</div>` : ""}</div></div>`;
+}
+
+function render() {
+  const channel = state.channels.find((c) => c.id === state.channel) || {};
+  $("channel-title").textContent = channel.is_im ? "agent (direct message)" : "#" + channel.name;
+  const inChannel = [...state.messages.values()].filter((m) => m.channel === state.channel && !m.deleted && (!m.thread_ts || m.thread_ts === m.ts));
+  const pane = $("messages");
+  const atBottom = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
+  pane.innerHTML = inChannel.map((m) => renderMessage(m, false)).join("");
+  if (atBottom) pane.scrollTop = pane.scrollHeight;
+  for (const li of document.querySelectorAll("#sidebar li")) li.classList.toggle("active", li.dataset.id === state.channel);
+  if (state.thread) {
+    $("thread").classList.remove("hidden");
+    const threadMessages = [...state.messages.values()].filter((m) => m.channel === state.channel && !m.deleted && (m.ts === state.thread || m.thread_ts === state.thread));
+    const tpane = $("thread-messages");
+    tpane.innerHTML = threadMessages.map((m) => renderMessage(m, true)).join("");
+    tpane.scrollTop = tpane.scrollHeight;
+  } else {
+    $("thread").classList.add("hidden");
+  }
+  renderTimeline();
+}
+
+function renderTimeline() {
+  const items = state.timeline.filter((e) => {
+    if (!state.thread) return false;
+    if (e.kind === "agent") return (e.slack || "").endsWith("/" + state.channel + "/" + state.thread);
+    const replyTs = [...state.messages.values()].filter((m) => m.thread_ts === state.thread).map((m) => m.ts);
+    return e.channel === state.channel && (e.thread_ts === state.thread || replyTs.includes(e.ts));
+  });
+  const list = $("timeline-list");
+  const follow = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.innerHTML = items.slice(-400).map((e) => {
+    if (e.kind === "agent") return `<li class="agent">${e.t} agent ${esc(e.event)}</li>`;
+    const failed = e.status === 429 ? " 429 (rate limited)" : e.ok ? "" : ` ${esc(e.error || "error")}`;
+    return `<li class="slack ${e.ok ? "" : "error"}">${e.t} slack ${esc(e.method)}${failed}</li>`;
+  }).join("") || '<li>Open a thread to see its timeline.</li>';
+  if (follow) list.scrollTop = list.scrollHeight;
+}
+
+function apply(change) {
+  if (change.kind === "message") {
+    state.messages.set(change.channel + "/" + change.ts, change);
+    if (change.bot && change.thread_ts && change.channel === state.channel && !state.thread) state.thread = change.thread_ts;
+  } else {
+    state.timeline.push(change);
+  }
+}
+
+function load(snapshot) {
+  state.users = snapshot.users; state.channels = snapshot.channels; state.bot = snapshot.bot_user;
+  state.messages = new Map(snapshot.messages.map((m) => [m.channel + "/" + m.ts, m]));
+  state.timeline = snapshot.timeline;
+  $("mode").textContent = snapshot.real_agent ? "emulated Slack, your real agent" : "a demo on emulated services (Slack and a scripted agent)";
+  const people = Object.entries(state.users).filter(([, u]) => !u.is_bot);
+  $("as-user").innerHTML = people.map(([id, u]) => `<option value="${esc(id)}">${esc(u.name)}</option>`).join("");
+  $("channel-list").innerHTML = state.channels.filter((c) => !c.is_im).map((c) => `<li data-id="${esc(c.id)}">#${esc(c.name)}</li>`).join("");
+  $("dm-list").innerHTML = state.channels.filter((c) => c.is_im).map((c) => `<li data-id="${esc(c.id)}">agent</li>`).join("");
+  render();
+}
+
+function slackText(text) {
+  // What the Slack client sends: entities escaped, @names as user mentions.
+  let out = text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  out = out.replace(/@agent\b/g, `<@${state.bot}>`);
+  for (const [id, user] of Object.entries(state.users)) out = out.replace(new RegExp("@" + user.name + "\\b", "g"), `<@${id}>`);
+  return out;
+}
+
+async function send(text, threadTs) {
+  if (!text.trim()) return;
+  await fetch("/api/post", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ user: $("as-user").value, channel: state.channel, text: slackText(text), thread_ts: threadTs || null }) });
+}
+
+document.addEventListener("click", async (event) => {
+  const target = event.target;
+  if (target.dataset.action) {
+    await fetch("/api/click", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ user: $("as-user").value, channel: target.dataset.channel, ts: target.dataset.ts,
+        action_id: target.dataset.action, value: target.dataset.value }) });
+  } else if (target.dataset.thread) {
+    state.thread = target.dataset.thread; render();
+  } else if (target.closest("#sidebar li")) {
+    state.channel = target.closest("#sidebar li").dataset.id; state.thread = null; render();
+  }
+});
+$("close-thread").addEventListener("click", () => { state.thread = null; render(); });
+$("composer").addEventListener("submit", (e) => { e.preventDefault(); send($("text").value, state.channel.startsWith("D") ? null : null); $("text").value = ""; });
+$("thread-composer").addEventListener("submit", (e) => { e.preventDefault(); send($("thread-text").value, state.thread); $("thread-text").value = ""; });
+for (const [box, form] of [["text", "composer"], ["thread-text", "thread-composer"]]) {
+  $(box).addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $(form).requestSubmit(); } });
+}
+
+let pending = false;
+function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } }
+const stream = new EventSource("/api/stream");
+stream.addEventListener("snapshot", (e) => load(JSON.parse(e.data)));
+stream.addEventListener("change", (e) => { apply(JSON.parse(e.data)); schedule(); });

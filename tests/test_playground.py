@@ -1,0 +1,148 @@
+"""The playground as a newcomer meets it: `make run` with no settings, and the page in a
+real (headless) browser: mention the bot, watch the reply grow, press Stop, approve a tool."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.playground import serve
+from bot.settings import Settings
+from tests.browser import LAUNCH_ARGS, chromium_path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+async def playground() -> AsyncIterator[str]:
+    port = _free_port()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    settings = Settings(BOT_TOOLS_DIR=str(ROOT / "tools"), _env_file=None)  # type: ignore[call-arg]
+    task = asyncio.create_task(serve(settings, port=port, ready=ready, stop=stop))
+    await asyncio.wait_for(ready.wait(), 30)
+    yield f"http://127.0.0.1:{port}"
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+async def last_bot_text(page: Any) -> str:
+    replies = page.locator("#thread-messages .message:has(.avatar.bot) .body")
+    count = await replies.count()
+    return (await replies.nth(count - 1).inner_text()) if count else ""
+
+
+async def test_the_page_in_a_browser(playground: str, tmp_path: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    executable = chromium_path()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
+        page = await browser.new_page(viewport={"width": 1400, "height": 860})
+        await page.goto(playground)
+        await page.wait_for_selector("#channel-list li")
+
+        # mention the bot; the reply grows in the thread pane
+        await page.fill("#text", "@agent hello there")
+        await page.click("#send")
+        states: list[str] = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            text = await last_bot_text(page)
+            if text and (not states or states[-1] != text):
+                states.append(text)
+            if "restart billing" in text and "Stop" not in text:
+                break
+            await asyncio.sleep(0.03)
+        await page.screenshot(path=str(tmp_path / "1-answer.png"))
+        final = states[-1]
+        assert "scripted demo agent" in final and "def add_numbers" in final and "[1]" not in final
+        assert await page.locator("#thread-messages pre code").count() >= 1  # the code block renders
+        assert (
+            await page.locator("#thread-messages a[href='https://api.slack.com/apis/rate-limits']").count()
+            >= 1
+        )
+        intermediate = [s for s in states[:-1] if "Thinking" not in s and s != final]
+        assert len(intermediate) >= 2, states
+        timeline = await page.inner_text("#timeline-list")
+        assert "slack chat.update" in timeline and "agent thread.message.delta" in timeline
+
+        # a slow reply, stopped with its Stop button
+        await page.click("#close-thread")
+        await page.fill("#text", "@agent slow please")
+        await page.click("#send")
+        stop_button = page.locator("#thread-messages button[data-action='stop_run']")
+        await stop_button.first.wait_for(timeout=15000)
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('#thread-messages .content')].some(e => e.innerText.includes('one word'))",
+            timeout=15000,
+        )
+        await stop_button.first.click()
+        await page.wait_for_function(
+            "() => document.querySelector('#thread-messages').innerText.includes('Stopped.')", timeout=15000
+        )
+        await page.screenshot(path=str(tmp_path / "2-stopped.png"))
+
+        # a tool that asks first: approve it
+        await page.click("#close-thread")
+        await page.fill("#text", "@agent restart billing")
+        await page.click("#send")
+        approve = page.locator("#thread-messages button[data-action='tool_approve']")
+        await approve.first.wait_for(timeout=15000)
+        await page.screenshot(path=str(tmp_path / "3-confirm.png"))
+        await approve.first.click()
+        await page.wait_for_function(
+            "() => document.querySelector('#thread-messages').innerText.includes('billing restarted')",
+            timeout=15000,
+        )
+        await page.screenshot(path=str(tmp_path / "4-approved.png"))
+        await browser.close()
+    assert all(
+        (tmp_path / name).stat().st_size > 0 for name in ("1-answer.png", "2-stopped.png", "4-approved.png")
+    )
+
+
+def test_make_run_with_no_settings_starts_the_playground_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}
+    started = time.monotonic()
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "run", f"ARGS=--port {port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines: list[str] = []
+        assert process.stdout is not None
+        while not any("Playground: http://127.0.0.1" in line for line in lines):
+            line = process.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert time.monotonic() - started < 30
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status_code == 200 and "slack-agent-bot playground" in page.text
+        assert any("demo on emulated services" in line for line in lines + [process.stdout.readline()])
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        process.wait(30)
+    with socket.socket() as probe:  # everything it started is gone: the port is free again
+        probe.bind(("127.0.0.1", port))
