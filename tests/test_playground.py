@@ -89,7 +89,8 @@ async def test_the_page_in_a_browser(playground: str, tmp_path: Path) -> None:
         stop_button = page.locator("#thread-messages button[data-action='stop_run']")
         await stop_button.first.wait_for(timeout=15000)
         await page.wait_for_function(
-            "() => [...document.querySelectorAll('#thread-messages .content')].some(e => e.innerText.includes('one word'))",
+            "() => [...document.querySelectorAll('#thread-messages .content')]"
+            ".some(e => e.innerText.includes('one word'))",
             timeout=15000,
         )
         await stop_button.first.click()
@@ -140,7 +141,7 @@ def test_make_run_with_no_settings_starts_the_playground_and_ctrl_c_stops_it(tmp
         assert time.monotonic() - started < 30
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert page.status_code == 200 and "slack-agent-bot playground" in page.text
-        assert any("demo on emulated services" in line for line in lines + [process.stdout.readline()])
+        assert any("demo on emulated services" in line for line in [*lines, process.stdout.readline()])
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         process.wait(30)
