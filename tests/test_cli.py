@@ -25,10 +25,9 @@ def run_cli(
     )
 
 
-def test_run_with_no_settings_is_a_demo_on_the_emulator() -> None:
-    result = run_cli("run", stdin="hello bot\nwhat is current_time\n")
+def test_chat_with_no_settings_is_a_demo_on_the_emulator() -> None:
+    result = run_cli("chat", stdin="hello bot\nwhat is current_time\n")
     assert result.returncode == 0, result.stderr
-    assert "Missing for Slack: SLACK_BOT_TOKEN" in result.stderr and "manifest.yml" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Demo on an emulated agent service" in result.stdout
     assert "agent> You said: hello bot" in result.stdout

@@ -141,7 +141,9 @@ def test_make_run_with_no_settings_starts_the_playground_and_ctrl_c_stops_it(tmp
         assert time.monotonic() - started < 30
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert page.status_code == 200 and "slack-agent-bot playground" in page.text
-        assert any("demo on emulated services" in line for line in [*lines, process.stdout.readline()])
+        output = "".join([*lines, process.stdout.readline()])
+        assert "demo on emulated services" in output and "Traceback" not in output
+        assert "Missing for Slack: SLACK_BOT_TOKEN" in output and "manifest.yml" in output
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         process.wait(30)

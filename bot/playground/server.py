@@ -34,7 +34,7 @@ class Playground:
         self.real_agent = real_agent
         self.started = time.monotonic()
         self.timeline: list[dict[str, Any]] = []
-        self.clients: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.clients: set[asyncio.Queue[dict[str, Any] | None]] = set()
         stack.slack.listeners.append(self._on_change)
         stack.agent.listeners.append(self._on_change)
 
@@ -47,6 +47,10 @@ class Playground:
             del self.timeline[:-5000]
         for queue in list(self.clients):
             queue.put_nowait(change)
+
+    def close_streams(self) -> None:
+        for queue in list(self.clients):
+            queue.put_nowait(None)
 
     def snapshot(self) -> dict[str, Any]:
         slack = self.stack.slack
@@ -101,7 +105,7 @@ class Playground:
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
         await response.prepare(request)
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.clients.add(queue)
         try:
             await response.write(f"event: snapshot\ndata: {json.dumps(self.snapshot())}\n\n".encode())
@@ -111,6 +115,8 @@ class Playground:
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
                     continue
+                if change is None:  # the playground is stopping
+                    break
                 await response.write(f"event: change\ndata: {json.dumps(change, default=str)}\n\n".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -180,5 +186,6 @@ async def serve(
     try:
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
+        playground.close_streams()
         await runner.cleanup()
         await stack.close()
