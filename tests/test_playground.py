@@ -149,3 +149,42 @@ def test_make_run_with_no_settings_starts_the_playground_and_ctrl_c_stops_it(tmp
         process.wait(30)
     with socket.socket() as probe:  # everything it started is gone: the port is free again
         probe.bind(("127.0.0.1", port))
+
+
+async def test_with_agent_settings_the_playground_uses_that_agent() -> None:
+    from bot.emulators.agents import AgentServiceEmulator
+
+    # stands in for the team's real agent: the playground must talk to it, not to its own
+    async with AgentServiceEmulator(token="real-token") as real:
+        port = _free_port()
+        stop, ready = asyncio.Event(), asyncio.Event()
+        settings = Settings(
+            PROJECT_ENDPOINT=real.endpoint,
+            AGENT_ID="asst_demo",  # type: ignore[call-arg]
+            AGENTS_ACCESS_TOKEN="real-token",
+            BOT_TOOLS_DIR="",
+            _env_file=None,
+        )
+        task = asyncio.create_task(serve(settings, port=port, ready=ready, stop=stop))
+        await asyncio.wait_for(ready.wait(), 30)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                state = (await http.get("/api/state")).json()
+                assert state["real_agent"] is True
+                posted = (
+                    await http.post(
+                        "/api/post",
+                        json={"user": "U0ALICE", "channel": "D0ALICE", "text": "hello real agent"},
+                    )
+                ).json()
+                for _ in range(100):
+                    state = (await http.get("/api/state")).json()
+                    replies = [m for m in state["messages"] if m["bot"] and m["thread_ts"] == posted["ts"]]
+                    if replies and replies[0]["blocks"][0]["text"] == "You said: hello real agent":
+                        break
+                    await asyncio.sleep(0.1)
+            assert replies[0]["blocks"][0]["text"] == "You said: hello real agent"
+            assert len(real.runs) == 1
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
