@@ -1,39 +1,138 @@
-"""The store protocol on SQLite: mappings survive a restart, claims dedupe with a TTL."""
+"""The store protocol, run against SQLite and against the real Redis (127.0.0.1:6379).
+
+In CI a missing Redis is a failure, never a skip."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
-from bot.store import ConversationKey, SQLiteStore, open_store
+import pytest
 
+from bot.store import ConversationKey, InFlight, SQLiteStore, open_store
 
-async def test_mapping_survives_reopen(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/sub/bot.db"
-    key = ConversationKey("T1", "C1", "1700000000.000100")
-    store = await open_store(url)
-    assert await store.get_agent_thread(key) is None
-    await store.set_agent_thread(key, "thread_abc")
-    await store.close()
-    again = await open_store(url)
-    assert await again.get_agent_thread(key) == "thread_abc"
-    assert await again.get_agent_thread(key._replace(channel="C2")) is None
-    await again.close()
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+KEY = ConversationKey("T1", "C1", "1700000000.000100")
 
 
-async def test_claims_are_exclusive_and_expire(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "c.db"))
-    await store.open()
+async def _redis_or_skip() -> Any:
+    from bot.store.redis import RedisStore
+
+    store = RedisStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    try:
+        await store.open()
+    except Exception as exc:
+        message = f"Redis at {REDIS_URL} is not reachable ({exc}); the Redis store tests did NOT run"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return store
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "sqlite":
+        opened: Any = await open_store(f"sqlite:///{tmp_path}/bot.db")
+        yield opened
+        await opened.close()
+        return
+    opened = await _redis_or_skip()
+    yield opened
+    keys = [k async for k in opened.r.scan_iter(match=opened.prefix + "*")]
+    if keys:
+        await opened.r.delete(*keys)
+    await opened.close()
+
+
+async def test_mapping(store: Any) -> None:
+    assert await store.get_agent_thread(KEY) is None
+    await store.set_agent_thread(KEY, "thread_abc")
+    assert await store.get_agent_thread(KEY) == "thread_abc"
+    assert await store.get_agent_thread(KEY._replace(channel="C2")) is None
+
+
+async def test_claims_are_exclusive_and_expire(store: Any) -> None:
     results = await asyncio.gather(*(store.claim("event", "Ev1", 60) for _ in range(10)))
     assert results.count(True) == 1
     assert await store.claim("post", "Ev1", 60) is True  # kinds are separate
     assert await store.claim("event", "short", 0.05) is True
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0.12)
     assert await store.claim("event", "short", 60) is True
-    await store.close()
+
+
+async def test_tool_settings(store: Any) -> None:
+    assert await store.disabled_tools("T1", "C1") == set()
+    await store.set_tool_enabled("T1", "C1", "clock", False, "U1")
+    await store.set_tool_enabled("T1", "C1", "search", False, "U1")
+    await store.set_tool_enabled("T1", "C1", "search", True, "U1")
+    assert await store.disabled_tools("T1", "C1") == {"clock"}
+    assert await store.disabled_tools("T1", "C2") == set()
+
+
+async def test_leases_have_one_owner_renew_and_expire(store: Any) -> None:
+    assert await store.acquire_lease("conv", "a", 0.3) is True
+    assert await store.acquire_lease("conv", "b", 0.3) is False
+    assert await store.acquire_lease("conv", "a", 0.3) is True  # the owner may re-take it
+    assert await store.lease_owner("conv") == "a"
+    assert await store.renew_lease("conv", "a", 0.3) is True
+    assert await store.renew_lease("conv", "b", 0.3) is False
+    await asyncio.sleep(0.4)
+    assert await store.lease_owner("conv") is None
+    assert await store.renew_lease("conv", "a", 0.3) is False  # too late: it expired
+    assert await store.acquire_lease("conv", "b", 5) is True
+    await store.release_lease("conv", "a")  # not the owner: no effect
+    assert await store.lease_owner("conv") == "b"
+    await store.release_lease("conv", "b")
+    assert await store.lease_owner("conv") is None
+
+
+async def test_turn_queue_is_fifo_per_conversation(store: Any) -> None:
+    other = KEY._replace(thread_ts="2.0")
+    for i in range(3):
+        await store.push_turn(KEY, f"t{i}")
+    await store.push_turn(other, "o0")
+    assert set(await store.queued_conversations()) == {KEY, other}
+    assert [await store.pop_turn(KEY) for _ in range(4)] == ["t0", "t1", "t2", None]
+    assert await store.queued_conversations() == [other]
+
+
+async def test_replies_in_flight(store: Any) -> None:
+    reply = InFlight("turn1", "T1", "C1", "1.0", "1.1", "replica-a", time.time(), "thread_1", "run_1")
+    await store.record_reply(reply)
+    reply.run_id = "run_2"
+    await store.record_reply(reply)
+    assert await store.replies_in_flight() == [reply]
+    await store.finish_reply("turn1")
+    assert await store.replies_in_flight() == []
+
+
+async def test_hits_count_within_a_window(store: Any) -> None:
+    counts = [await store.hit("user", "U1", 60) for _ in range(3)]
+    assert counts == [1, 2, 3]
+    assert await store.hit("user", "U2", 60) == 1
+
+
+async def test_sqlite_mapping_survives_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/sub/bot.db"
+    first = await open_store(url)
+    await first.set_agent_thread(KEY, "thread_abc")
+    await first.close()
+    again = await open_store(url)
+    assert await again.get_agent_thread(KEY) == "thread_abc"
+    await again.close()
 
 
 def test_url_forms() -> None:
     assert SQLiteStore.from_url("sqlite:///./data/bot.db").path == "./data/bot.db"
     assert SQLiteStore.from_url("sqlite:////var/lib/bot.db").path == "/var/lib/bot.db"
     assert SQLiteStore.from_url("sqlite://:memory:").path == ":memory:"
+
+
+async def test_unknown_store_url_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="must start with sqlite:/// or redis://"):
+        await open_store("postgres://x")

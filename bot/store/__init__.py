@@ -1,20 +1,25 @@
-"""State that must outlive a process: Slack thread -> agent thread, and dedupe marks.
-
-``open_store(url)`` picks the implementation from ``BOT_STORE_URL``.
-"""
+"""State that must outlive a process: Slack thread -> agent thread, dedupe marks, leases,
+queued turns, replies in flight. ``open_store(BOT_STORE_URL)`` picks the backend."""
 
 from __future__ import annotations
 
-from .base import ConversationKey, Store
+from .base import ConversationKey, InFlight, Store
 from .sqlite import SQLiteStore
 
 
 async def open_store(url: str) -> Store:
     if url.startswith("sqlite:"):
-        store = SQLiteStore.from_url(url)
-        await store.open()
-        return store
-    raise ValueError(f"BOT_STORE_URL must start with sqlite:/// (got {url.split(':', 1)[0]}:...)")
+        store: Store = SQLiteStore.from_url(url)
+    elif url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisStore
+
+        store = RedisStore(url)
+    else:
+        raise ValueError(
+            f"BOT_STORE_URL must start with sqlite:/// or redis:// (got {url.split(':', 1)[0]}:...)"
+        )
+    await store.open()  # type: ignore[attr-defined]
+    return store
 
 
-__all__ = ["ConversationKey", "SQLiteStore", "Store", "open_store"]
+__all__ = ["ConversationKey", "InFlight", "SQLiteStore", "Store", "open_store"]

@@ -1,8 +1,9 @@
-"""The store protocol every backend implements (SQLite now; Redis for replicas)."""
+"""The store protocol every backend implements: SQLite (one process) and Redis (replicas)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple, Protocol
 
 
 class ConversationKey(NamedTuple):
@@ -11,6 +12,27 @@ class ConversationKey(NamedTuple):
     team: str
     channel: str
     thread_ts: str
+
+    def as_str(self) -> str:
+        return f"{self.team}/{self.channel}/{self.thread_ts}"
+
+
+@dataclass
+class InFlight:
+    """A reply being written, recorded so another process can finish it if this one dies."""
+
+    turn_id: str
+    team: str
+    channel: str
+    thread_ts: str
+    message_ts: str
+    owner: str
+    started_at: float
+    agent_thread_id: str = ""
+    run_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class Store(Protocol):
@@ -25,5 +47,31 @@ class Store(Protocol):
     async def disabled_tools(self, team: str, channel: str) -> set[str]: ...
 
     async def set_tool_enabled(self, team: str, channel: str, tool: str, enabled: bool, by: str) -> None: ...
+
+    # leases: one owner at a time (per conversation, per replica heartbeat)
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool: ...
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool: ...
+
+    async def release_lease(self, name: str, owner: str) -> None: ...
+
+    async def lease_owner(self, name: str) -> str | None: ...
+
+    # per-conversation queue of turns waiting for the owner
+    async def push_turn(self, key: ConversationKey, payload: str) -> None: ...
+
+    async def pop_turn(self, key: ConversationKey) -> str | None: ...
+
+    async def queued_conversations(self) -> list[ConversationKey]: ...
+
+    # replies in flight
+    async def record_reply(self, reply: InFlight) -> None: ...
+
+    async def finish_reply(self, turn_id: str) -> None: ...
+
+    async def replies_in_flight(self) -> list[InFlight]: ...
+
+    # rate limits: how many hits in the current window
+    async def hit(self, kind: str, ident: str, window_s: float) -> int: ...
 
     async def close(self) -> None: ...

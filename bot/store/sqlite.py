@@ -1,16 +1,17 @@
-"""SQLite store (the default): one file, no server, safe across restarts.
+"""SQLite store (the default): one file, no server, safe across restarts of one process.
 
 aiosqlite runs the sqlite3 calls on its own thread so the event loop never blocks.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import aiosqlite
 
-from .base import ConversationKey
+from .base import ConversationKey, InFlight
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -26,6 +27,19 @@ CREATE TABLE IF NOT EXISTS tool_settings (
 CREATE TABLE IF NOT EXISTS claims (
     kind TEXT NOT NULL, ident TEXT NOT NULL, expires_at REAL NOT NULL,
     PRIMARY KEY (kind, ident)
+);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS turn_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, conversation TEXT NOT NULL, payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replies (
+    turn_id TEXT PRIMARY KEY, doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hits (
+    kind TEXT NOT NULL, ident TEXT NOT NULL, window INTEGER NOT NULL, count INTEGER NOT NULL,
+    PRIMARY KEY (kind, ident, window)
 );
 """
 
@@ -58,20 +72,26 @@ class SQLiteStore:
             raise RuntimeError("the store is not open")
         return self._db
 
+    async def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
+        async with self.db.execute(sql, args) as cursor:
+            return await cursor.fetchone()  # type: ignore[return-value]
+
+    async def _write(self, sql: str, args: tuple[object, ...]) -> int:
+        cursor = await self.db.execute(sql, args)
+        await self.db.commit()
+        return cursor.rowcount
+
     async def get_agent_thread(self, key: ConversationKey) -> str | None:
-        async with self.db.execute(
-            "SELECT agent_thread_id FROM conversations WHERE team=? AND channel=? AND thread_ts=?",
-            tuple(key),
-        ) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        row = await self._one(
+            "SELECT agent_thread_id FROM conversations WHERE team=? AND channel=? AND thread_ts=?", tuple(key)
+        )
+        return str(row[0]) if row else None
 
     async def set_agent_thread(self, key: ConversationKey, agent_thread_id: str) -> None:
-        await self.db.execute(
+        await self._write(
             "INSERT OR REPLACE INTO conversations VALUES (?, ?, ?, ?, ?)",
             (*key, agent_thread_id, time.time()),
         )
-        await self.db.commit()
 
     async def claim(self, kind: str, ident: str, ttl_s: float) -> bool:
         now = time.time()
@@ -79,13 +99,14 @@ class SQLiteStore:
         if self._claims_since_sweep >= 500:
             self._claims_since_sweep = 0
             await self.db.execute("DELETE FROM claims WHERE expires_at < ?", (now,))
-        cursor = await self.db.execute(
-            "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT(kind, ident) DO UPDATE "
-            "SET expires_at = excluded.expires_at WHERE claims.expires_at < ?",
-            (kind, ident, now + ttl_s, now),
+        return (
+            await self._write(
+                "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT(kind, ident) DO UPDATE "
+                "SET expires_at = excluded.expires_at WHERE claims.expires_at < ?",
+                (kind, ident, now + ttl_s, now),
+            )
+            == 1
         )
-        await self.db.commit()
-        return cursor.rowcount == 1
 
     async def disabled_tools(self, team: str, channel: str) -> set[str]:
         async with self.db.execute(
@@ -94,11 +115,83 @@ class SQLiteStore:
             return {row[0] for row in await cursor.fetchall()}
 
     async def set_tool_enabled(self, team: str, channel: str, tool: str, enabled: bool, by: str) -> None:
-        await self.db.execute(
+        await self._write(
             "INSERT OR REPLACE INTO tool_settings VALUES (?, ?, ?, ?, ?, ?)",
             (team, channel, tool, int(enabled), by, time.time()),
         )
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        now = time.time()
+        changed = await self._write(
+            "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+            "SET owner = excluded.owner, expires_at = excluded.expires_at "
+            "WHERE leases.expires_at < ? OR leases.owner = excluded.owner",
+            (name, owner, now + ttl_s, now),
+        )
+        return changed == 1
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        changed = await self._write(
+            "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ? AND expires_at >= ?",
+            (time.time() + ttl_s, name, owner, time.time()),
+        )
+        return changed == 1
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._write("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    async def lease_owner(self, name: str) -> str | None:
+        row = await self._one(
+            "SELECT owner FROM leases WHERE name = ? AND expires_at >= ?", (name, time.time())
+        )
+        return str(row[0]) if row else None
+
+    async def push_turn(self, key: ConversationKey, payload: str) -> None:
+        await self._write(
+            "INSERT INTO turn_queue (conversation, payload) VALUES (?, ?)", (key.as_str(), payload)
+        )
+
+    async def pop_turn(self, key: ConversationKey) -> str | None:
+        row = await self._one(
+            "SELECT id, payload FROM turn_queue WHERE conversation = ? ORDER BY id LIMIT 1", (key.as_str(),)
+        )
+        if row is None:
+            return None
+        await self._write("DELETE FROM turn_queue WHERE id = ?", (row[0],))
+        return str(row[1])
+
+    async def queued_conversations(self) -> list[ConversationKey]:
+        async with self.db.execute("SELECT DISTINCT conversation FROM turn_queue") as cursor:
+            rows = await cursor.fetchall()
+        return [ConversationKey(*str(row[0]).split("/", 2)) for row in rows]
+
+    async def record_reply(self, reply: InFlight) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO replies VALUES (?, ?)", (reply.turn_id, json.dumps(reply.as_dict()))
+        )
+
+    async def finish_reply(self, turn_id: str) -> None:
+        await self._write("DELETE FROM replies WHERE turn_id = ?", (turn_id,))
+
+    async def replies_in_flight(self) -> list[InFlight]:
+        async with self.db.execute("SELECT doc FROM replies") as cursor:
+            rows = await cursor.fetchall()
+        return [InFlight(**json.loads(row[0])) for row in rows]
+
+    async def hit(self, kind: str, ident: str, window_s: float) -> int:
+        window = int(time.time() // window_s)
+        await self.db.execute(
+            "INSERT INTO hits VALUES (?, ?, ?, 1) ON CONFLICT(kind, ident, window) DO UPDATE SET count = count + 1",
+            (kind, ident, window),
+        )
+        await self.db.execute(
+            "DELETE FROM hits WHERE kind = ? AND ident = ? AND window < ?", (kind, ident, window)
+        )
         await self.db.commit()
+        row = await self._one(
+            "SELECT count FROM hits WHERE kind=? AND ident=? AND window=?", (kind, ident, window)
+        )
+        return int(row[0]) if row else 0  # type: ignore[arg-type]
 
     async def close(self) -> None:
         if self._db is not None:

@@ -1,0 +1,121 @@
+"""Redis store: the same protocol, shared by several replicas (redis-py asyncio).
+
+Keys live under one prefix (default ``sab:``). Claims and leases use ``SET NX PX`` and
+compare-and-set scripts so two replicas never both win.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from redis.asyncio import Redis
+
+from .base import ConversationKey, InFlight
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
+"""
+
+
+class RedisStore:
+    def __init__(self, url: str, prefix: str = "sab:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._redis: Redis | None = None
+
+    async def open(self) -> None:
+        self._redis = Redis.from_url(self.url, decode_responses=True)
+        await self._redis.ping()
+
+    @property
+    def r(self) -> Redis:
+        if self._redis is None:
+            raise RuntimeError("the store is not open")
+        return self._redis
+
+    def _k(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def get_agent_thread(self, key: ConversationKey) -> str | None:
+        value = await self.r.get(self._k("conv", key.as_str()))
+        return str(value) if value is not None else None
+
+    async def set_agent_thread(self, key: ConversationKey, agent_thread_id: str) -> None:
+        await self.r.set(self._k("conv", key.as_str()), agent_thread_id)
+
+    async def claim(self, kind: str, ident: str, ttl_s: float) -> bool:
+        return bool(
+            await self.r.set(self._k("claim", kind, ident), "1", nx=True, px=max(1, int(ttl_s * 1000)))
+        )
+
+    async def disabled_tools(self, team: str, channel: str) -> set[str]:
+        return {str(v) for v in await self.r.smembers(self._k("tools-off", team, channel))}
+
+    async def set_tool_enabled(self, team: str, channel: str, tool: str, enabled: bool, by: str) -> None:
+        key = self._k("tools-off", team, channel)
+        if enabled:
+            await self.r.srem(key, tool)
+        else:
+            await self.r.sadd(key, tool)
+
+    async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        key = self._k("lease", name)
+        if await self.r.set(key, owner, nx=True, px=int(ttl_s * 1000)):
+            return True
+        return bool(await self.r.eval(_RENEW, 1, key, owner, int(ttl_s * 1000)))
+
+    async def renew_lease(self, name: str, owner: str, ttl_s: float) -> bool:
+        return bool(await self.r.eval(_RENEW, 1, self._k("lease", name), owner, int(ttl_s * 1000)))
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self.r.eval(_RELEASE, 1, self._k("lease", name), owner)
+
+    async def lease_owner(self, name: str) -> str | None:
+        value = await self.r.get(self._k("lease", name))
+        return str(value) if value is not None else None
+
+    async def push_turn(self, key: ConversationKey, payload: str) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.rpush(self._k("queue", key.as_str()), payload)
+            pipe.sadd(self._k("queues"), key.as_str())
+            await pipe.execute()
+
+    async def pop_turn(self, key: ConversationKey) -> str | None:
+        value = await self.r.lpop(self._k("queue", key.as_str()))
+        if value is None:
+            await self.r.srem(self._k("queues"), key.as_str())
+            return None
+        return str(value)
+
+    async def queued_conversations(self) -> list[ConversationKey]:
+        found = []
+        for name in await self.r.smembers(self._k("queues")):
+            if await self.r.llen(self._k("queue", name)):
+                found.append(ConversationKey(*str(name).split("/", 2)))
+        return found
+
+    async def record_reply(self, reply: InFlight) -> None:
+        await self.r.hset(self._k("replies"), reply.turn_id, json.dumps(reply.as_dict()))
+
+    async def finish_reply(self, turn_id: str) -> None:
+        await self.r.hdel(self._k("replies"), turn_id)
+
+    async def replies_in_flight(self) -> list[InFlight]:
+        return [InFlight(**json.loads(doc)) for doc in (await self.r.hgetall(self._k("replies"))).values()]
+
+    async def hit(self, kind: str, ident: str, window_s: float) -> int:
+        key = self._k("hits", kind, ident, str(int(time.time() // window_s)))
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, int(window_s * 1000) + 1000)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
