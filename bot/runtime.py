@@ -16,8 +16,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from .agents.azure import AgentsClient
 from .logs import log
+from .metrics import Metrics
 from .plugins import PluginToolRunner, discover
 from .plugins.registry import specs_in
+from .recovery import Recovery
 from .settings import Settings
 from .slack.app import SlackSurface, http_app
 from .slack.confirm import SlackConfirmer
@@ -38,9 +40,25 @@ class Bot:
     orchestrator: TurnOrchestrator
     surface: SlackSurface
     ready: asyncio.Event
+    recovery: Recovery
+    draining: asyncio.Event
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop taking events, let turns in flight finish within the grace period, mark
+        the rest interrupted, then close."""
+        grace = self.settings.shutdown_grace if grace_s is None else grace_s
+        self.draining.set()
+        log(logger, "bot.stopping", grace_s=grace, in_flight=len(self.orchestrator.answering))
+        await self.surface.drain(grace_s=grace)
+        leftovers = list(self.orchestrator.answering) + list(self.surface.tasks)
+        for task in leftovers:
+            task.cancel()  # each marks its reply interrupted on the way out
+        if leftovers:
+            await asyncio.wait(leftovers, timeout=15)
+        await self.aclose()
 
     async def aclose(self) -> None:
-        await self.surface.drain(grace_s=25.0)
+        await self.recovery.stop()
         await self.agents.aclose()
         await self.store.close()
 
@@ -75,7 +93,10 @@ async def build_bot(
         tools = PluginToolRunner(
             registry, store=store, confirmer=confirmer, output_limit=settings.tool_output_limit
         )
+    metrics = Metrics()
     orchestrator = TurnOrchestrator(
+        metrics=metrics,
+        allow_mass_mentions=settings.allow_mass_mentions,
         agents=agents,
         agent_id=settings.agent_id or "",
         store=store,
@@ -85,7 +106,18 @@ async def build_bot(
         tools=tools,
         admins=settings.admin_ids,
     )
-    surface = SlackSurface(bolt, orchestrator, confirmer=confirmer, registry=registry)
+    surface = SlackSurface(
+        bolt,
+        orchestrator,
+        confirmer=confirmer,
+        registry=registry,
+        allowed_teams=settings.allowed_team_ids,
+        allowed_channels=settings.allowed_channel_ids,
+        user_per_minute=settings.user_runs_per_minute,
+        channel_per_minute=settings.channel_runs_per_minute,
+    )
+    recovery = Recovery(orchestrator)
+    await recovery.start()
     log(
         logger,
         "bot.ready",
@@ -93,14 +125,26 @@ async def build_bot(
         bot_user=identity.get("user_id"),
         agent_id=settings.agent_id,
     )
-    return Bot(settings, store, agents, slack, bolt, orchestrator, surface, asyncio.Event())
+    return Bot(
+        settings,
+        store,
+        agents,
+        slack,
+        bolt,
+        orchestrator,
+        surface,
+        asyncio.Event(),
+        recovery,
+        asyncio.Event(),
+    )
 
 
 async def serve_http(settings: Settings, host: str, port: int) -> None:
     if not settings.slack_signing_secret:
         raise ValueError("HTTP mode needs SLACK_SIGNING_SECRET to check Slack's signatures")
     bot = await build_bot(settings)
-    runner = web.AppRunner(http_app(bot.bolt, bot.ready), access_log=None)
+    app = http_app(bot.bolt, bot.ready, draining=bot.draining, metrics=bot.orchestrator.metrics)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     bot.ready.set()
@@ -108,8 +152,8 @@ async def serve_http(settings: Settings, host: str, port: int) -> None:
     try:
         await _until_signal()
     finally:
+        await bot.shutdown()
         await runner.cleanup()
-        await bot.aclose()
 
 
 async def serve_socket(settings: Settings) -> None:
@@ -121,13 +165,20 @@ async def serve_socket(settings: Settings) -> None:
     bot = await build_bot(settings)
     handler = AsyncSocketModeHandler(bot.bolt, app_token)
     await handler.connect_async()
+    metrics_runner = None
+    if settings.metrics_port:
+        metrics_runner = web.AppRunner(http_app(bot.bolt, bot.ready, metrics=bot.orchestrator.metrics))
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, "0.0.0.0", settings.metrics_port).start()
     bot.ready.set()
     print("slack-agent-bot connected in Socket Mode", flush=True)
     try:
         await _until_signal()
     finally:
-        await handler.close_async()
-        await bot.aclose()
+        await handler.close_async()  # stop taking events
+        await bot.shutdown()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
 
 
 async def _until_signal() -> None:

@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     admins: str = Field(default="", alias="BOT_ADMINS")
     tool_output_limit: int = Field(default=32 * 1024, ge=256, alias="BOT_TOOL_OUTPUT_LIMIT")
     confirm_timeout: float = Field(default=120.0, gt=0, alias="BOT_CONFIRM_TIMEOUT")
+    allowed_teams: str = Field(default="", alias="BOT_ALLOWED_TEAMS")
+    allowed_channels: str = Field(default="", alias="BOT_ALLOWED_CHANNELS")
+    allow_mass_mentions: bool = Field(default=False, alias="BOT_ALLOW_MASS_MENTIONS")
+    user_runs_per_minute: int = Field(default=10, ge=1, alias="BOT_USER_RUNS_PER_MINUTE")
+    channel_runs_per_minute: int = Field(default=40, ge=1, alias="BOT_CHANNEL_RUNS_PER_MINUTE")
+    shutdown_grace: float = Field(default=25.0, ge=0, alias="BOT_SHUTDOWN_GRACE")
+    metrics_port: int | None = Field(default=None, alias="BOT_METRICS_PORT")
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="BOT_LOG_LEVEL")
@@ -54,9 +61,21 @@ class Settings(BaseSettings):
     def _trailing_slash(cls, value: str) -> str:
         return value if value.endswith("/") else value + "/"
 
+    @staticmethod
+    def _ids(value: str) -> frozenset[str]:
+        return frozenset(part.strip() for part in value.replace(" ", ",").split(",") if part.strip())
+
     @property
     def admin_ids(self) -> frozenset[str]:
-        return frozenset(part.strip() for part in self.admins.replace(" ", ",").split(",") if part.strip())
+        return self._ids(self.admins)
+
+    @property
+    def allowed_team_ids(self) -> frozenset[str]:
+        return self._ids(self.allowed_teams)
+
+    @property
+    def allowed_channel_ids(self) -> frozenset[str]:
+        return self._ids(self.allowed_channels)
 
     def secret(self, name: str) -> str | None:
         value = getattr(self, name)

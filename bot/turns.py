@@ -9,11 +9,12 @@ answered after, so nobody ever sees "thread busy".
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
@@ -40,16 +41,18 @@ from .agents.events import (
 from .agents.models import ThreadRun
 from .agents.wire import WireEventMapper
 from .logs import log
+from .metrics import Metrics
 from .plugins.context import ToolContext
 from .slack.pacing import Budgets
 from .slack.render import Citations
 from .slack.text import UserDirectory, slack_to_agent_text
 from .slack.writer import ReplyWriter
-from .store import ConversationKey, Store
+from .store import ConversationKey, InFlight, Store
 
 logger = logging.getLogger("bot.turns")
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+INTERRUPTED = "_This reply was interrupted (the bot was stopping). Please ask again._"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class ToolRunner(Protocol):
 @dataclass
 class _Active:
     requester: str
+    record: InFlight | None = None
     thread_id: str | None = None
     run_id: str | None = None
     stop_requested: bool = False
@@ -121,7 +125,17 @@ class TurnOrchestrator:
         context_messages: int = 15,
         context_chars: int = 8_000,
         busy_wait_s: float = 120.0,
+        replica_id: str | None = None,
+        metrics: Metrics | None = None,
+        allow_mass_mentions: bool = False,
+        lease_ttl_s: float = 15.0,
     ) -> None:
+        self.replica_id = replica_id or uuid.uuid4().hex[:12]
+        self.metrics = metrics or Metrics()
+        self.allow_mass_mentions = allow_mass_mentions
+        self.lease_ttl_s = lease_ttl_s
+        self._writers: dict[str, ReplyWriter] = {}
+        self.answering: set[asyncio.Task[Any]] = set()
         self.agents = agents
         self.agent_id = agent_id
         self.store = store
@@ -134,7 +148,6 @@ class TurnOrchestrator:
         self.context_chars = context_chars
         self.busy_wait_s = busy_wait_s
         self.users = UserDirectory(slack)
-        self._locks: dict[ConversationKey, tuple[asyncio.Lock, int]] = {}
         self._active: dict[str, _Active] = {}
         self._agent_tools: tuple[float, list[dict[str, Any]]] | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -142,7 +155,13 @@ class TurnOrchestrator:
     # -- entry points ---------------------------------------------------------------------
 
     async def handle(self, turn: Turn) -> None:
-        """Answer one message. Never raises: every failure ends as a clear line in Slack."""
+        """Answer one message. Never raises: every failure ends as a clear line in Slack.
+
+        The placeholder goes up at once; then the turn joins its conversation's queue and
+        whichever process owns the conversation (a lease in the store) answers the queue
+        in order, so two replicas never run one agent thread at the same time.
+        """
+        received = time.monotonic()
         turn_id = uuid.uuid4().hex[:12]
         fields = {
             "event_id": turn.event_id,
@@ -150,47 +169,147 @@ class TurnOrchestrator:
             "thread_ts": turn.thread_ts,
             "turn": turn_id,
         }
-        writer = ReplyWriter(
+        self.metrics.turns_started.inc()
+        writer = self._writer(turn, turn_id, fields)
+        log(logger, "turn.received", **fields)
+        try:
+            message_ts = await writer.start()
+        except Exception as exc:
+            log(logger, "turn.no_placeholder", logging.ERROR, error=repr(exc), **fields)
+            self.metrics.turns_ended.labels("error").inc()
+            return
+        self.metrics.first_write.observe(time.monotonic() - received)
+        self._writers[turn_id] = writer
+        await self.store.record_reply(
+            InFlight(
+                turn_id,
+                turn.team,
+                turn.channel,
+                turn.thread_ts,
+                message_ts,
+                self.replica_id,
+                time.time(),
+                user=turn.user,
+            )
+        )
+        await self.store.push_turn(
+            turn.key, json.dumps({**asdict(turn), "turn_id": turn_id, "message_ts": message_ts})
+        )
+        await self.drain(turn.key)
+
+    async def drain(self, key: ConversationKey) -> None:
+        """Answer the conversation's queued turns, in order, if nobody else is."""
+        while True:
+            owner = f"{self.replica_id}:{uuid.uuid4().hex[:8]}"
+            lease = f"conv:{key.as_str()}"
+            if not await self.store.acquire_lease(lease, owner, self.lease_ttl_s):
+                return  # its owner answers it, in order
+            renewal = asyncio.get_running_loop().create_task(self._keep_lease(lease, owner))
+            try:
+                while not renewal.done() and (payload := await self.store.pop_turn(key)) is not None:
+                    await self._answer(json.loads(payload))
+            finally:
+                renewal.cancel()
+                await self.store.release_lease(lease, owner)
+            # a turn queued while the lease was being released found it taken: look again
+            if await self.store.queue_length(key) == 0:
+                return
+
+    async def _keep_lease(self, lease: str, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            if not await self.store.renew_lease(lease, owner, self.lease_ttl_s):
+                log(logger, "turn.lease_lost", logging.WARNING, lease=lease)
+                return
+
+    def _writer(
+        self, turn: Turn, turn_id: str, fields: dict[str, Any], existing_ts: str | None = None
+    ) -> ReplyWriter:
+        return ReplyWriter(
             self.slack,
             self.budgets.for_team(turn.team),
             turn.channel,
             turn.thread_ts,
             stop_value=turn_id,
             log_fields=fields,
+            existing_ts=existing_ts,
+            allow_mass_mentions=self.allow_mass_mentions,
+            on_rate_limited=self.metrics.slack_rate_limited.inc,
         )
+
+    def _writer_for(self, reply: InFlight) -> ReplyWriter:
+        """A writer for a message another process started (recovery, restart)."""
+        turn = Turn(reply.team, reply.channel, reply.thread_ts, reply.message_ts, reply.user, "")
+        fields = {"channel": reply.channel, "thread_ts": reply.thread_ts, "turn": reply.turn_id}
+        return self._writer(turn, reply.turn_id, fields, existing_ts=reply.message_ts)
+
+    async def _answer(self, item: dict[str, Any]) -> None:
+        turn_id, message_ts = item.pop("turn_id"), item.pop("message_ts")
+        item["files"] = tuple(item.get("files") or ())
+        turn = Turn(**item)
+        fields = {
+            "event_id": turn.event_id,
+            "channel": turn.channel,
+            "thread_ts": turn.thread_ts,
+            "turn": turn_id,
+        }
+        writer = self._writers.pop(turn_id, None) or self._writer(
+            turn, turn_id, fields, existing_ts=message_ts
+        )
+        record = InFlight(
+            turn_id,
+            turn.team,
+            turn.channel,
+            turn.thread_ts,
+            message_ts,
+            self.replica_id,
+            time.time(),
+            user=turn.user,
+            state="running",
+        )
+        await self.store.record_reply(record)
         started = time.monotonic()
-        log(logger, "turn.start", **fields)
-        try:
-            await writer.start()
-        except Exception as exc:
-            log(logger, "turn.no_placeholder", logging.ERROR, error=repr(exc), **fields)
-            return
-        active = self._active[turn_id] = _Active(turn.user)
+        active = self._active[turn_id] = _Active(turn.user, record=record)
         reply = _Reply()
         ending = ""
+        outcome = "completed"
+        self.metrics.active_streams.inc()
+        task = asyncio.current_task()
+        if task is not None:
+            self.answering.add(task)
         try:
-            async with self._conversation_lock(turn.key):
-                ending = await self._run_turn(turn, writer, reply, active, fields)
+            ending = await self._run_turn(turn, writer, reply, active, fields)
+            outcome = "stopped" if ending == "_Stopped._" else "failed" if ending else "completed"
         except RateLimitedError:
-            ending = "_The agent service is busy right now. Please try again in a minute._"
+            ending, outcome = "_The agent service is busy right now. Please try again in a minute._", "failed"
         except AgentServiceError as exc:
-            ending = f"_The agent service failed: {exc}. Please try again._"
+            ending, outcome = f"_The agent service failed: {exc}. Please try again._", "failed"
             log(logger, "turn.agent_error", logging.WARNING, error=str(exc), **fields)
+        except asyncio.CancelledError:
+            ending, outcome = INTERRUPTED, "interrupted"
         except Exception:
             ref = uuid.uuid4().hex[:8]
             logger.exception("turn failed", extra={"fields": {**fields, "ref": ref}})
-            ending = f"_Something went wrong (ref: {ref})._"
+            ending, outcome = f"_Something went wrong (ref: {ref})._", "error"
         finally:
             self._active.pop(turn_id, None)
+            self.metrics.active_streams.dec()
+            if task is not None:
+                self.answering.discard(task)
         body = reply.render(final=True) + reply.citations.footer()
         if ending:
             body = f"{body}\n\n{ending}" if body.strip() else ending
-        await writer.finish(body or "_The agent returned no text._")
+        await writer.finish(
+            body or "_The agent returned no text._", deadline_s=10.0 if outcome == "interrupted" else 120.0
+        )
+        await self.store.finish_reply(turn_id)
+        self.metrics.turns_ended.labels(outcome).inc()
+        self.metrics.stream_duration.observe(time.monotonic() - started)
         log(
             logger,
             "turn.end",
+            outcome=outcome,
             ms=round((time.monotonic() - started) * 1000),
-            first_write_ms=round(((writer.first_write_at or started) - started) * 1000),
             slack_calls=writer.calls,
             pages=len(writer.pages),
             **fields,
@@ -200,7 +319,7 @@ class TurnOrchestrator:
         """The Stop button. Returns a short answer for the person who clicked."""
         active = self._active.get(turn_id)
         if active is None:
-            return "This reply has already finished."
+            return await self._stop_elsewhere(turn_id, user)
         if user != active.requester and user not in self.admins:
             return f"Only <@{active.requester}> (or an admin) can stop this reply."
         active.stop_requested = True
@@ -208,6 +327,18 @@ class TurnOrchestrator:
         if active.thread_id and active.run_id:
             await self._cancel(active.thread_id, active.run_id)
         return "Stopping…"
+
+    async def _stop_elsewhere(self, turn_id: str, user: str) -> str:
+        """The reply is being written by another replica: cancel its run directly."""
+        record = next((r for r in await self.store.replies_in_flight() if r.turn_id == turn_id), None)
+        if record is None:
+            return "This reply has already finished."
+        if user != record.user and user not in self.admins:
+            return f"Only <@{record.user}> (or an admin) can stop this reply."
+        if record.agent_thread_id and record.run_id:
+            await self._cancel(record.agent_thread_id, record.run_id)
+            return "Stopping…"
+        return "This reply has not started yet; it will be answered in turn."
 
     # -- the turn -------------------------------------------------------------------------
 
@@ -221,6 +352,8 @@ class TurnOrchestrator:
     ) -> str:
         thread_id = await self._agent_thread(turn, fields)
         active.thread_id = thread_id
+        if active.record is not None:
+            active.record.agent_thread_id = thread_id
         fields["thread_id"] = thread_id
         text = await slack_to_agent_text(
             turn.text,
@@ -260,6 +393,9 @@ class TurnOrchestrator:
                         if stream.run_id and active.run_id != stream.run_id:
                             active.run_id = stream.run_id
                             fields["run_id"] = stream.run_id
+                            if active.record is not None:
+                                active.record.run_id = stream.run_id
+                                await self.store.record_reply(active.record)
                             if active.stop_requested:
                                 await self._cancel(thread_id, stream.run_id)
                         ending = self._on_event(event, reply, writer, fields)
@@ -456,37 +592,6 @@ class TurnOrchestrator:
             self._agent_tools = (now + 300, agent.non_function_tools())
         assert self.tools is not None
         return self._agent_tools[1] + await self.tools.definitions(context)
-
-    def _conversation_lock(self, key: ConversationKey) -> _LockGuard:
-        return _LockGuard(self._locks, key)
-
-
-class _LockGuard:
-    """A per-conversation FIFO lock that is forgotten once nobody holds or waits for it."""
-
-    def __init__(self, locks: dict[ConversationKey, tuple[asyncio.Lock, int]], key: ConversationKey):
-        self.locks = locks
-        self.key = key
-
-    async def __aenter__(self) -> None:
-        lock, users = self.locks.get(self.key, (asyncio.Lock(), 0))
-        self.locks[self.key] = (lock, users + 1)
-        try:
-            await lock.acquire()
-        except BaseException:
-            self._release_user()
-            raise
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.locks[self.key][0].release()
-        self._release_user()
-
-    def _release_user(self) -> None:
-        lock, users = self.locks[self.key]
-        if users <= 1:
-            del self.locks[self.key]
-        else:
-            self.locks[self.key] = (lock, users - 1)
 
 
 def _terminal_event(run: ThreadRun) -> Any:

@@ -99,7 +99,8 @@ async def start_stack(
     if settings_overrides:
         settings = settings.model_copy(update=settings_overrides)
     bot = await build_bot(settings, budgets=budgets, tools=tools, extra_tools=extra_tools)
-    runner = web.AppRunner(http_app(bot.bolt, bot.ready), access_log=None)
+    app = http_app(bot.bolt, bot.ready, draining=bot.draining, metrics=bot.orchestrator.metrics)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     bot.ready.set()

@@ -17,6 +17,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..logs import log
+from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from ..plugins.registry import Registry
 from ..turns import Turn, TurnOrchestrator
 from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
@@ -27,6 +28,7 @@ logger = logging.getLogger("bot.slack.app")
 DEDUPE_TTL_S = 3600.0
 ALLOWED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 TOOLS_COMMAND = "/agent-tools"
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def _tool_listing(registry: Registry | None, disabled: set[str]) -> str:
@@ -53,7 +55,15 @@ class SlackSurface:
         *,
         confirmer: SlackConfirmer | None = None,
         registry: Registry | None = None,
+        allowed_teams: frozenset[str] = frozenset(),
+        allowed_channels: frozenset[str] = frozenset(),
+        user_per_minute: int = 10,
+        channel_per_minute: int = 40,
     ) -> None:
+        self.allowed_teams = allowed_teams
+        self.allowed_channels = allowed_channels
+        self.user_per_minute = user_per_minute
+        self.channel_per_minute = channel_per_minute
         self.app = app
         self.orchestrator = orchestrator
         self.store = orchestrator.store
@@ -68,16 +78,44 @@ class SlackSurface:
         app.command(TOOLS_COMMAND)(self._on_tools_command)
 
     async def _first_time(self, body: dict[str, Any], event: dict[str, Any]) -> bool:
-        """False for a Slack retry, or the second delivery of one post."""
+        """False for a Slack retry, the second delivery of one post, or a place we do not serve."""
+        if not self.allowed(event.get("team") or body.get("team_id") or "", event.get("channel") or ""):
+            log(logger, "event.not_allowed", channel=event.get("channel"), team=body.get("team_id"))
+            return False
         event_id = body.get("event_id") or ""
         if event_id and not await self.store.claim("event", event_id, DEDUPE_TTL_S):
             return False
         return await self.store.claim("post", f"{event.get('channel')}:{event.get('ts')}", DEDUPE_TTL_S)
 
     def _start(self, turn: Turn) -> None:
-        task = asyncio.get_running_loop().create_task(self.orchestrator.handle(turn))
+        task = asyncio.get_running_loop().create_task(self._admit(turn))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def allowed(self, team: str, channel: str) -> bool:
+        if self.allowed_teams and team not in self.allowed_teams:
+            return False
+        return not self.allowed_channels or channel in self.allowed_channels or channel.startswith("D")
+
+    async def _admit(self, turn: Turn) -> None:
+        """Per-user and per-channel limits on starting runs, with a friendly private note."""
+        user_hits = await self.store.hit("user-runs", f"{turn.team}/{turn.user}", 60)
+        channel_hits = await self.store.hit("channel-runs", f"{turn.team}/{turn.channel}", 60)
+        if user_hits > self.user_per_minute or channel_hits > self.channel_per_minute:
+            who = "you are" if user_hits > self.user_per_minute else "this channel is"
+            log(logger, "turn.limited", user=turn.user, channel=turn.channel, event_id=turn.event_id)
+            self.orchestrator.metrics.turns_ended.labels("limited").inc()
+            try:
+                await self.app.client.chat_postEphemeral(
+                    channel=turn.channel,
+                    user=turn.user,
+                    thread_ts=turn.thread_ts,
+                    text=f"Sorry, {who} asking faster than I can answer. Please try again in a minute.",
+                )
+            except Exception as exc:
+                log(logger, "turn.limit_note_failed", logging.INFO, error=repr(exc))
+            return
+        await self.orchestrator.handle(turn)
 
     @staticmethod
     def _turn(body: dict[str, Any], event: dict[str, Any], thread_ts: str) -> Turn:
@@ -180,19 +218,38 @@ class SlackSurface:
             await asyncio.wait(list(self.tasks), timeout=grace_s)
 
 
-def http_app(bolt: AsyncApp, ready: asyncio.Event | None = None) -> web.Application:
-    """``POST /slack/events`` (events and interactions, signature checked by Bolt) and
-    ``GET /healthz`` (200 once ready)."""
+def http_app(
+    bolt: AsyncApp,
+    ready: asyncio.Event | None = None,
+    *,
+    draining: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> web.Application:
+    """``POST /slack/events`` (events and interactions, signature checked by Bolt),
+    ``GET /healthz`` (200 once ready, 503 while stopping) and ``GET /metrics``."""
 
     async def events(request: web.Request) -> web.Response:
+        if draining is not None and draining.is_set():
+            # stopping: Slack retries, and the load balancer sends it to another replica
+            return web.json_response({"ok": False, "error": "shutting_down"}, status=503)
+        if request.content_length is not None and request.content_length > max_body_bytes:
+            return web.json_response({"ok": False, "error": "request_too_large"}, status=413)
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
 
     async def healthz(request: web.Request) -> web.Response:
+        if draining is not None and draining.is_set():
+            return web.json_response({"ok": False, "status": "stopping"}, status=503)
         if ready is not None and not ready.is_set():
             return web.json_response({"ok": False, "status": "starting"}, status=503)
         return web.json_response({"ok": True})
 
-    app = web.Application(client_max_size=1024 * 1024)
+    async def metrics_page(request: web.Request) -> web.Response:
+        body = metrics.render() if metrics is not None else b""
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application(client_max_size=max_body_bytes)
     app.router.add_post("/slack/events", events)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
     return app

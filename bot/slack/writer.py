@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from ..logs import log
 from .pacing import Pacer, SlackBudget, Ticket
-from .render import MARKDOWN_LIMIT, plain_text, split_page
+from .render import MARKDOWN_LIMIT, neutralise_mentions, plain_text, split_page
 
 logger = logging.getLogger("bot.slack.writer")
 
@@ -48,6 +49,9 @@ class ReplyWriter:
         page_limit: int = PAGE_LIMIT,
         min_interval: float = 0.3,
         log_fields: dict[str, Any] | None = None,
+        existing_ts: str | None = None,
+        allow_mass_mentions: bool = False,
+        on_rate_limited: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.budget = budget
@@ -57,7 +61,9 @@ class ReplyWriter:
         self.page_limit = page_limit
         self.min_interval = min_interval
         self.log_fields = log_fields or {}
-        self.pages: list[Page] = [Page()]
+        self.pages: list[Page] = [Page(ts=existing_ts)]
+        self.allow_mass_mentions = allow_mass_mentions
+        self.on_rate_limited = on_rate_limited
         self.first_write_at: float | None = None
         self.calls = 0
         self.rate_limited = 0
@@ -152,10 +158,14 @@ class ReplyWriter:
         if page.dirty_since is None:
             page.dirty_since = time.monotonic()
         self._changed.set()
+        if self._task is None and self.pages[0].ts is not None:  # a message adopted from elsewhere
+            self._task = asyncio.get_running_loop().create_task(self._flush_loop())
 
     def _payload(self, page: Page) -> dict[str, Any]:
         is_open = page is self.pages[-1] and not self._finished
         markdown = page.body if page.body.strip() else (PLACEHOLDER if is_open else "…")
+        if not self.allow_mass_mentions:
+            markdown = neutralise_mentions(markdown)
         text = plain_text(markdown)
         if page.plain:
             return {"text": (markdown[:39_000])}
@@ -256,6 +266,8 @@ class ReplyWriter:
         error = exc.response.get("error") if exc.response is not None else None
         if exc.response is not None and exc.response.status_code == 429:
             self.rate_limited += 1
+            if self.on_rate_limited is not None:
+                self.on_rate_limited()
             retry_after = float(exc.response.headers.get("Retry-After", "1") or 1)
             pacer.rate_limited(retry_after)
             log(

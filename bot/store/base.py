@@ -30,6 +30,8 @@ class InFlight:
     started_at: float
     agent_thread_id: str = ""
     run_id: str = ""
+    user: str = ""
+    state: str = "queued"  # queued: waiting for its conversation's owner; running: being answered
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +63,8 @@ class Store(Protocol):
     async def push_turn(self, key: ConversationKey, payload: str) -> None: ...
 
     async def pop_turn(self, key: ConversationKey) -> str | None: ...
+
+    async def queue_length(self, key: ConversationKey) -> int: ...
 
     async def queued_conversations(self) -> list[ConversationKey]: ...
 

@@ -91,6 +91,9 @@ class RedisStore:
             return None
         return str(value)
 
+    async def queue_length(self, key: ConversationKey) -> int:
+        return int(await self.r.llen(self._k("queue", key.as_str())))
+
     async def queued_conversations(self) -> list[ConversationKey]:
         found = []
         for name in await self.r.smembers(self._k("queues")):

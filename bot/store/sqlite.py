@@ -160,6 +160,10 @@ class SQLiteStore:
         await self._write("DELETE FROM turn_queue WHERE id = ?", (row[0],))
         return str(row[1])
 
+    async def queue_length(self, key: ConversationKey) -> int:
+        row = await self._one("SELECT COUNT(*) FROM turn_queue WHERE conversation = ?", (key.as_str(),))
+        return int(row[0]) if row else 0  # type: ignore[arg-type]
+
     async def queued_conversations(self) -> list[ConversationKey]:
         async with self.db.execute("SELECT DISTINCT conversation FROM turn_queue") as cursor:
             rows = await cursor.fetchall()
@@ -181,7 +185,8 @@ class SQLiteStore:
     async def hit(self, kind: str, ident: str, window_s: float) -> int:
         window = int(time.time() // window_s)
         await self.db.execute(
-            "INSERT INTO hits VALUES (?, ?, ?, 1) ON CONFLICT(kind, ident, window) DO UPDATE SET count = count + 1",
+            "INSERT INTO hits VALUES (?, ?, ?, 1) "
+            "ON CONFLICT(kind, ident, window) DO UPDATE SET count = count + 1",
             (kind, ident, window),
         )
         await self.db.execute(

@@ -1,0 +1,138 @@
+"""Nothing lost: finishing replies whose process died, and answering queues nobody owns.
+
+Every replica keeps a heartbeat lease (``replica:<id>``). A sweep (at start and every few
+seconds) looks at the replies in flight: one whose owner's heartbeat is gone is taken over
+(once, by claim) and finished from the run's stored result, or marked interrupted with a
+clear line. Queued turns whose conversation has no owner are answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from .agents.errors import AgentServiceError
+from .agents.events import TextDelta
+from .logs import log
+from .store import InFlight
+from .turns import TERMINAL, TurnOrchestrator, _Reply, _terminal_event
+
+logger = logging.getLogger("bot.recovery")
+
+HEARTBEAT_TTL_S = 15.0
+RESTART_LINE = "_This reply was interrupted when the bot restarted. Please ask again._"
+
+
+class Recovery:
+    def __init__(
+        self,
+        orchestrator: TurnOrchestrator,
+        *,
+        interval_s: float = 5.0,
+        heartbeat_ttl_s: float = HEARTBEAT_TTL_S,
+        run_wait_s: float = 120.0,
+    ) -> None:
+        self.o = orchestrator
+        self.store = orchestrator.store
+        self.interval_s = interval_s
+        self.heartbeat_ttl_s = heartbeat_ttl_s
+        self.run_wait_s = run_wait_s
+        self._task: asyncio.Task[None] | None = None
+        self._work: set[asyncio.Task[Any]] = set()
+        self.recovered: list[dict[str, Any]] = []
+
+    @property
+    def heartbeat(self) -> str:
+        return f"replica:{self.o.replica_id}"
+
+    async def start(self) -> None:
+        await self.store.acquire_lease(self.heartbeat, self.o.replica_id, self.heartbeat_ttl_s)
+        await self.sweep()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for task in list(self._work):
+            task.cancel()
+        await self.store.release_lease(self.heartbeat, self.o.replica_id)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.store.acquire_lease(self.heartbeat, self.o.replica_id, self.heartbeat_ttl_s)
+                await self.sweep()
+            except Exception:
+                logger.exception("recovery sweep failed")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+
+    async def sweep(self) -> None:
+        for reply in await self.store.replies_in_flight():
+            if (
+                reply.state != "running"
+                or (reply.owner == self.o.replica_id
+                and reply.turn_id in self.o._active)
+            ):
+                continue
+            if reply.owner != self.o.replica_id and await self.store.lease_owner(f"replica:{reply.owner}"):
+                continue  # its owner is alive
+            if reply.owner == self.o.replica_id:
+                continue  # ours and still being answered, or about to be
+            if await self.store.claim("takeover", reply.turn_id, 600):
+                self._spawn(self.finish(reply))
+        for key in await self.store.queued_conversations():
+            if await self.store.lease_owner(f"conv:{key.as_str()}") is None:
+                self._spawn(self.o.drain(key))
+
+    async def finish(self, reply: InFlight) -> None:
+        """Finish a reply its owner left: the run's stored answer, or a clear line."""
+        started = time.monotonic()
+        fields = {
+            "turn": reply.turn_id,
+            "channel": reply.channel,
+            "thread_id": reply.agent_thread_id,
+            "run_id": reply.run_id,
+            "dead_owner": reply.owner,
+        }
+        body, how = RESTART_LINE, "interrupted"
+        try:
+            if reply.agent_thread_id and reply.run_id:
+                body, how = await self._from_run(reply)
+        except AgentServiceError as exc:
+            log(logger, "recovery.run_unavailable", logging.WARNING, error=str(exc), **fields)
+        writer = self.o._writer_for(reply)
+        await writer.finish(body)
+        await self.store.finish_reply(reply.turn_id)
+        self.o.metrics.recovered.labels(how).inc()
+        self.recovered.append({"turn_id": reply.turn_id, "how": how, "s": time.monotonic() - started})
+        log(logger, "recovery.finished", how=how, ms=round((time.monotonic() - started) * 1000), **fields)
+
+    async def _from_run(self, reply: InFlight) -> tuple[str, str]:
+        run = await self.o._wait_run(reply.agent_thread_id, reply.run_id, self.run_wait_s)
+        if run is None or run.status not in TERMINAL:
+            if run is not None and run.status not in TERMINAL:
+                await self.o._cancel(reply.agent_thread_id, reply.run_id)
+            return RESTART_LINE, "interrupted"
+        fresh = _Reply()
+        async for message in self.o.agents.list_messages(
+            reply.agent_thread_id, run_id=reply.run_id, order="asc"
+        ):
+            if message.role == "assistant":
+                fresh.add(TextDelta(message.text, message.annotations, message.id))
+        body = fresh.render(final=True) + fresh.citations.footer()
+        ending = self.o._on_event(_terminal_event(run), fresh, _NullWriter(), {}) or ""
+        if ending:
+            body = f"{body}\n\n{ending}" if body.strip() else ending
+        return body or "_The agent returned no text._", "finished"
+
+
+class _NullWriter:
+    def update(self, body: str) -> None:
+        return None
