@@ -75,10 +75,8 @@ class Recovery:
 
     async def sweep(self) -> None:
         for reply in await self.store.replies_in_flight():
-            if (
-                reply.state != "running"
-                or (reply.owner == self.o.replica_id
-                and reply.turn_id in self.o._active)
+            if reply.state != "running" or (
+                reply.owner == self.o.replica_id and reply.turn_id in self.o._active
             ):
                 continue
             if reply.owner != self.o.replica_id and await self.store.lease_owner(f"replica:{reply.owner}"):

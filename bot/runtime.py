@@ -95,6 +95,7 @@ async def build_bot(
         )
     metrics = Metrics()
     orchestrator = TurnOrchestrator(
+        lease_ttl_s=settings.heartbeat_ttl,
         metrics=metrics,
         allow_mass_mentions=settings.allow_mass_mentions,
         agents=agents,
@@ -116,7 +117,9 @@ async def build_bot(
         user_per_minute=settings.user_runs_per_minute,
         channel_per_minute=settings.channel_runs_per_minute,
     )
-    recovery = Recovery(orchestrator)
+    recovery = Recovery(
+        orchestrator, heartbeat_ttl_s=settings.heartbeat_ttl, interval_s=max(0.5, settings.heartbeat_ttl / 3)
+    )
     await recovery.start()
     log(
         logger,

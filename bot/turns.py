@@ -52,6 +52,7 @@ from .store import ConversationKey, InFlight, Store
 logger = logging.getLogger("bot.turns")
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+BOT_THREAD_TTL_S = 90 * 86400.0
 INTERRUPTED = "_This reply was interrupted (the bot was stopping). Please ask again._"
 
 
@@ -180,6 +181,8 @@ class TurnOrchestrator:
             return
         self.metrics.first_write.observe(time.monotonic() - received)
         self._writers[turn_id] = writer
+        # the bot is in this thread from now on: follow-ups need no mention (any replica)
+        await self.store.acquire_lease(f"bot-thread:{turn.key.as_str()}", "bot", BOT_THREAD_TTL_S)
         await self.store.record_reply(
             InFlight(
                 turn_id,

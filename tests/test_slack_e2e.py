@@ -237,8 +237,9 @@ async def test_twenty_concurrent_conversations_no_cross_talk(stack_factory: Any)
     # and the pacer finds that out by probing. (Strict documented limits: the bench.)
     limits = default_limits()
     limits["chat.update"] = Limit(300, 20)
-    stack = await stack_factory(slack_kwargs={"limits": limits},
-                                settings_overrides={"user_runs_per_minute": 100})
+    stack = await stack_factory(
+        slack_kwargs={"limits": limits}, settings_overrides={"user_runs_per_minute": 100}
+    )
     channels = ["C0GENERAL", "C0ONE", "C0TWO", "C0THREE"]
     for channel in channels[1:]:
         stack.slack.add_channel(channel, channel.lower())

@@ -136,3 +136,8 @@ def test_url_forms() -> None:
 async def test_unknown_store_url_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="must start with sqlite:/// or redis://"):
         await open_store("postgres://x")
+
+
+async def test_concurrent_hits_each_see_their_own_count(store: Any) -> None:
+    counts = await asyncio.gather(*(store.hit("user", "U9", 60) for _ in range(5)))
+    assert sorted(counts) == [1, 2, 3, 4, 5]

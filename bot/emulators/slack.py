@@ -157,6 +157,8 @@ class SlackEmulator:
         self.calls: list[Call] = []
         self.deliveries: list[dict[str, Any]] = []  # every events request sent, with its answer
         self.events_url: str | None = None
+        self.events_urls: list[str] = []  # set instead of events_url: a round-robin load balancer
+        self._rr = 0
         self.listeners: list[Any] = []  # callables taking one dict: messages and calls, as they happen
         self.forced: dict[str, list[tuple[str, float | None]]] = {}  # method -> [(error, retry_after)]
         self._buckets: dict[tuple[str, str], _Bucket] = {}
@@ -609,7 +611,7 @@ class SlackEmulator:
         return message.ts
 
     def _deliver_message_event(self, message: Message) -> None:
-        if self.events_url is None:
+        if self.events_url is None and not self.events_urls:
             return
         is_im = self.channels[message.channel]["is_im"]
         self.deliver(
@@ -647,7 +649,7 @@ class SlackEmulator:
     def deliver(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
         """Send one event callback in the background, with Slack's retries."""
         envelope = self.event_envelope(event, event_id)
-        if self.events_url is not None:
+        if self.events_url is not None or self.events_urls:
             task = asyncio.get_running_loop().create_task(self._send_with_retries(envelope))
             self._delivery_tasks.add(task)
             task.add_done_callback(self._delivery_tasks.discard)
@@ -657,6 +659,15 @@ class SlackEmulator:
         """Wait until every event delivery (and its retries) has finished."""
         while self._delivery_tasks:
             await asyncio.gather(*list(self._delivery_tasks), return_exceptions=True)
+
+    def _next_url(self) -> str:
+        """The app's Request URL; with several (replicas behind a load balancer), round robin."""
+        if self.events_urls:
+            url = self.events_urls[self._rr % len(self.events_urls)]
+            self._rr += 1
+            return url
+        assert self.events_url is not None
+        return self.events_url
 
     def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
         stamp = str(timestamp if timestamp is not None else int(time.time()))
@@ -674,12 +685,12 @@ class SlackEmulator:
         reason: str = "http_timeout",
         timestamp: int | None = None,
     ) -> int:
-        assert self._http is not None and self.events_url is not None
+        assert self._http is not None and (self.events_url is not None or self.events_urls)
         headers = {"Content-Type": content_type, **self.sign(body, timestamp)}
         if retry:
             headers["X-Slack-Retry-Num"] = str(retry)
             headers["X-Slack-Retry-Reason"] = reason
-        response = await self._http.post(self.events_url, content=body, headers=headers)
+        response = await self._http.post(self._next_url(), content=body, headers=headers)
         return response.status_code
 
     async def _send_with_retries(self, envelope: dict[str, Any]) -> None:

@@ -147,7 +147,7 @@ class SlackSurface:
             if not thread_ts or bot_mention:
                 return  # a channel message is ours only as a follow-up in a thread we answer
             turn = self._turn(body, event, thread_ts)
-            if await self.store.get_agent_thread(turn.key) is None:
+            if await self.store.lease_owner(f"bot-thread:{turn.key.as_str()}") is None:
                 return
         if not await self._first_time(body, event):
             return

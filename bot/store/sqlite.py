@@ -184,19 +184,18 @@ class SQLiteStore:
 
     async def hit(self, kind: str, ident: str, window_s: float) -> int:
         window = int(time.time() // window_s)
-        await self.db.execute(
+        # RETURNING makes the count atomic with the increment (concurrent callers each see theirs)
+        async with self.db.execute(
             "INSERT INTO hits VALUES (?, ?, ?, 1) "
-            "ON CONFLICT(kind, ident, window) DO UPDATE SET count = count + 1",
+            "ON CONFLICT(kind, ident, window) DO UPDATE SET count = count + 1 RETURNING count",
             (kind, ident, window),
-        )
+        ) as cursor:
+            row = await cursor.fetchone()
         await self.db.execute(
             "DELETE FROM hits WHERE kind = ? AND ident = ? AND window < ?", (kind, ident, window)
         )
         await self.db.commit()
-        row = await self._one(
-            "SELECT count FROM hits WHERE kind=? AND ident=? AND window=?", (kind, ident, window)
-        )
-        return int(row[0]) if row else 0  # type: ignore[arg-type]
+        return int(row[0]) if row else 0
 
     async def close(self) -> None:
         if self._db is not None:
