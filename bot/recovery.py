@@ -75,15 +75,18 @@ class Recovery:
 
     async def sweep(self) -> None:
         for reply in await self.store.replies_in_flight():
-            if reply.state != "running" or (
-                reply.owner == self.o.replica_id and reply.turn_id in self.o._active
-            ):
-                continue
-            if reply.owner != self.o.replica_id and await self.store.lease_owner(f"replica:{reply.owner}"):
+            if reply.owner == self.o.replica_id or reply.state == "queued":
+                continue  # ours; or waiting in a queue, which the loop below looks after
+            if await self.store.lease_owner(f"replica:{reply.owner}"):
                 continue  # its owner is alive
-            if reply.owner == self.o.replica_id:
-                continue  # ours and still being answered, or about to be
-            if await self.store.claim("takeover", reply.turn_id, 600):
+            if not await self.store.claim("takeover", reply.turn_id, 600):
+                continue  # another replica took it
+            if reply.state == "received" and reply.payload:
+                reply.owner = self.o.replica_id
+                await self.store.record_reply(reply)
+                log(logger, "recovery.requeued", turn=reply.turn_id, channel=reply.channel)
+                self._spawn(self.o.enqueue(reply))
+            else:
                 self._spawn(self.finish(reply))
         for key in await self.store.queued_conversations():
             if await self.store.lease_owner(f"conv:{key.as_str()}") is None:

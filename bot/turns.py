@@ -171,34 +171,45 @@ class TurnOrchestrator:
             "turn": turn_id,
         }
         self.metrics.turns_started.inc()
+        payload = {**asdict(turn), "turn_id": turn_id, "message_ts": ""}
+        record = InFlight(
+            turn_id,
+            turn.team,
+            turn.channel,
+            turn.thread_ts,
+            "",
+            self.replica_id,
+            time.time(),
+            user=turn.user,
+            state="received",
+            payload=json.dumps(payload),
+        )
+        # durable first: if this process dies from here on, another one answers the turn
+        await self.store.record_reply(record)
         writer = self._writer(turn, turn_id, fields)
         log(logger, "turn.received", **fields)
         try:
-            message_ts = await writer.start()
+            record.message_ts = payload["message_ts"] = await writer.start()
         except Exception as exc:
             log(logger, "turn.no_placeholder", logging.ERROR, error=repr(exc), **fields)
             self.metrics.turns_ended.labels("error").inc()
+            await self.store.finish_reply(turn_id)
             return
         self.metrics.first_write.observe(time.monotonic() - received)
         self._writers[turn_id] = writer
         # the bot is in this thread from now on: follow-ups need no mention (any replica)
         await self.store.acquire_lease(f"bot-thread:{turn.key.as_str()}", "bot", BOT_THREAD_TTL_S)
-        await self.store.record_reply(
-            InFlight(
-                turn_id,
-                turn.team,
-                turn.channel,
-                turn.thread_ts,
-                message_ts,
-                self.replica_id,
-                time.time(),
-                user=turn.user,
-            )
-        )
-        await self.store.push_turn(
-            turn.key, json.dumps({**asdict(turn), "turn_id": turn_id, "message_ts": message_ts})
-        )
-        await self.drain(turn.key)
+        record.payload = json.dumps(payload)
+        await self.store.record_reply(record)
+        await self.enqueue(record)
+
+    async def enqueue(self, record: InFlight) -> None:
+        """Put a received turn in its conversation's queue and answer the queue if free."""
+        key = ConversationKey(record.team, record.channel, record.thread_ts)
+        await self.store.push_turn(key, record.payload)
+        record.state = "queued"
+        await self.store.record_reply(record)
+        await self.drain(key)
 
     async def drain(self, key: ConversationKey) -> None:
         """Answer the conversation's queued turns, in order, if nobody else is."""
@@ -247,7 +258,9 @@ class TurnOrchestrator:
         return self._writer(turn, reply.turn_id, fields, existing_ts=reply.message_ts)
 
     async def _answer(self, item: dict[str, Any]) -> None:
-        turn_id, message_ts = item.pop("turn_id"), item.pop("message_ts")
+        turn_id, message_ts = item.pop("turn_id"), item.pop("message_ts") or None
+        if not await self.store.claim("answer", turn_id, 86400):
+            return  # queued twice (a takeover re-queued it): answered once
         item["files"] = tuple(item.get("files") or ())
         turn = Turn(**item)
         fields = {
@@ -259,12 +272,19 @@ class TurnOrchestrator:
         writer = self._writers.pop(turn_id, None) or self._writer(
             turn, turn_id, fields, existing_ts=message_ts
         )
+        if writer.ts is None:  # taken over before its placeholder went up: post one now
+            try:
+                message_ts = await writer.start()
+            except Exception as exc:
+                log(logger, "turn.no_placeholder", logging.ERROR, error=repr(exc), **fields)
+                await self.store.finish_reply(turn_id)
+                return
         record = InFlight(
             turn_id,
             turn.team,
             turn.channel,
             turn.thread_ts,
-            message_ts,
+            message_ts or "",
             self.replica_id,
             time.time(),
             user=turn.user,

@@ -31,7 +31,10 @@ class InFlight:
     agent_thread_id: str = ""
     run_id: str = ""
     user: str = ""
-    state: str = "queued"  # queued: waiting for its conversation's owner; running: being answered
+    # received: taken from Slack, not yet queued; queued: waiting for its conversation's
+    # owner; running: being answered
+    state: str = "queued"
+    payload: str = ""  # the turn, as queued, so another process can queue it again
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

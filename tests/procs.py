@@ -1,0 +1,99 @@
+"""Bot processes for the service tests: `python -m bot run --mode http` on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bot.emulators.agents import AgentServiceEmulator
+from bot.emulators.slack import SlackEmulator
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class BotProcess:
+    process: asyncio.subprocess.Process
+    url: str
+    log_path: str
+
+    @property
+    def events_url(self) -> str:
+        return f"{self.url}/slack/events"
+
+    def kill(self) -> None:
+        """A crash: no chance to clean up."""
+        self.process.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    async def wait(self, within_s: float = 30) -> int:
+        return await asyncio.wait_for(self.process.wait(), within_s)
+
+    def logs(self) -> str:
+        return Path(self.log_path).read_text(encoding="utf-8", errors="replace")
+
+
+async def start_bot(
+    agent: AgentServiceEmulator, slack: SlackEmulator, store_url: str, log_path: str, **extra_env: str
+) -> BotProcess:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}
+    env.update(
+        {
+            "PROJECT_ENDPOINT": agent.endpoint,
+            "AGENT_ID": "asst_demo",
+            "AGENTS_ACCESS_TOKEN": "tok-agent",
+            "SLACK_BOT_TOKEN": slack.bot_token,
+            "SLACK_SIGNING_SECRET": slack.signing_secret,
+            "SLACK_API_URL": slack.api_url,
+            "BOT_STORE_URL": store_url,
+            "BOT_TOOLS_DIR": "",
+            "BOT_HEARTBEAT_TTL": "1",
+            "BOT_USER_RUNS_PER_MINUTE": "1000",
+            "BOT_CHANNEL_RUNS_PER_MINUTE": "1000",
+            **extra_env,
+        }
+    )
+    log_file = Path(log_path).open("ab")  # noqa: ASYNC230 (a local file, opened once)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "run",
+        "--mode",
+        "http",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=env,
+        stdout=log_file,
+        stderr=log_file,
+    )
+    log_file.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    async with httpx.AsyncClient() as http:
+        while True:
+            try:
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return BotProcess(process, url, log_path)
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.returncode is not None:
+                raise RuntimeError(f"the bot did not start: {Path(log_path).read_text()[-2000:]}")
+            await asyncio.sleep(0.1)
