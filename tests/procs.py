@@ -95,5 +95,6 @@ async def start_bot(
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or process.returncode is not None:
-                raise RuntimeError(f"the bot did not start: {Path(log_path).read_text()[-2000:]}")
+                tail = Path(log_path).read_text()[-2000:]  # noqa: ASYNC240 (failing anyway)
+                raise RuntimeError(f"the bot did not start: {tail}")
             await asyncio.sleep(0.1)
