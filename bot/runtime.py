@@ -89,11 +89,15 @@ async def build_bot(
     for spec in specs_in(list(extra_tools)):
         registry.add(spec, f"built in: {spec.source}")
     confirmer = SlackConfirmer(slack, admins=settings.admin_ids, timeout_s=settings.confirm_timeout)
+    metrics = Metrics()
     if tools is None and registry.tools:
         tools = PluginToolRunner(
-            registry, store=store, confirmer=confirmer, output_limit=settings.tool_output_limit
+            registry,
+            store=store,
+            confirmer=confirmer,
+            output_limit=settings.tool_output_limit,
+            on_outcome=lambda outcome: metrics.tool_calls.labels(outcome).inc(),
         )
-    metrics = Metrics()
     orchestrator = TurnOrchestrator(
         lease_ttl_s=settings.heartbeat_ttl,
         metrics=metrics,

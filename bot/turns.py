@@ -404,6 +404,7 @@ class TurnOrchestrator:
             slack=self.slack,
             logger=logging.getLogger("bot.tools"),
             is_admin=turn.user in self.admins,
+            allow_mass_mentions=self.allow_mass_mentions,
         )
         if self.tools is not None:
             overrides["tools"] = await self._run_tools_definitions(context)
@@ -428,7 +429,11 @@ class TurnOrchestrator:
                             return ending
             except StreamInterruptedError as exc:
                 log(logger, "turn.stream_broken", logging.WARNING, error=str(exc), **fields)
-                return await self._recover(thread_id, exc.run_id or active.run_id, reply, writer, fields)
+                recovered = await self._recover(thread_id, exc.run_id or active.run_id, reply, writer, fields)
+                if not isinstance(recovered, ToolCallsRequested):
+                    return recovered
+                requested = recovered  # the run waits for tools: go on with the tool loop
+                writer.update(reply.render(final=False))
             if requested is None:
                 return ""
             outputs = await self._run_tools(requested, context, writer, fields)
@@ -502,8 +507,8 @@ class TurnOrchestrator:
         reply: _Reply,
         writer: ReplyWriter,
         fields: dict[str, Any],
-    ) -> str:
-        """The stream broke: poll the run to its end and show the stored answer."""
+    ) -> str | ToolCallsRequested:
+        """The stream broke: poll the run until it ends (show the stored answer) or waits for tools."""
         if run_id is None:
             return "_The connection to the agent broke before the run started. Please try again._"
         run = await self._wait_run(thread_id, run_id, self.busy_wait_s)
@@ -516,9 +521,9 @@ class TurnOrchestrator:
             for message in assistant:
                 fresh.add(TextDelta(message.text, message.annotations, message.id))
             reply.raw, reply.citations = fresh.raw, fresh.citations
-        ending = self._on_event(_terminal_event(run), reply, writer, fields)
         if run.status == "requires_action":
-            return "_The connection broke while the agent waited for a tool; please ask again._"
+            return ToolCallsRequested(run.id, run.thread_id, run.tool_calls)
+        ending = self._on_event(_terminal_event(run), reply, writer, fields)
         return ending or ""
 
     # -- helpers --------------------------------------------------------------------------

@@ -150,3 +150,32 @@ async def test_graceful_shutdown_marks_what_it_cannot_finish(stack_factory: Any)
 
 async def _noop() -> None:
     return None
+
+
+async def test_tool_calls_are_counted_by_outcome(stack_factory: Any, tmp_path: Path) -> None:
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "t.py").write_text(
+        "from bot.plugins import tool\n\n@tool\ndef ok() -> str:\n    '''Ok.'''\n    return 'fine'\n\n"
+        "@tool\ndef bad() -> str:\n    '''Bad.'''\n    raise ValueError('no')\n"
+    )
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"tool_calls": [{"name": "ok"}, {"name": "bad"}, {"name": "ok", "arguments": "{x"}]},
+                        {"text": "done"},
+                    ]
+                }
+            ]
+        },
+        tools_dir=str(tools),
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} tools")
+    await stack.settle()
+    assert stack.reply_text("C0GENERAL", ts) == "done"
+    async with httpx.AsyncClient() as http:
+        page = (await http.get(f"{stack.url}/metrics")).text
+    for outcome in ("ok", "error", "invalid"):
+        assert f'bot_tool_calls_total{{outcome="{outcome}"}} 1.0' in page

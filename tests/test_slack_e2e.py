@@ -384,3 +384,24 @@ async def test_a_stream_that_breaks_still_ends_with_the_whole_answer(stack_facto
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
     await stack.settle()
     assert stack.reply_text("C0GENERAL", ts) == "The first half, and the second half."
+
+
+async def test_a_stream_that_breaks_before_a_tool_call_goes_on_with_the_tool(stack_factory: Any) -> None:
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "Checking. "},
+                        {"disconnect": True},
+                        {"tool_calls": [{"name": "get_weather", "arguments": {}}]},
+                        {"text": "It is ${output}."},
+                    ]
+                }
+            ]
+        },
+        tools=WeatherTools(),
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} weather after a drop")
+    await stack.settle()
+    assert stack.reply_text("C0GENERAL", ts) == "Checking. \n\nIt is sunny, 21C."

@@ -21,12 +21,17 @@ class ToolContext:
     slack: AsyncWebClient | None = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("bot.tools"))
     is_admin: bool = False
+    allow_mass_mentions: bool = False
 
     async def post(self, text: str, **kwargs: Any) -> str | None:
         """Post a message in the conversation's thread; returns its ts."""
         if self.slack is None:
             raise RuntimeError("no Slack client in this context (running from the command line?)")
+        if not self.allow_mass_mentions:
+            from ..slack.render import neutralise_mentions
+
+            text = neutralise_mentions(text)
         response = await self.slack.chat_postMessage(
-            channel=self.channel, thread_ts=self.thread_ts, text=text, **kwargs
+            channel=self.channel, thread_ts=self.thread_ts, text=text, unfurl_links=False, **kwargs
         )
         return response.get("ts")

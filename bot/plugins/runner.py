@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -45,7 +45,9 @@ class PluginToolRunner:
         store: ToolSettingsStore | None = None,
         confirmer: Confirmer | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_outcome = on_outcome  # ok | invalid | error | timeout | declined | refused | ...
         self.registry = registry
         self.store = store
         self.confirmer = confirmer
@@ -74,6 +76,14 @@ class PluginToolRunner:
     async def _one(
         self, call: ToolCall, context: ToolContext, disabled: set[str], *, confirmed: bool = False
     ) -> str:
+        outcome, output = await self._attempt(call, context, disabled, confirmed=confirmed)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return output
+
+    async def _attempt(
+        self, call: ToolCall, context: ToolContext, disabled: set[str], *, confirmed: bool = False
+    ) -> tuple[str, str]:
         spec = self.registry.get(call.name)
         fields = {
             "tool": call.name,
@@ -83,27 +93,27 @@ class PluginToolRunner:
         }
         if spec is None:
             available = ", ".join(self.registry.tools) or "none"
-            return f"error: there is no tool named {call.name!r} (available: {available})"
+            return "unknown", f"error: there is no tool named {call.name!r} (available: {available})"
         if call.name in disabled:
-            return f"error: the tool {call.name} is turned off in this channel; answer without it"
+            return "disabled", f"error: the tool {call.name} is turned off in this channel; answer without it"
         if spec.admin_only and not context.is_admin:
             log(logger, "tool.refused_not_admin", **fields)
-            return (
+            return "refused", (
                 f"refused: {call.name} is only available to workspace admins; "
                 f"tell {context.user_name} you cannot run it for them"
             )
         try:
             arguments = spec.model.model_validate_json(call.arguments or "{}")
         except ValidationError as exc:
-            return _invalid(call.name, exc)
+            return "invalid", _invalid(call.name, exc)
         values = {key: getattr(arguments, key) for key in type(arguments).model_fields}
         if spec.confirm and not confirmed:
             if self.confirmer is None:
-                return f"error: {call.name} needs the user's approval and nobody can be asked here"
+                return "declined", f"error: {call.name} needs the user's approval and nobody can be asked"
             approved = await self.confirmer.confirm(context, spec, arguments.model_dump(mode="json"))
             if not approved:
                 log(logger, "tool.declined", **fields)
-                return f"the user declined: {call.name} was not run"
+                return "declined", f"the user declined: {call.name} was not run"
         if spec.context_param:
             values[spec.context_param] = context
         started = time.monotonic()
@@ -114,12 +124,12 @@ class PluginToolRunner:
                 result = await asyncio.wait_for(asyncio.to_thread(spec.function, **values), spec.timeout)
         except TimeoutError:
             log(logger, "tool.timeout", logging.WARNING, timeout_s=spec.timeout, **fields)
-            return f"error: {call.name} timed out after {spec.timeout:g} s"
+            return "timeout", f"error: {call.name} timed out after {spec.timeout:g} s"
         except Exception as exc:
             logger.exception("tool failed", extra={"fields": fields})
-            return f"error: {type(exc).__name__}: {exc}"
+            return "error", f"error: {type(exc).__name__}: {exc}"
         log(logger, "tool.ok", ms=round((time.monotonic() - started) * 1000), **fields)
-        return self._render(result)
+        return "ok", self._render(result)
 
     def _render(self, result: Any) -> str:
         if isinstance(result, str):
