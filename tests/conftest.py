@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,3 +65,20 @@ async def make_client() -> AsyncIterator[Callable[..., AgentsClient]]:
 @pytest.fixture
 def client(emulator: AgentServiceEmulator, make_client: Callable[..., AgentsClient]) -> AgentsClient:
     return make_client(emulator)
+
+
+@pytest.fixture
+async def stack_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """The whole product (both emulators and the real bot) on real sockets; closed after."""
+    from tests.stack import Stack, start_stack
+
+    stacks: list[Stack] = []
+
+    async def make(script: Any = None, **kwargs: Any) -> Stack:
+        stack = await start_stack(script, tmp_path=tmp_path, **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        await stack.close()

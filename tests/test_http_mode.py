@@ -18,6 +18,7 @@ import pytest
 
 from bot.emulators.agents import AgentServiceEmulator
 from bot.emulators.slack import SlackEmulator
+from tests.procs import start_bot
 
 
 def _free_port() -> int:
@@ -32,53 +33,30 @@ async def running(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     await agent.start()
     slack = SlackEmulator()
     await slack.start()
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}
-    env.update(
-        {
-            "PROJECT_ENDPOINT": agent.endpoint,
-            "AGENT_ID": "asst_demo",
-            "AGENTS_ACCESS_TOKEN": "tok-agent-123",
-            "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_SIGNING_SECRET": slack.signing_secret,
-            "SLACK_API_URL": slack.api_url,
-            "BOT_STORE_URL": f"sqlite:///{tmp_path}/bot.db",
-            "BOT_LOG_LEVEL": "DEBUG",
-        }
+    bot = await start_bot(
+        agent,
+        slack,
+        f"sqlite:///{tmp_path}/bot.db",
+        str(tmp_path / "bot.log"),
+        BOT_LOG_LEVEL="DEBUG",
+        AGENTS_ACCESS_TOKEN="tok-agent-123",
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "run",
-        "--mode",
-        "http",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as http:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if (await http.get(f"{url}/healthz")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.returncode is not None:
-                raise RuntimeError("the bot did not start")
-            await asyncio.sleep(0.1)
-    slack.events_url = f"{url}/slack/events"
-    yield {"agent": agent, "slack": slack, "url": url, "process": process, "env": env}
-    process.terminate()
-    _, err = await asyncio.wait_for(process.communicate(), 30)
-    running_logs = err.decode()
-    # nothing secret ever reached the logs
+    slack.events_url = bot.events_url
+    env = {
+        **os.environ,
+        "PROJECT_ENDPOINT": agent.endpoint,
+        "AGENT_ID": "asst_demo",
+        "AGENTS_ACCESS_TOKEN": "tok-agent-123",
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": slack.signing_secret,
+        "SLACK_API_URL": slack.api_url,
+        "BOT_STORE_URL": f"sqlite:///{tmp_path}/check.db",
+    }
+    yield {"agent": agent, "slack": slack, "url": bot.url, "process": bot.process, "env": env, "bot": bot}
+    bot.terminate()
+    assert await bot.wait(30) == 0
+    running_logs = bot.logs()
+    # nothing secret ever reached the logs (DEBUG level, a whole turn in the mention test)
     for secret in (slack.bot_token, slack.signing_secret, "tok-agent-123"):
         assert secret not in running_logs
     await slack.stop()
@@ -96,6 +74,9 @@ async def test_a_mention_is_answered_by_the_running_process(running: dict[str, A
         await asyncio.sleep(0.1)
     assert slack.bot_replies("C0GENERAL", ts)[0].visible_text == "You said: hello over HTTP"
     assert all(d["ms"] < 3000 for d in slack.deliveries)  # acked well inside Slack's 3 s
+    await asyncio.sleep(0.3)
+    logs = running["bot"].logs()
+    assert "turn.received" in logs and "turn.end" in logs and "agent.http" in logs  # a whole turn, at DEBUG
 
 
 @pytest.mark.parametrize("case", ["missing", "wrong", "stale", "replayed_body"])

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-
-from tests.stack import Stack, start_stack
 
 BOT = "<@U0BOT>"
-
-
-@pytest.fixture
-async def stack_factory(tmp_path: Path) -> AsyncIterator[Any]:
-    stacks: list[Stack] = []
-
-    async def make(script: Any = None, **kwargs: Any) -> Stack:
-        stack = await start_stack(script, tmp_path=tmp_path, **kwargs)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        await stack.close()
 
 
 async def test_500_on_run_create_is_retried_and_the_reply_completes(stack_factory: Any) -> None:

@@ -5,30 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.emulators.slack import Limit, default_limits
-from tests.stack import Stack, start_stack
 
 BOT = "<@U0BOT>"
-
-
-@pytest.fixture
-async def stack_factory(tmp_path: Path) -> AsyncIterator[Any]:
-    stacks: list[Stack] = []
-
-    async def make(script: Any = None, **kwargs: Any) -> Stack:
-        stack = await start_stack(script, tmp_path=tmp_path, **kwargs)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        await stack.close()
 
 
 async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> None:
