@@ -156,6 +156,9 @@ class AgentServiceEmulator:
         self._rejects_left: dict[int, list[Reject]] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        from .responses import ResponsesAPI
+
+        self.responses_api = ResponsesAPI(self)
         self.app = self._make_app()
         if agent_id:
             self._create_agent_doc(
@@ -247,6 +250,7 @@ class AgentServiceEmulator:
         r.add_post(base + "/threads/{thread_id}/runs/{run_id}/cancel", self._cancel_run)
         r.add_post(base + "/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", self._submit)
         r.add_get(base + "/threads/{thread_id}/runs/{run_id}/steps", self._list_steps)
+        self.responses_api.routes(app, base)
         r.add_post("/_emulator/faults", self._add_fault)
         return app
 
@@ -268,7 +272,7 @@ class AgentServiceEmulator:
             )
         if self.token is not None and token.strip() != self.token:
             return _error(401, "Access denied: the bearer token is invalid or expired.", "PermissionDenied")
-        if not request.query.get("api-version"):
+        if not request.query.get("api-version") and "/openai/v1/" not in request.path:
             return _error(
                 400,
                 "Missing required query parameter: api-version",
@@ -518,6 +522,14 @@ class AgentServiceEmulator:
     def _pending_reject(self, thread_id: str) -> Reject | None:
         """Scripted refusals of a run's creation, taken before the turn is consumed."""
         user_text = self._last_user_text(thread_id)
+        for index, turn in enumerate(self.script.turns):
+            if (index in self._used_turns and not turn.repeat) or not turn.matches(user_text):
+                continue
+            rejects = self._rejects_left.setdefault(index, list(turn.reject))
+            return rejects.pop(0) if rejects else None
+        return None
+
+    def _pending_reject_text(self, user_text: str) -> Reject | None:
         for index, turn in enumerate(self.script.turns):
             if (index in self._used_turns and not turn.repeat) or not turn.matches(user_text):
                 continue
