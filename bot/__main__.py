@@ -19,7 +19,7 @@ SLACK_HELP = (
 
 
 async def _check_agent(settings: Settings) -> bool:
-    from .agents.azure import AgentsClient
+    from .agents import make_backend
     from .agents.errors import AgentServiceError, AuthenticationError, NotFoundError
 
     if not settings.project_endpoint:
@@ -28,17 +28,20 @@ async def _check_agent(settings: Settings) -> bool:
             "https://<resource>.services.ai.azure.com/api/projects/<project>"
         )
         return False
-    if not settings.agent_id:
-        print("x AGENT_ID is not set: the id of the agent to talk to (asst_...)")
+    if not settings.agent_ref:
+        print(
+            "x no agent: set AGENT_ID (asst_..., classic agents) or AGENT_NAME "
+            "(new Foundry agents; AGENT_VERSION to pin a version)"
+        )
         return False
     try:
-        client = AgentsClient.from_settings(settings)
+        client = make_backend(settings)
     except ValueError as exc:
         print(f"x {exc}")
         return False
     async with client:
         try:
-            agent = await client.get_agent(settings.agent_id)
+            agent = await client.get_agent(settings.agent_ref)
         except AuthenticationError as exc:
             print(
                 f"x authentication failed: {exc}\n"
@@ -48,16 +51,22 @@ async def _check_agent(settings: Settings) -> bool:
             return False
         except NotFoundError as exc:
             print(
-                f"x not found: {exc}\n  fix: check AGENT_ID and that PROJECT_ENDPOINT ends "
+                f"x not found: {exc}\n  fix: check AGENT_ID / AGENT_NAME and that PROJECT_ENDPOINT ends "
                 "with /api/projects/<project>"
             )
             return False
         except AgentServiceError as exc:
             print(f"x the agent service failed: {exc}")
             return False
+    version = (agent.metadata or {}).get("version") if settings.backend == "foundry" else None
+    kind = (
+        "new Foundry agent (Responses API)"
+        if settings.backend == "foundry"
+        else "classic agent (threads/runs)"
+    )
     print(
-        f"ok agent {agent.id} ({agent.name or 'unnamed'}, model {agent.model}) "
-        f"with {len(agent.tools)} tool(s)"
+        f"ok {kind} {agent.id}{f' version {version}' if version else ''} ({agent.name or 'unnamed'}, "
+        f"model {agent.model}) with {len(agent.tools)} tool(s)"
     )
     return True
 

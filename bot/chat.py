@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
+from .agents import make_backend
 from .agents.azure import AgentsClient
 from .agents.errors import AgentServiceError
 from .agents.events import (
     Cancelled,
-    Completed,
     Expired,
     Failed,
     Incomplete,
@@ -40,7 +40,7 @@ def current_time(timezone: str = "UTC") -> str:
 
 
 async def _turn(
-    client: AgentsClient,
+    client: Any,
     thread_id: str,
     agent_id: str,
     tools: FunctionToolSet,
@@ -48,35 +48,40 @@ async def _turn(
     text: str,
     out: TextIO,
 ) -> None:
+    """One exchange; function calls run here, on either backend."""
     await client.add_message(thread_id, text)
-    stream = await client.stream_run(thread_id, agent_id, toolset=tools, tools=tool_defs)
+    stream = await client.stream_run(thread_id, agent_id, tools=tool_defs)
     out.write("agent> ")
-    async with stream:
-        async for event in stream.events():
-            if isinstance(event, TextDelta):
-                out.write(event.text)
-                out.flush()
-            elif isinstance(event, ToolCallsRequested):
-                names = ", ".join(call.name for call in event.tool_calls)
-                out.write(f"[calling {names}] ")
-            elif isinstance(event, Failed):
-                out.write(f"\n[the run failed: {event.message} ({event.code})]")
-            elif isinstance(event, Incomplete):
-                out.write(f"\n[the answer is incomplete: {event.reason}]")
-            elif isinstance(event, (Cancelled, Expired)):
-                out.write(f"\n[the run was {type(event).__name__.lower()}]")
-            elif isinstance(event, StreamError):
-                out.write(f"\n[the agent service reported an error: {event.message}]")
-            elif isinstance(event, Completed):
-                pass
+    while stream is not None:
+        requested: ToolCallsRequested | None = None
+        async with stream:
+            async for event in stream.events():
+                if isinstance(event, TextDelta):
+                    out.write(event.text)
+                    out.flush()
+                elif isinstance(event, ToolCallsRequested):
+                    requested = event
+                    out.write(f"[calling {', '.join(call.name for call in event.tool_calls)}] ")
+                elif isinstance(event, Failed):
+                    out.write(f"\n[the run failed: {event.message} ({event.code})]")
+                elif isinstance(event, Incomplete):
+                    out.write(f"\n[the answer is incomplete: {event.reason}]")
+                elif isinstance(event, (Cancelled, Expired)):
+                    out.write(f"\n[the run was {type(event).__name__.lower()}]")
+                elif isinstance(event, StreamError):
+                    out.write(f"\n[the agent service reported an error: {event.message}]")
+        stream = None
+        if requested is not None:
+            outputs = await tools.execute(requested.tool_calls)
+            stream = await client.submit_tool_outputs_stream(thread_id, requested.run_id, outputs)
     out.write("\n")
 
 
 async def chat(settings: Settings, *, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     emulator: AgentServiceEmulator | None = None
     if settings.has_agent:
-        client = AgentsClient.from_settings(settings)
-        agent_id = settings.agent_id or ""
+        client = make_backend(settings)
+        agent_id = settings.agent_ref or ""
         out.write(f"Talking to agent {agent_id} at {settings.project_endpoint}\n")
     else:
         emulator = AgentServiceEmulator()

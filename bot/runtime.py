@@ -14,7 +14,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .agents.azure import AgentsClient
+from .agents import make_backend
 from .logs import log
 from .metrics import Metrics
 from .plugins import PluginToolRunner, discover
@@ -34,7 +34,7 @@ logger = logging.getLogger("bot.runtime")
 class Bot:
     settings: Settings
     store: Store
-    agents: AgentsClient
+    agents: Any  # AgentsClient or FoundryBackend: one interface
     slack: AsyncWebClient
     bolt: AsyncApp
     orchestrator: TurnOrchestrator
@@ -76,7 +76,7 @@ async def build_bot(
     if not settings.has_agent:
         raise ValueError("PROJECT_ENDPOINT and AGENT_ID must be set")
     store = await open_store(settings.store_url)
-    agents = AgentsClient.from_settings(settings)
+    agents = make_backend(settings)
     slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)
     identity = await slack.auth_test()
     bolt = AsyncApp(
@@ -103,7 +103,7 @@ async def build_bot(
         metrics=metrics,
         allow_mass_mentions=settings.allow_mass_mentions,
         agents=agents,
-        agent_id=settings.agent_id or "",
+        agent_id=settings.agent_ref or "",
         store=store,
         slack=slack,
         budgets=budgets or Budgets(),
@@ -130,7 +130,8 @@ async def build_bot(
         "bot.ready",
         team=identity.get("team_id"),
         bot_user=identity.get("user_id"),
-        agent_id=settings.agent_id,
+        agent_id=settings.agent_ref,
+        backend=settings.backend,
     )
     return Bot(
         settings,

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     # Agent service (Azure AI Foundry, classic threads/runs)
     project_endpoint: str | None = Field(default=None, alias="PROJECT_ENDPOINT")
     agent_id: str | None = Field(default=None, alias="AGENT_ID")
+    agent_name: str | None = Field(default=None, alias="AGENT_NAME")
+    agent_version: str | None = Field(default=None, alias="AGENT_VERSION")
+    agent_backend: Literal["classic", "foundry"] | None = Field(default=None, alias="AGENT_BACKEND")
     agents_access_token: SecretStr | None = Field(default=None, alias="AGENTS_ACCESS_TOKEN")
     agents_api_version: str = Field(default="v1", alias="AGENTS_API_VERSION")
     agents_connect_timeout: float = Field(default=10.0, gt=0, alias="AGENTS_CONNECT_TIMEOUT")
@@ -83,8 +86,20 @@ class Settings(BaseSettings):
         return value.get_secret_value() if value else None
 
     @property
+    def backend(self) -> str:
+        """``AGENT_BACKEND``, or: ``AGENT_NAME`` means new Foundry agents, ``AGENT_ID`` classic."""
+        if self.agent_backend:
+            return self.agent_backend
+        return "foundry" if self.agent_name and not self.agent_id else "classic"
+
+    @property
+    def agent_ref(self) -> str | None:
+        """The agent the bot talks to: an ``asst_...`` id (classic) or an agent name (foundry)."""
+        return self.agent_name if self.backend == "foundry" else self.agent_id
+
+    @property
     def has_agent(self) -> bool:
-        return bool(self.project_endpoint and self.agent_id)
+        return bool(self.project_endpoint and self.agent_ref)
 
     @property
     def has_slack(self) -> bool:

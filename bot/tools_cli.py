@@ -88,20 +88,30 @@ async def _call(args: argparse.Namespace, settings: Settings, registry: Registry
 
 
 async def _sync(settings: Settings, registry: Registry) -> int:
-    from .agents.azure import AgentsClient
+    from .agents import make_backend
     from .agents.errors import AgentServiceError
 
     if not settings.has_agent:
-        print("error: PROJECT_ENDPOINT and AGENT_ID must be set to sync tools", file=sys.stderr)
+        print(
+            "error: PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set to sync tools", file=sys.stderr
+        )
         return 2
-    async with AgentsClient.from_settings(settings) as client:
+    functions = [spec.definition() for spec in registry.tools.values()]
+    async with make_backend(settings) as backend:
         try:
-            agent = await client.get_agent(settings.agent_id or "")
-            tools = agent.non_function_tools() + [spec.definition() for spec in registry.tools.values()]
-            await client.update_agent(agent.id, tools=tools)
+            agent = await backend.get_agent(settings.agent_ref or "")
+            tools = agent.non_function_tools() + functions
+            if settings.backend == "foundry":  # function tools belong to an agent version
+                version = await backend.create_version(tools)
+                done = f"agent {agent.id}: new version {version.get('version')} with"
+            else:
+                await backend.update_agent(agent.id, tools=tools)
+                done = f"agent {agent.id}:"
         except AgentServiceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-    kept = len(agent.non_function_tools())
-    print(f"agent {agent.id}: {len(registry.tools)} function tool(s) written, {kept} other tool(s) kept")
+    print(
+        f"{done} {len(functions)} function tool(s) written, "
+        f"{len(agent.non_function_tools())} other tool(s) kept"
+    )
     return 0

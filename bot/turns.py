@@ -422,6 +422,8 @@ class TurnOrchestrator:
                                 await self.store.record_reply(active.record)
                             if active.stop_requested:
                                 await self._cancel(thread_id, stream.run_id)
+                        if active.stop_requested:  # stop showing at once, whatever the service does
+                            return "_Stopped._"
                         ending = self._on_event(event, reply, writer, fields)
                         if isinstance(event, ToolCallsRequested):
                             requested = event

@@ -1,4 +1,4 @@
-"""Test access to the emulated stack (kept as a module so tests import one name)."""
+"""Test access to the emulated stack, and backend-neutral views of what the agent saw."""
 
 from __future__ import annotations
 
@@ -12,4 +12,67 @@ async def start_stack(script: Any = None, *, tmp_path: Any, **kwargs: Any) -> St
     return await _start_stack(script, store_url=f"sqlite:///{tmp_path}/bot.db", admins="U0ADMIN", **kwargs)
 
 
-__all__ = ["Stack", "start_stack"]
+def _foundry(stack: Stack) -> bool:
+    return stack.bot.settings.backend == "foundry"
+
+
+def run_bodies(stack: Stack) -> list[dict[str, Any]]:
+    """The bodies of the requests that started agent runs (classic runs or responses)."""
+    if _foundry(stack):
+        return [
+            b
+            for m, p, b in stack.agent.requests
+            if m == "POST"
+            and p.endswith("/responses")
+            and any(i.get("type") == "message" for i in (b or {}).get("input") or [])
+        ]
+    return [b for m, p, b in stack.agent.requests if m == "POST" and p.endswith("/runs")]
+
+
+def run_count(stack: Stack) -> int:
+    return len(run_bodies(stack))
+
+
+def conversation_count(stack: Stack) -> int:
+    return len(stack.agent.responses_api.conversations) if _foundry(stack) else len(stack.agent.threads)
+
+
+def agent_inputs(stack: Stack) -> list[list[str]]:
+    """Per conversation, the texts the agent received from people (context included)."""
+    if _foundry(stack):
+        found = []
+        for items in stack.agent.responses_api.items.values():
+            found.append(
+                [
+                    "".join(p.get("text", "") for p in i.get("content") or [])
+                    for i in items
+                    if i.get("type") == "message" and i.get("role") == "user"
+                ]
+            )
+        return found
+    return [
+        [m["content"][0]["text"]["value"] for m in messages if m["role"] == "user"]
+        for messages in stack.agent.messages.values()
+    ]
+
+
+def set_agent_tools(stack: Stack, tools: list[dict[str, Any]]) -> None:
+    if _foundry(stack):
+        stack.agent.responses_api.agents["demo-agent"][-1]["definition"]["tools"] = tools
+    else:
+        stack.agent.agents["asst_demo"]["tools"] = tools
+
+
+def run_tool_types(body: dict[str, Any]) -> list[str]:
+    return [t["type"] for t in body.get("tools") or []]
+
+
+__all__ = [
+    "Stack",
+    "agent_inputs",
+    "conversation_count",
+    "run_bodies",
+    "run_count",
+    "set_agent_tools",
+    "start_stack",
+]

@@ -5,13 +5,41 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.emulators.slack import Limit, default_limits
+from tests.stack import (
+    Stack,
+    agent_inputs,
+    conversation_count,
+    run_bodies,
+    run_count,
+    run_tool_types,
+    set_agent_tools,
+    start_stack,
+)
 
 BOT = "<@U0BOT>"
+
+
+@pytest.fixture(params=["classic", "foundry"])
+async def stack_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """The whole suite runs on both agent backends: classic threads/runs and new Foundry
+    agents over the Responses API (one emulator speaks both)."""
+    stacks: list[Stack] = []
+
+    async def make(script: Any = None, **kwargs: Any) -> Stack:
+        stack = await start_stack(script, tmp_path=tmp_path, backend=request.param, **kwargs)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        await stack.close()
 
 
 async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> None:
@@ -30,8 +58,7 @@ async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> Non
     assert history[0][2][0]["text"] == "_Thinking…_"
     assert not any(b["type"] == "actions" for b in replies[0].blocks or [])  # Stop button gone
     # the agent got the message without the bot mention
-    user_messages = [m for msgs in stack.agent.messages.values() for m in msgs if m["role"] == "user"]
-    assert user_messages[-1]["content"][0]["text"]["value"] == "explain please"
+    assert agent_inputs(stack) == [["explain please"]]
 
 
 async def test_dm_is_answered_in_the_dm_thread(stack_factory: Any) -> None:
@@ -54,7 +81,7 @@ async def test_follow_up_without_mention_continues_the_same_agent_thread(
         "You said: first question",
         "You said: and a follow-up",
     ]
-    assert len(stack.agent.threads) == 1
+    assert conversation_count(stack) == 1
     # a message in some other thread, without a mention, is not ours
     other = stack.slack.user_posts("U0BOB", "C0GENERAL", "unrelated root")
     stack.slack.user_posts("U0BOB", "C0GENERAL", "unrelated reply", thread_ts=other)
@@ -86,7 +113,7 @@ async def test_retried_and_double_delivered_events_get_one_reply(stack_factory: 
     assert await stack.slack.redeliver(fresh, retry=0) == 200
     await stack.settle()
     assert len(stack.replies("C0GENERAL", ts)) == 1
-    assert len(stack.agent.runs) == 1
+    assert run_count(stack) == 1
 
 
 async def test_the_bots_own_messages_and_edits_are_ignored(stack_factory: Any) -> None:
@@ -94,11 +121,11 @@ async def test_the_bots_own_messages_and_edits_are_ignored(stack_factory: Any) -
     ts = stack.slack.user_posts("U0ALICE", "D0ALICE", "hi")
     await stack.settle()
     # the bot's reply produced a message event back to the bot: no second turn
-    assert len(stack.agent.runs) == 1
+    assert run_count(stack) == 1
     stack.slack.user_posts("U0ALICE", "D0ALICE", "edited", subtype="message_changed")
     stack.slack.user_posts("U0ALICE", "D0ALICE", "joined", subtype="channel_join")
     await stack.settle()
-    assert len(stack.agent.runs) == 1
+    assert run_count(stack) == 1
     assert len(stack.replies("D0ALICE", ts)) == 1
 
 
@@ -200,7 +227,7 @@ async def test_stop_button_cancels_the_run(stack_factory: Any) -> None:
     for _ in range(100):
         await asyncio.sleep(0.05)
         replies = stack.replies("C0GENERAL", ts)
-        if replies and any(b.get("type") == "actions" for b in replies[0].blocks or []) and stack.agent.runs:
+        if replies and any(b.get("type") == "actions" for b in replies[0].blocks or []) and run_count(stack):
             break
     reply = stack.replies("C0GENERAL", ts)[0]
     value = next(b for b in reply.blocks if b["type"] == "actions")["elements"][0]["value"]
@@ -212,7 +239,8 @@ async def test_stop_button_cancels_the_run(stack_factory: Any) -> None:
     await stack.settle()
     text = stack.reply_text("C0GENERAL", ts)
     assert text.endswith("_Stopped._") and len(text) < len("a long and slow answer " * 10)
-    assert next(iter(stack.agent.runs.values())).status == "cancelled"
+    if stack.bot.settings.backend == "classic":  # classic runs are cancelled on the service too
+        assert next(iter(stack.agent.runs.values())).status == "cancelled"
 
 
 async def test_twenty_concurrent_conversations_no_cross_talk(stack_factory: Any) -> None:
@@ -236,7 +264,7 @@ async def test_twenty_concurrent_conversations_no_cross_talk(stack_factory: Any)
     await stack.settle(within_s=120)
     for i, (channel, ts) in roots.items():
         assert stack.reply_text(channel, ts) == f"You said: conversation number {i}"
-    assert len(stack.agent.threads) == 20
+    assert conversation_count(stack) == 20
 
 
 async def test_second_message_waits_its_turn_instead_of_thread_busy(stack_factory: Any) -> None:
@@ -259,8 +287,7 @@ async def test_first_mention_in_a_human_thread_brings_context(stack_factory: Any
     stack.slack.user_posts("U0ALICE", "C0GENERAL", "I saw it too", thread_ts=root)
     stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} what do you think?", thread_ts=root)
     await stack.settle()
-    thread_id = next(iter(stack.agent.threads))
-    contents = [m["content"][0]["text"]["value"] for m in stack.agent.messages[thread_id]]
+    (contents,) = agent_inputs(stack)
     assert contents[0].startswith("Earlier messages in this Slack thread")
     assert "@bob: Our deploy failed with build 1 (https://ci.example/1) & logs" in contents[0]
     assert "@alice: I saw it too" in contents[0]
@@ -310,7 +337,7 @@ async def test_a_tool_call_shows_a_status_line_then_the_answer(stack_factory: An
         },
         tools=tools,
     )
-    stack.agent.agents["asst_demo"]["tools"] = [{"type": "code_interpreter"}]
+    set_agent_tools(stack, [{"type": "code_interpreter"}])
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} weather?")
     await stack.settle()
     reply = stack.replies("C0GENERAL", ts)[0]
@@ -321,8 +348,7 @@ async def test_a_tool_call_shows_a_status_line_then_the_answer(stack_factory: An
     ]
     assert "Running get_weather…" in statuses
     assert reply.visible_text == "Let me check.\n\nIt is sunny, 21C."
-    run_tools = next(b for m, p, b in stack.agent.requests if m == "POST" and p.endswith("/runs"))["tools"]
-    assert [t["type"] for t in run_tools] == ["code_interpreter", "function"]  # nothing lost
+    assert run_tool_types(run_bodies(stack)[0]) == ["code_interpreter", "function"]  # nothing lost
     assert tools.contexts[0].user_id == "U0ALICE" and tools.contexts[0].thread_ts == ts
 
 

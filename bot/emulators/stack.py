@@ -74,6 +74,7 @@ async def start_stack(
     extra_tools: Sequence[Callable[..., Any]] = (),
     agent: AgentServiceEmulator | None = None,
     settings_overrides: dict[str, Any] | None = None,
+    backend: str = "classic",
 ) -> EmulatedStack:
     if script is not None and not isinstance(script, Script):
         script = Script.parse(script)
@@ -96,6 +97,8 @@ async def start_stack(
         BOT_CONFIRM_TIMEOUT=confirm_timeout,
         _env_file=None,  # type: ignore[call-arg]
     )
+    if backend == "foundry":  # the same emulator, answering as a new Foundry agent
+        settings = settings.model_copy(update={"agent_backend": "foundry", "agent_name": "demo-agent"})
     if settings_overrides:
         settings = settings.model_copy(update=settings_overrides)
     bot = await build_bot(settings, budgets=budgets, tools=tools, extra_tools=extra_tools)

@@ -161,6 +161,9 @@ async def serve(
         overrides.update(
             project_endpoint=settings.project_endpoint,
             agent_id=settings.agent_id,
+            agent_name=settings.agent_name,
+            agent_version=settings.agent_version,
+            agent_backend=settings.agent_backend,
             agents_access_token=settings.agents_access_token,
         )
     agent = AgentServiceEmulator(script, agent_tools=[])
