@@ -86,10 +86,10 @@ def measure(
         shown = [(t, len(_visible(blocks, text))) for t, text, blocks in replies[0].history]
         if _visible(replies[0].blocks, replies[0].text) != expected:
             result.lost += 1
-        run = next((r for r in agent.runs.values() if _run_channel(agent, r) == channel), None)
-        if run is None:
+        timeline = _text_timelines(agent).get(channel)
+        if timeline is None:
             continue
-        for emitted_at, length in run.text_timeline:
+        for emitted_at, length in timeline:
             seen = next((t for t, n in shown if n >= length and t >= emitted_at), None)
             if seen is not None:
                 result.staleness.append(seen - emitted_at)
@@ -106,14 +106,24 @@ def _visible(blocks: list | None, text: str) -> str:
     return text.replace("Thinking…", "")
 
 
-def _run_channel(agent: AgentServiceEmulator, run: object) -> str:
-    thread = agent.threads.get(run.doc["thread_id"])  # type: ignore[attr-defined]
-    return (thread or {}).get("metadata", {}).get("slack", "//").split("/")[1]
+def _text_timelines(agent: AgentServiceEmulator) -> dict[str, list[tuple[float, int]]]:
+    """Channel -> when each piece of the answer left the agent, for either protocol."""
+    found: dict[str, list[tuple[float, int]]] = {}
+    for run in agent.runs.values():
+        slack = (agent.threads.get(run.doc["thread_id"]) or {}).get("metadata", {}).get("slack", "//")
+        found[slack.split("/")[1]] = run.text_timeline
+    api = agent.responses_api
+    for response in api.responses.values():
+        conversation = (response.doc.get("conversation") or {}).get("id") or ""
+        slack = (api.conversations.get(conversation) or {}).get("metadata", {}).get("slack", "//")
+        if response.text_timeline:
+            found[slack.split("/")[1]] = response.text_timeline
+    return found
 
 
-async def run_ours(args: argparse.Namespace, script: Script, expected: str) -> Result:
-    stack = await start_stack(script)
-    result = Result("ours")
+async def run_ours(args: argparse.Namespace, script: Script, expected: str, backend: str) -> Result:
+    stack = await start_stack(script, backend=backend)
+    result = Result("ours" if backend == "classic" else "ours/new")
     channels = [f"C{i:04d}" for i in range(args.replies)]
     for channel in channels:
         stack.slack.add_channel(channel, channel.lower())
@@ -246,10 +256,11 @@ def main() -> int:
     expected = script.turns[0].actions[0].text or ""
 
     async def all_runs() -> list[Result]:
-        ours = await run_ours(args, script, expected)
+        ours = await run_ours(args, script, expected, "classic")
+        ours_new = await run_ours(args, script, expected, "foundry")
         per_delta = await run_baseline("per-delta", naive_per_delta, args, script, expected)
         fixed = await run_baseline("fixed-1s", naive_fixed_interval, args, script, expected)
-        return [ours, per_delta, fixed]
+        return [ours, ours_new, per_delta, fixed]
 
     results = asyncio.run(all_runs())
     print(
@@ -267,13 +278,23 @@ def main() -> int:
             f"{r.p(r.staleness, 0.95):>12.2f} {r.calls / r.replies:>12.1f} {r.rate_limited:>6} "
             f"{r.lost:>10} {r.wall:>7.1f}"
         )
-    ours, per_delta, fixed = results
+    ours, ours_new, per_delta, fixed = results
+    print("  ours: classic agents (threads/runs); ours/new: new Foundry agents (Responses API)")
     print()
-    print(f"calls per reply, ours / per-delta: {ours.calls / per_delta.calls:.3f} (target <= 0.1)")
+    print(
+        f"calls per reply, ours / per-delta: {ours.calls / per_delta.calls:.3f} (target <= 0.1); "
+        f"new agents: {ours_new.calls / per_delta.calls:.3f}"
+    )
     print(f"calls per reply, ours / fixed-1s:  {ours.calls / fixed.calls:.3f}")
-    print(f"first write p95: {ours.p(ours.first_write, 0.95) * 1000:.0f} ms (target <= 150 ms)")
-    print(f"text lost: ours {ours.lost}, per-delta {per_delta.lost}, fixed-1s {fixed.lost} (target: ours 0)")
-    return 0 if ours.lost == 0 else 1
+    print(
+        f"first write p95: {ours.p(ours.first_write, 0.95) * 1000:.0f} ms, new agents "
+        f"{ours_new.p(ours_new.first_write, 0.95) * 1000:.0f} ms (target <= 150 ms)"
+    )
+    print(
+        f"text lost: ours {ours.lost}, new agents {ours_new.lost}, per-delta {per_delta.lost}, "
+        f"fixed-1s {fixed.lost} (target: ours 0)"
+    )
+    return 0 if ours.lost == 0 and ours_new.lost == 0 else 1
 
 
 if __name__ == "__main__":

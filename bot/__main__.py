@@ -157,14 +157,18 @@ def _run(settings: Settings, mode: str | None, host: str | None, port: int) -> i
     return 0
 
 
-def _playground(settings: Settings, host: str, port: int, script: str | None) -> int:
+def _playground(
+    settings: Settings, host: str, port: int, script: str | None, backend: str = "classic"
+) -> int:
     from .emulators.agent_script import ScriptError
     from .playground import serve
     from .runtime import _until_signal
 
     async def run() -> None:
         stop = asyncio.Event()
-        task = asyncio.create_task(serve(settings, host=host, port=port, script_path=script, stop=stop))
+        task = asyncio.create_task(
+            serve(settings, host=host, port=port, script_path=script, stop=stop, backend=backend)
+        )
         waiter = asyncio.create_task(_until_signal())
         await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         stop.set()
@@ -195,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     play.add_argument("--host", default="127.0.0.1")
     play.add_argument("--port", type=int, default=3000)
     play.add_argument("--script", help="an agent script (JSON or YAML) for the emulated agent")
+    play.add_argument(
+        "--backend",
+        choices=["classic", "foundry"],
+        default="classic",
+        help="the emulated agent's protocol: classic threads/runs or new agents (Responses API)",
+    )
     sub.add_parser("check", help="validate settings, reach Slack and the agent service")
     tools_cli.add_parser(sub)
     args = parser.parse_args(argv)
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return asyncio.run(_check(settings))
         if args.command == "playground":
-            return _playground(settings, args.host, args.port, args.script)
+            return _playground(settings, args.host, args.port, args.script, args.backend)
         if args.command == "chat":
             from .chat import chat
 

@@ -121,6 +121,8 @@ async def build_bot(
         user_per_minute=settings.user_runs_per_minute,
         channel_per_minute=settings.channel_runs_per_minute,
     )
+    if settings.backend == "foundry" and registry.tools:
+        await warn_on_tool_drift(agents, registry)
     recovery = Recovery(
         orchestrator, heartbeat_ttl_s=settings.heartbeat_ttl, interval_s=max(0.5, settings.heartbeat_ttl / 3)
     )
@@ -145,6 +147,35 @@ async def build_bot(
         recovery,
         asyncio.Event(),
     )
+
+
+async def warn_on_tool_drift(backend: Any, registry: Any) -> list[str]:
+    """New Foundry agents keep their function tools in the agent version: say which plugin
+    tools the version lacks or has in another shape, and how to fix it."""
+    try:
+        agent = await backend.get_agent(None)
+    except Exception as exc:
+        log(logger, "tools.drift_unchecked", logging.WARNING, error=str(exc))
+        return []
+    have = {t["function"]["name"]: t["function"] for t in agent.tools if t.get("type") == "function"}
+    problems = []
+    for name, spec in registry.tools.items():
+        wanted = spec.definition()["function"]
+        if name not in have:
+            problems.append(f"{name} (missing)")
+        elif (have[name].get("parameters") or {}) != wanted["parameters"]:
+            problems.append(f"{name} (parameters differ)")
+    if problems:
+        log(
+            logger,
+            "tools.out_of_sync",
+            logging.WARNING,
+            agent=agent.id,
+            version=(agent.metadata or {}).get("version"),
+            tools=", ".join(problems),
+            fix="python -m bot tools sync",
+        )
+    return problems
 
 
 async def serve_http(settings: Settings, host: str, port: int) -> None:

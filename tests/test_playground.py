@@ -188,3 +188,32 @@ async def test_with_agent_settings_the_playground_uses_that_agent() -> None:
         finally:
             stop.set()
             await asyncio.wait_for(task, 30)
+
+
+async def test_the_playground_runs_on_new_foundry_agents_too() -> None:
+    port = _free_port()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    settings = Settings(BOT_TOOLS_DIR=str(ROOT / "tools"), _env_file=None)  # type: ignore[call-arg]
+    task = asyncio.create_task(serve(settings, port=port, ready=ready, stop=stop, backend="foundry"))
+    await asyncio.wait_for(ready.wait(), 30)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            posted = (
+                await http.post(
+                    "/api/post", json={"user": "U0ALICE", "channel": "D0ALICE", "text": "what time is it"}
+                )
+            ).json()
+            text = ""
+            for _ in range(200):
+                state = (await http.get("/api/state")).json()
+                replies = [m for m in state["messages"] if m["bot"] and m["thread_ts"] == posted["ts"]]
+                text = replies[0]["blocks"][0]["text"] if replies and replies[0]["blocks"] else ""
+                if "In Amsterdam it is now" in text:
+                    break
+                await asyncio.sleep(0.05)
+            assert "In Amsterdam it is now" in text
+            timeline = (await http.get("/api/state")).json()["timeline"]
+            assert any(e["kind"] == "agent" and e["event"] == "response.output_text.delta" for e in timeline)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -48,6 +48,7 @@ class _Response:
     events: list[Any] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
+    text_timeline: list[tuple[float, int]] = field(default_factory=list)  # (monotonic, chars so far)
 
 
 @dataclass
@@ -292,6 +293,19 @@ class _Worker:
         async with self.r.changed:
             self.r.events.append(event)
             self.r.changed.notify_all()
+        if self.api.em.listeners:  # the playground's timeline
+            conversation = (self.r.doc.get("conversation") or {}).get("id")
+            metadata = (self.api.conversations.get(conversation or "") or {}).get("metadata") or {}
+            change = {
+                "kind": "agent",
+                "t": time.monotonic(),
+                "run_id": self.r.doc["id"],
+                "thread_id": conversation,
+                "slack": metadata.get("slack"),
+                "event": kind,
+            }
+            for listener in list(self.api.em.listeners):
+                listener(change)
 
     async def mark(self, marker: object) -> None:
         async with self.r.changed:
@@ -473,6 +487,7 @@ class _Worker:
             await asyncio.sleep(delay)
             part["text"] += piece
             self.tokens += max(1, len(piece) // 4)
+            self.r.text_timeline.append((time.monotonic(), len(part["text"])))
             await self.emit(
                 "response.output_text.delta",
                 item_id=self.message["id"],

@@ -152,6 +152,7 @@ async def serve(
     script_path: str | None = None,
     ready: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    backend: str = "classic",
 ) -> None:
     """Run the playground until ``stop`` is set (or forever)."""
     script = Script.load(script_path) if script_path else Script.parse(DEMO_SCRIPT)
@@ -168,7 +169,11 @@ async def serve(
         )
     agent = AgentServiceEmulator(script, agent_tools=[])
     stack = await start_stack(
-        agent=agent, settings_overrides=overrides, extra_tools=[restart_service], budgets=None
+        agent=agent,
+        settings_overrides=overrides,
+        extra_tools=[restart_service],
+        budgets=None,
+        backend="classic" if real_agent else backend,
     )
     playground = Playground(stack, real_agent=real_agent)
     runner = web.AppRunner(playground.app(), access_log=None)

@@ -73,8 +73,9 @@ class SQLiteStore:
         return self._db
 
     async def _one(self, sql: str, args: tuple[object, ...]) -> tuple[object, ...] | None:
-        async with self.db.execute(sql, args) as cursor:
-            return await cursor.fetchone()  # type: ignore[return-value]
+        # one queued operation: a cursor left open across awaits would block other tasks' commits
+        rows = await self.db.execute_fetchall(sql, args)
+        return tuple(rows[0]) if rows else None  # type: ignore[index]
 
     async def _write(self, sql: str, args: tuple[object, ...]) -> int:
         cursor = await self.db.execute(sql, args)
@@ -109,10 +110,10 @@ class SQLiteStore:
         )
 
     async def disabled_tools(self, team: str, channel: str) -> set[str]:
-        async with self.db.execute(
+        rows = await self.db.execute_fetchall(
             "SELECT tool FROM tool_settings WHERE team=? AND channel=? AND enabled=0", (team, channel)
-        ) as cursor:
-            return {row[0] for row in await cursor.fetchall()}
+        )
+        return {row[0] for row in rows}
 
     async def set_tool_enabled(self, team: str, channel: str, tool: str, enabled: bool, by: str) -> None:
         await self._write(
@@ -153,20 +154,19 @@ class SQLiteStore:
 
     async def pop_turn(self, key: ConversationKey) -> str | None:
         row = await self._one(
-            "SELECT id, payload FROM turn_queue WHERE conversation = ? ORDER BY id LIMIT 1", (key.as_str(),)
+            "DELETE FROM turn_queue WHERE id = (SELECT id FROM turn_queue WHERE conversation = ? "
+            "ORDER BY id LIMIT 1) RETURNING payload",
+            (key.as_str(),),
         )
-        if row is None:
-            return None
-        await self._write("DELETE FROM turn_queue WHERE id = ?", (row[0],))
-        return str(row[1])
+        await self.db.commit()
+        return str(row[0]) if row else None
 
     async def queue_length(self, key: ConversationKey) -> int:
         row = await self._one("SELECT COUNT(*) FROM turn_queue WHERE conversation = ?", (key.as_str(),))
         return int(row[0]) if row else 0  # type: ignore[arg-type]
 
     async def queued_conversations(self) -> list[ConversationKey]:
-        async with self.db.execute("SELECT DISTINCT conversation FROM turn_queue") as cursor:
-            rows = await cursor.fetchall()
+        rows = await self.db.execute_fetchall("SELECT DISTINCT conversation FROM turn_queue")
         return [ConversationKey(*str(row[0]).split("/", 2)) for row in rows]
 
     async def record_reply(self, reply: InFlight) -> None:
@@ -178,24 +178,22 @@ class SQLiteStore:
         await self._write("DELETE FROM replies WHERE turn_id = ?", (turn_id,))
 
     async def replies_in_flight(self) -> list[InFlight]:
-        async with self.db.execute("SELECT doc FROM replies") as cursor:
-            rows = await cursor.fetchall()
+        rows = await self.db.execute_fetchall("SELECT doc FROM replies")
         return [InFlight(**json.loads(row[0])) for row in rows]
 
     async def hit(self, kind: str, ident: str, window_s: float) -> int:
         window = int(time.time() // window_s)
         # RETURNING makes the count atomic with the increment (concurrent callers each see theirs)
-        async with self.db.execute(
+        row = await self._one(
             "INSERT INTO hits VALUES (?, ?, ?, 1) "
             "ON CONFLICT(kind, ident, window) DO UPDATE SET count = count + 1 RETURNING count",
             (kind, ident, window),
-        ) as cursor:
-            row = await cursor.fetchone()
+        )
         await self.db.execute(
             "DELETE FROM hits WHERE kind = ? AND ident = ? AND window < ?", (kind, ident, window)
         )
         await self.db.commit()
-        return int(row[0]) if row else 0
+        return int(row[0]) if row else 0  # type: ignore[call-overload]
 
     async def close(self) -> None:
         if self._db is not None:
