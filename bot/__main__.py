@@ -126,7 +126,7 @@ def _run(settings: Settings, mode: str | None, host: str | None, port: int) -> i
         return 2
     if not settings.has_agent:
         print(
-            "error: PROJECT_ENDPOINT and AGENT_ID must be set to run the bot in Slack "
+            "error: PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set to run the bot in Slack "
             "(python -m bot check explains what is missing)",
             file=sys.stderr,
         )

@@ -74,7 +74,7 @@ async def build_bot(
     if not token:
         raise ValueError("SLACK_BOT_TOKEN is not set")
     if not settings.has_agent:
-        raise ValueError("PROJECT_ENDPOINT and AGENT_ID must be set")
+        raise ValueError("PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set")
     store = await open_store(settings.store_url)
     agents = make_backend(settings)
     slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)

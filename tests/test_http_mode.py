@@ -120,4 +120,7 @@ async def test_check_reaches_slack_and_the_agent(running: dict[str, Any]) -> Non
     out, _ = await asyncio.wait_for(process.communicate(), 30)
     text = out.decode()
     assert process.returncode == 0, text
-    assert "ok agent asst_demo" in text and "ok Slack workspace Emulated as bot user agentbot" in text
+    assert (
+        "ok classic agent (threads/runs) asst_demo" in text
+        and "ok Slack workspace Emulated as bot user agentbot" in text
+    )
