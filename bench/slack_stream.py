@@ -130,7 +130,10 @@ async def run_ours(args: argparse.Namespace, script: Script, expected: str, back
     started = time.monotonic()
     posts = []
     for channel in channels:
-        posts.append((channel, stack.slack.user_posts("U0ALICE", channel, "<@U0BOT> go"), time.monotonic()))
+        # one person per reply: the bot's per-person run limit is not what this measures
+        user = f"U{channel}"
+        stack.slack.add_user(user, user.lower(), f"Person {channel}")
+        posts.append((channel, stack.slack.user_posts(user, channel, "<@U0BOT> go"), time.monotonic()))
         await asyncio.sleep(args.arrival / args.replies)
     await stack.settle(within_s=600)
     result.wall = time.monotonic() - started

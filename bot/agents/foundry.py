@@ -133,6 +133,9 @@ class FoundryBackend:
             max_retries=max_retries,
         )
         self._pending_input: dict[str, list[dict[str, Any]]] = {}
+        # The openai package imports its resources on first use; do it now, at start-up, not
+        # in the middle of traffic where the import would stall the event loop.
+        _ = (self.openai.responses, self.openai.conversations)
 
     async def __aenter__(self) -> Self:
         return self
