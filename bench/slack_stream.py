@@ -3,7 +3,8 @@
 Three ways of writing the same 50 concurrent replies, each in one run, against the Slack
 emulator with its tier limits on (chat.update: Tier 3, 50 per minute, workspace-wide;
 chat.postMessage: about one per second per channel):
-  ours        the real bot, end to end (signed events -> Bolt -> orchestrator -> paced writer)
+  ours        the real bot in its own process, end to end (signed events -> Bolt ->
+              orchestrator -> paced writer); ours/new: the same on new Foundry agents
   per-delta   a naive writer: one chat.update per agent delta
   fixed-1s    a naive writer: one chat.update per reply per second
 The agent emulator streams each reply at a realistic token rate. Reported: time from the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,8 +36,8 @@ from bot.agents.azure import AgentsClient
 from bot.agents.events import TextDelta
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
+from bot.emulators.processes import start_bot
 from bot.emulators.slack import SlackEmulator
-from bot.emulators.stack import start_stack
 
 
 @dataclass
@@ -122,23 +124,55 @@ def _text_timelines(agent: AgentServiceEmulator) -> dict[str, list[tuple[float, 
 
 
 async def run_ours(args: argparse.Namespace, script: Script, expected: str, backend: str) -> Result:
-    stack = await start_stack(script, backend=backend)
-    result = Result("ours" if backend == "classic" else "ours/new")
-    channels = [f"C{i:04d}" for i in range(args.replies)]
-    for channel in channels:
-        stack.slack.add_channel(channel, channel.lower())
-    started = time.monotonic()
-    posts = []
-    for channel in channels:
-        # one person per reply: the bot's per-person run limit is not what this measures
-        user = f"U{channel}"
-        stack.slack.add_user(user, user.lower(), f"Person {channel}")
-        posts.append((channel, stack.slack.user_posts(user, channel, "<@U0BOT> go"), time.monotonic()))
-        await asyncio.sleep(args.arrival / args.replies)
-    await stack.settle(within_s=600)
-    result.wall = time.monotonic() - started
-    measure(result, stack.slack, stack.agent, posts, expected)
-    await stack.close()
+    """The real bot in its own process (as deployed), the emulators in this one."""
+    agent = AgentServiceEmulator(script)
+    await agent.start()
+    slack_emulator = SlackEmulator()
+    await slack_emulator.start()
+    extra = {"AGENT_BACKEND": "foundry", "AGENT_NAME": "demo-agent"} if backend == "foundry" else {}
+    with tempfile.TemporaryDirectory() as folder:
+        bot = await start_bot(
+            agent,
+            slack_emulator,
+            f"sqlite:///{folder}/bot.db",
+            f"{folder}/bot.log",
+            BOT_LOG_LEVEL="WARNING",
+            **extra,
+        )
+        slack_emulator.events_url = bot.events_url
+        # warm-up: a freshly started process pays one-time costs on its first event
+        warm = slack_emulator.user_posts("U0ALICE", "C0GENERAL", "<@U0BOT> warm up")
+        while not any(  # noqa: ASYNC110 (polling what another process wrote)
+            "You said" in m.text or "rate limits" in m.text
+            for m in slack_emulator.bot_replies("C0GENERAL", warm)
+        ):
+            await asyncio.sleep(0.05)
+        slack_emulator.calls.clear()
+        result = Result("ours" if backend == "classic" else "ours/new")
+        channels = [f"C{i:04d}" for i in range(args.replies)]
+        for channel in channels:
+            slack_emulator.add_channel(channel, channel.lower())
+        started = time.monotonic()
+        posts = []
+        for channel in channels:
+            posts.append(
+                (channel, slack_emulator.user_posts("U0ALICE", channel, "<@U0BOT> go"), time.monotonic())
+            )
+            await asyncio.sleep(args.arrival / args.replies)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not all(  # noqa: ASYNC110 (polling another process)
+            (r := slack_emulator.bot_replies(c, ts))
+            and _visible(r[0].blocks, r[0].text) == expected
+            and not any(b.get("type") == "actions" for b in r[0].blocks or [])
+            for c, ts, _ in posts
+        ):
+            await asyncio.sleep(0.2)
+        result.wall = time.monotonic() - started
+        measure(result, slack_emulator, agent, posts, expected)
+        bot.terminate()
+        await bot.wait(60)
+    await slack_emulator.stop()
+    await agent.stop()
     return result
 
 

@@ -184,12 +184,13 @@ class TurnOrchestrator:
             state="received",
             payload=json.dumps(payload),
         )
-        # durable first: if this process dies from here on, another one answers the turn
-        await self.store.record_reply(record)
         writer = self._writer(turn, turn_id, fields)
         log(logger, "turn.received", **fields)
         try:
-            record.message_ts = payload["message_ts"] = await writer.start()
+            # durable at once (if this process dies, another one answers the turn), written
+            # while the placeholder goes up rather than before it
+            _, record.message_ts = await asyncio.gather(self.store.record_reply(record), writer.start())
+            payload["message_ts"] = record.message_ts
         except Exception as exc:
             log(logger, "turn.no_placeholder", logging.ERROR, error=repr(exc), **fields)
             self.metrics.turns_ended.labels("error").inc()

@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from bot.emulators.agents import AgentServiceEmulator
+from bot.emulators.processes import start_bot
 from bot.emulators.slack import SlackEmulator
-from tests.procs import start_bot
 
 
 def _free_port() -> int:

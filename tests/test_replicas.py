@@ -14,8 +14,8 @@ import pytest
 
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
+from bot.emulators.processes import start_bot
 from bot.emulators.slack import Limit, SlackEmulator, default_limits
-from tests.procs import start_bot
 
 BOT = "<@U0BOT>"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

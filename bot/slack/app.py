@@ -83,9 +83,12 @@ class SlackSurface:
             log(logger, "event.not_allowed", channel=event.get("channel"), team=body.get("team_id"))
             return False
         event_id = body.get("event_id") or ""
-        if event_id and not await self.store.claim("event", event_id, DEDUPE_TTL_S):
-            return False
-        return await self.store.claim("post", f"{event.get('channel')}:{event.get('ts')}", DEDUPE_TTL_S)
+        post = f"{event.get('channel')}:{event.get('ts')}"
+        fresh_event, fresh_post = await asyncio.gather(
+            self.store.claim("event", event_id, DEDUPE_TTL_S) if event_id else _true(),
+            self.store.claim("post", post, DEDUPE_TTL_S),
+        )
+        return fresh_event and fresh_post
 
     def _start(self, turn: Turn) -> None:
         task = asyncio.get_running_loop().create_task(self._admit(turn))
@@ -99,8 +102,10 @@ class SlackSurface:
 
     async def _admit(self, turn: Turn) -> None:
         """Per-user and per-channel limits on starting runs, with a friendly private note."""
-        user_hits = await self.store.hit("user-runs", f"{turn.team}/{turn.user}", 60)
-        channel_hits = await self.store.hit("channel-runs", f"{turn.team}/{turn.channel}", 60)
+        user_hits, channel_hits = await asyncio.gather(
+            self.store.hit("user-runs", f"{turn.team}/{turn.user}", 60),
+            self.store.hit("channel-runs", f"{turn.team}/{turn.channel}", 60),
+        )
         if user_hits > self.user_per_minute or channel_hits > self.channel_per_minute:
             who = "you are" if user_hits > self.user_per_minute else "this channel is"
             log(logger, "turn.limited", user=turn.user, channel=turn.channel, event_id=turn.event_id)
@@ -216,6 +221,10 @@ class SlackSurface:
     async def drain(self, grace_s: float = 30.0) -> None:
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace_s)
+
+
+async def _true() -> bool:
+    return True
 
 
 def http_app(

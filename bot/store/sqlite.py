@@ -63,6 +63,9 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: durable across process crashes (what recovery needs); an fsync per
+        # write would put disk latency in front of every first reply.
+        await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
         await self._db.commit()
 

@@ -1,4 +1,6 @@
-"""Bot processes for the service tests: `python -m bot run --mode http` on a free port."""
+"""The real bot in its own process (`python -m bot run --mode http` on a free port), wired
+to the emulators: for the service tests and the benchmarks, where the bot must not share
+a core with the emulators that stand in for Slack and Azure."""
 
 from __future__ import annotations
 
