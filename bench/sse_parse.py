@@ -134,16 +134,14 @@ def main() -> int:
         f">= 3x at chunk sizes {met or 'none'}"
     )
     if 1 in sizes:
-        print(
-            "  (1-byte chunks cost one Python call per byte on both sides; that overhead, not the\n"
-            "   parsing, sets both figures there)"
-        )
+        print("  (at 1-byte chunks both sides pay one Python call per byte; that call, not the parsing,")
+        print("   is most of both figures there)")
 
     print("\nlinear growth (ours, full path): time for 10x the input")
     for size in (256, 4096):
         small = stream_of(len(data) // 10, unit)
-        t_small, _ = best_time(ours_full, chunked(small, size), args.repeat)
-        t_big, _ = best_time(ours_full, chunked(data, size), args.repeat)
+        t_small, _ = best_time(ours_full, chunked(small, size), max(args.repeat, 7))
+        t_big, _ = best_time(ours_full, chunked(data, size), max(args.repeat, 7))
         growth = t_big / t_small * (len(small) / len(data)) * 10
         print(
             f"  chunk {size:>5} B: {len(small) / MB:.2f} MB {t_small:.3f} s -> "
