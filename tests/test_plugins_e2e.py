@@ -6,13 +6,12 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.stack import Stack, start_stack
+from tests.stack import Stack
 
 BOT = "<@U0BOT>"
 ADD = '''
@@ -51,21 +50,17 @@ def tools_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def stack_factory(tmp_path: Path, tools_dir: Path) -> AsyncIterator[Any]:
-    stacks: list[Stack] = []
+def plugin_stack(stack_factory: Any, tools_dir: Path) -> Any:
+    """The shared stack, with this module's plugin folder."""
 
     async def make(script: Any = None, **kwargs: Any) -> Stack:
-        stack = await start_stack(script, tmp_path=tmp_path, tools_dir=str(tools_dir), **kwargs)
-        stacks.append(stack)
-        return stack
+        return await stack_factory(script, tools_dir=str(tools_dir), **kwargs)
 
-    yield make
-    for stack in stacks:
-        await stack.close()
+    return make
 
 
-async def test_add_numbers_with_fragmented_arguments(stack_factory: Any) -> None:
-    stack = await stack_factory(
+async def test_add_numbers_with_fragmented_arguments(plugin_stack: Any) -> None:
+    stack = await plugin_stack(
         {
             "turns": [
                 {
@@ -118,8 +113,8 @@ async def wait_for_prompt(stack: Stack, channel: str, ts: str) -> Any:
     raise AssertionError("no approval prompt")
 
 
-async def test_confirm_approve(stack_factory: Any) -> None:
-    stack = await stack_factory(confirm_script())
+async def test_confirm_approve(plugin_stack: Any) -> None:
+    stack = await plugin_stack(confirm_script())
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
     prompt, key = await wait_for_prompt(stack, "C0GENERAL", ts)
     assert "the agent wants to run *restart_service*" in prompt.text and "billing" in str(prompt.blocks)
@@ -129,8 +124,8 @@ async def test_confirm_approve(stack_factory: Any) -> None:
     assert stack.replies("C0GENERAL", ts)[0].visible_text == "Result: billing restarted for alice"
 
 
-async def test_confirm_deny_and_a_strangers_click(stack_factory: Any) -> None:
-    stack = await stack_factory(confirm_script())
+async def test_confirm_deny_and_a_strangers_click(plugin_stack: Any) -> None:
+    stack = await plugin_stack(confirm_script())
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
     prompt, key = await wait_for_prompt(stack, "C0GENERAL", ts)
     assert await stack.slack.click("U0BOB", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
@@ -145,8 +140,8 @@ async def test_confirm_deny_and_a_strangers_click(stack_factory: Any) -> None:
     )
 
 
-async def test_confirm_with_no_answer_declines(stack_factory: Any) -> None:
-    stack = await stack_factory(confirm_script(), confirm_timeout=0.5)
+async def test_confirm_with_no_answer_declines(plugin_stack: Any) -> None:
+    stack = await plugin_stack(confirm_script(), confirm_timeout=0.5)
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
     prompt, _ = await wait_for_prompt(stack, "C0GENERAL", ts)
     await stack.settle()
@@ -156,8 +151,8 @@ async def test_confirm_with_no_answer_declines(stack_factory: Any) -> None:
     )
 
 
-async def test_slash_command_lists_and_admins_toggle(stack_factory: Any) -> None:
-    stack = await stack_factory()
+async def test_slash_command_lists_and_admins_toggle(plugin_stack: Any) -> None:
+    stack = await plugin_stack()
     listing = await stack.slack.slash_command("U0ALICE", "C0GENERAL", "/agent-tools")
     assert listing["status"] == 200
     assert "`add_numbers` on" in listing["text"] and "`restart_service` on (asks first)" in listing["text"]

@@ -14,10 +14,10 @@ Spec: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-strea
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["SSEDecoder", "SSEError", "ServerSentEvent", "aiter_sse", "iter_sse"]
+__all__ = ["SSEDecoder", "SSEError", "ServerSentEvent", "iter_sse"]
 
 _BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -203,15 +203,3 @@ def iter_sse(chunks: Iterable[bytes], decoder: SSEDecoder | None = None) -> Iter
     for chunk in chunks:
         yield from feed(chunk)
     yield from decoder.close()
-
-
-async def aiter_sse(
-    chunks: AsyncIterable[bytes], decoder: SSEDecoder | None = None
-) -> AsyncIterator[ServerSentEvent]:
-    decoder = decoder or SSEDecoder()
-    feed = decoder.feed
-    async for chunk in chunks:
-        for event in feed(chunk):
-            yield event
-    for event in decoder.close():
-        yield event
