@@ -74,8 +74,11 @@ async def test_a_mention_is_answered_by_the_running_process(running: dict[str, A
         await asyncio.sleep(0.1)
     assert slack.bot_replies("C0GENERAL", ts)[0].visible_text == "You said: hello over HTTP"
     assert all(d["ms"] < 3000 for d in slack.deliveries)  # acked well inside Slack's 3 s
-    await asyncio.sleep(0.3)
-    logs = running["bot"].logs()
+    for _ in range(100):  # turn.end is logged just after the final edit lands
+        logs = running["bot"].logs()
+        if "turn.end" in logs:
+            break
+        await asyncio.sleep(0.05)
     assert "turn.received" in logs and "turn.end" in logs and "agent.http" in logs  # a whole turn, at DEBUG
 
 

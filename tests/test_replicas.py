@@ -84,7 +84,8 @@ async def test_a_restart_finishes_the_reply_in_flight(emulators: Any, tmp_path: 
         recovery_s = time.monotonic() - killed_at
         print(f"\nrestart: the reply in flight was finished {recovery_s:.1f} s after the crash")
         assert recovery_s < 30
-        assert "recovery.finished" in second.logs()
+        # the log line is written just after the final edit lands: give it a moment
+        await wait_until(lambda: "recovery.finished" in second.logs(), within_s=10)
     finally:
         second.terminate()
         assert await second.wait() == 0
