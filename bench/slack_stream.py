@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.agents.azure import AgentsClient
+from bot.agents.classic.client import AgentsClient
 from bot.agents.events import TextDelta
+from bot.devstack.processes import start_bot
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
-from bot.emulators.processes import start_bot
 from bot.emulators.slack import SlackEmulator
 
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from azure.ai.agents.models._patch import BaseAgentEventHandler, _parse_event
 
+from bot.agents.classic.wire import WireEventMapper
 from bot.agents.sse import SSEDecoder
-from bot.agents.wire import WireEventMapper
 from bot.emulators.recording import REALISTIC_SCRIPT, record_run
 
 MB = 1024 * 1024

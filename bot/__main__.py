@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from . import __version__, logs, tools_cli
 from .settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from .agents import AgentInfo
 
 SLACK_HELP = (
     "create a Slack app from manifest.yml (https://api.slack.com/apps -> Create New App -> "
@@ -19,8 +23,7 @@ SLACK_HELP = (
 
 
 async def _check_agent(settings: Settings) -> bool:
-    from .agents import make_backend
-    from .agents.errors import AgentServiceError, AuthenticationError, NotFoundError
+    from .agents import AgentServiceError, AuthenticationError, NotFoundError, make_backend
 
     if not settings.project_endpoint:
         print(
@@ -35,39 +38,54 @@ async def _check_agent(settings: Settings) -> bool:
         )
         return False
     try:
-        client = make_backend(settings)
+        backend = make_backend(settings)
     except ValueError as exc:
         print(f"x {exc}")
         return False
-    async with client:
-        try:
-            agent = await client.get_agent(settings.agent_ref)
-        except AuthenticationError as exc:
-            print(
-                f"x authentication failed: {exc}\n"
-                "  fix: run `az login` (DefaultAzureCredential) or set AGENTS_ACCESS_TOKEN; "
-                "the identity needs the Azure AI User role on the project"
-            )
-            return False
-        except NotFoundError as exc:
-            print(
-                f"x not found: {exc}\n  fix: check AGENT_ID / AGENT_NAME and that PROJECT_ENDPOINT ends "
-                "with /api/projects/<project>"
-            )
-            return False
-        except AgentServiceError as exc:
-            print(f"x the agent service failed: {exc}")
-            return False
-    version = (agent.metadata or {}).get("version") if settings.backend == "foundry" else None
+    try:
+        info = await backend.describe()
+    except AuthenticationError as exc:
+        print(
+            f"x authentication failed: {exc}\n"
+            "  fix: run `az login` (DefaultAzureCredential) or set AGENTS_ACCESS_TOKEN; "
+            "the identity needs the Azure AI User role on the project"
+        )
+        return False
+    except NotFoundError as exc:
+        print(
+            f"x not found: {exc}\n  fix: check AGENT_ID / AGENT_NAME / AGENT_VERSION and that "
+            "PROJECT_ENDPOINT ends with /api/projects/<project>"
+        )
+        return False
+    except AgentServiceError as exc:
+        print(f"x the agent service failed: {exc}")
+        return False
+    finally:
+        await backend.aclose()
     kind = (
-        "new Foundry agent (Responses API)"
-        if settings.backend == "foundry"
-        else "classic agent (threads/runs)"
+        "new Foundry agent (Responses API)" if info.backend == "foundry" else "classic agent (threads/runs)"
     )
     print(
-        f"ok {kind} {agent.id}{f' version {version}' if version else ''} ({agent.name or 'unnamed'}, "
-        f"model {agent.model}) with {len(agent.tools)} tool(s)"
+        f"ok {kind} {info.label} (model {info.model}) with {len(info.function_tools)} function tool(s)"
+        f" and {len(info.other_tools)} other tool(s)"
     )
+    return _check_tools(settings, info)
+
+
+def _check_tools(settings: Settings, info: AgentInfo) -> bool:
+    """New agents run only the function tools their version holds: every plugin must be there."""
+    from .agents import function_tool, tool_drift
+    from .plugins import discover
+
+    registry = discover(settings.tools_dir)
+    problems = tool_drift(info, [function_tool(spec.definition()) for spec in registry.tools.values()])
+    if problems:
+        print(
+            f"x agent {info.label} lacks the bot's tools: {', '.join(problems)}\n"
+            "  fix: run `python -m bot tools sync` (it creates an agent version with them), "
+            "then unset AGENT_VERSION or pin the new version"
+        )
+        return False
     return True
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sys
-from typing import Any, TextIO
+from typing import TextIO
 
-from .agents import make_backend
-from .agents.azure import AgentsClient
-from .agents.errors import AgentServiceError
+from .agents import AgentBackend, AgentServiceError, FunctionTool, ToolOutput, function_tool, make_backend
 from .agents.events import (
     Cancelled,
     Expired,
@@ -22,10 +21,11 @@ from .agents.events import (
     Incomplete,
     StreamError,
     TextDelta,
+    ToolCall,
     ToolCallsRequested,
 )
-from .agents.handler import FunctionToolSet
 from .emulators.agents import AgentServiceEmulator
+from .plugins.tool import make_spec
 from .settings import Settings
 
 
@@ -39,18 +39,25 @@ def current_time(timezone: str = "UTC") -> str:
     return dt.datetime.now(zone).isoformat(timespec="seconds")
 
 
+LOCAL_TOOLS = {"current_time": current_time}
+
+
+def _run_local(call: ToolCall) -> ToolOutput:
+    function = LOCAL_TOOLS.get(call.name)
+    if function is None:
+        return ToolOutput(call.id, f"error: no tool named {call.name!r}")
+    try:
+        return ToolOutput(call.id, str(function(**json.loads(call.arguments or "{}"))))
+    except Exception as exc:  # the agent gets the error, the chat goes on
+        return ToolOutput(call.id, f"error: {type(exc).__name__}: {exc}")
+
+
 async def _turn(
-    client: Any,
-    thread_id: str,
-    agent_id: str,
-    tools: FunctionToolSet,
-    tool_defs: list[dict],
-    text: str,
-    out: TextIO,
+    backend: AgentBackend, conversation: str, tools: list[FunctionTool], text: str, out: TextIO
 ) -> None:
     """One exchange; function calls run here, on either backend."""
-    await client.add_message(thread_id, text)
-    stream = await client.stream_run(thread_id, agent_id, tools=tool_defs)
+    await backend.add_message(conversation, text)
+    stream = await backend.start_run(conversation, tools=tools)
     out.write("agent> ")
     while stream is not None:
         requested: ToolCallsRequested | None = None
@@ -72,31 +79,27 @@ async def _turn(
                     out.write(f"\n[the agent service reported an error: {event.message}]")
         stream = None
         if requested is not None:
-            outputs = await tools.execute(requested.tool_calls)
-            stream = await client.submit_tool_outputs_stream(thread_id, requested.run_id, outputs)
+            outputs = [_run_local(call) for call in requested.tool_calls]
+            stream = await backend.submit_tool_outputs(conversation, requested.run_id, outputs)
     out.write("\n")
 
 
 async def chat(settings: Settings, *, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     emulator: AgentServiceEmulator | None = None
     if settings.has_agent:
-        client = make_backend(settings)
-        agent_id = settings.agent_ref or ""
-        out.write(f"Talking to agent {agent_id} at {settings.project_endpoint}\n")
+        out.write(f"Talking to agent {settings.agent_ref} at {settings.project_endpoint}\n")
     else:
         emulator = AgentServiceEmulator()
         endpoint = await emulator.start()
-        client = AgentsClient(endpoint, "playground")
-        agent_id = "asst_demo"
+        settings = Settings(PROJECT_ENDPOINT=endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="playground")
         out.write(
             "Demo on an emulated agent service (no PROJECT_ENDPOINT/AGENT_ID set).\n"
             "Try: hello, or: what is current_time\n"
         )
-    tools = FunctionToolSet([current_time])
+    backend = make_backend(settings)
+    tools = [function_tool(make_spec(f).definition()) for f in LOCAL_TOOLS.values()]
     try:
-        agent = await client.get_agent(agent_id)
-        tool_defs = agent.non_function_tools() + tools.definitions
-        thread = await client.create_thread()
+        conversation = await backend.create_conversation()
         while True:
             out.write("you> ")
             out.flush()
@@ -110,13 +113,14 @@ async def chat(settings: Settings, *, stdin: TextIO = sys.stdin, out: TextIO = s
             if text in ("/quit", "/exit"):
                 return 0
             try:
-                await _turn(client, thread.id, agent_id, tools, tool_defs, text, out)
+                await _turn(backend, conversation, tools, text, out)
             except AgentServiceError as exc:
                 out.write(f"\n[error: {exc}]\n")
+                await backend.abandon(conversation, None, "the request failed")
     except AgentServiceError as exc:
         out.write(f"error: {exc}\n")
         return 1
     finally:
-        await client.aclose()
+        await backend.aclose()
         if emulator is not None:
             await emulator.stop()

@@ -13,11 +13,10 @@ import logging
 import time
 from typing import Any
 
-from .agents.errors import AgentServiceError
-from .agents.events import TextDelta
+from .agents import AgentServiceError
 from .logs import log
 from .store import InFlight
-from .turns import TERMINAL, TurnOrchestrator, _Reply, _terminal_event
+from .turns import Reply, TurnOrchestrator, ending_for, wait_for_run
 
 logger = logging.getLogger("bot.recovery")
 
@@ -106,9 +105,11 @@ class Recovery:
         try:
             if reply.agent_thread_id and reply.run_id:
                 body, how = await self._from_run(reply)
+            elif reply.agent_thread_id:
+                await self.o.agents.abandon(reply.agent_thread_id, None, "not run: the bot restarted")
         except AgentServiceError as exc:
             log(logger, "recovery.run_unavailable", logging.WARNING, error=str(exc), **fields)
-        writer = self.o._writer_for(reply)
+        writer = self.o.writer_for(reply)
         await writer.finish(body)
         await self.store.finish_reply(reply.turn_id)
         self.o.metrics.recovered.labels(how).inc()
@@ -116,24 +117,12 @@ class Recovery:
         log(logger, "recovery.finished", how=how, ms=round((time.monotonic() - started) * 1000), **fields)
 
     async def _from_run(self, reply: InFlight) -> tuple[str, str]:
-        run = await self.o._wait_run(reply.agent_thread_id, reply.run_id, self.run_wait_s)
-        if run is None or run.status not in TERMINAL:
-            if run is not None and run.status not in TERMINAL:
-                await self.o._cancel(reply.agent_thread_id, reply.run_id)
+        """The run's stored answer; a run still going or waiting for us is ended first, so the
+        conversation takes the next message (a new agent's function call is answered)."""
+        assert reply.agent_thread_id and reply.run_id
+        snapshot = await wait_for_run(self.o.agents, reply.agent_thread_id, reply.run_id, self.run_wait_s)
+        if snapshot is None or not snapshot.terminal:
+            await self.o.agents.abandon(reply.agent_thread_id, reply.run_id, "not run: the bot restarted")
             return RESTART_LINE, "interrupted"
-        fresh = _Reply()
-        async for message in self.o.agents.list_messages(
-            reply.agent_thread_id, run_id=reply.run_id, order="asc"
-        ):
-            if message.role == "assistant":
-                fresh.add(TextDelta(message.text, message.annotations, message.id))
-        body = fresh.render(final=True) + fresh.citations.footer()
-        ending = self.o._on_event(_terminal_event(run), fresh, _NullWriter(), {}) or ""
-        if ending:
-            body = f"{body}\n\n{ending}" if body.strip() else ending
-        return body or "_The agent returned no text._", "finished"
-
-
-class _NullWriter:
-    def update(self, body: str) -> None:
-        return None
+        ending = ending_for(snapshot.final_event()) or ""
+        return Reply.of(snapshot).body(ending), "finished"

@@ -14,7 +14,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .agents import make_backend
+from .agents import AgentBackend, AgentServiceError, function_tool, make_backend, tool_drift
 from .logs import log
 from .metrics import Metrics
 from .plugins import PluginToolRunner, discover
@@ -34,7 +34,7 @@ logger = logging.getLogger("bot.runtime")
 class Bot:
     settings: Settings
     store: Store
-    agents: Any  # AgentsClient or FoundryBackend: one interface
+    agents: AgentBackend
     slack: AsyncWebClient
     bolt: AsyncApp
     orchestrator: TurnOrchestrator
@@ -103,7 +103,7 @@ async def build_bot(
         metrics=metrics,
         allow_mass_mentions=settings.allow_mass_mentions,
         agents=agents,
-        agent_id=settings.agent_ref or "",
+        approver=confirmer,
         store=store,
         slack=slack,
         budgets=budgets or Budgets(),
@@ -121,7 +121,7 @@ async def build_bot(
         user_per_minute=settings.user_runs_per_minute,
         channel_per_minute=settings.channel_runs_per_minute,
     )
-    if settings.backend == "foundry" and registry.tools:
+    if registry.tools:
         await warn_on_tool_drift(agents, registry)
     recovery = Recovery(
         orchestrator, heartbeat_ttl_s=settings.heartbeat_ttl, interval_s=max(0.5, settings.heartbeat_ttl / 3)
@@ -149,31 +149,25 @@ async def build_bot(
     )
 
 
-async def warn_on_tool_drift(backend: Any, registry: Any) -> list[str]:
+async def warn_on_tool_drift(backend: AgentBackend, registry: Any) -> list[str]:
     """New Foundry agents keep their function tools in the agent version: say which plugin
-    tools the version lacks or has in another shape, and how to fix it."""
+    tools the answering version lacks or has in another shape, and how to fix it."""
     try:
-        agent = await backend.get_agent(None)
-    except Exception as exc:
+        info = await backend.describe()
+    except AgentServiceError as exc:
         log(logger, "tools.drift_unchecked", logging.WARNING, error=str(exc))
         return []
-    have = {t["function"]["name"]: t["function"] for t in agent.tools if t.get("type") == "function"}
-    problems = []
-    for name, spec in registry.tools.items():
-        wanted = spec.definition()["function"]
-        if name not in have:
-            problems.append(f"{name} (missing)")
-        elif (have[name].get("parameters") or {}) != wanted["parameters"]:
-            problems.append(f"{name} (parameters differ)")
+    problems = tool_drift(info, [function_tool(spec.definition()) for spec in registry.tools.values()])
     if problems:
         log(
             logger,
             "tools.out_of_sync",
             logging.WARNING,
-            agent=agent.id,
-            version=(agent.metadata or {}).get("version"),
+            agent=info.name,
+            version=info.version,
             tools=", ".join(problems),
-            fix="python -m bot tools sync",
+            fix="python -m bot tools sync (a new agent version with the bot's tools), then unset "
+            "AGENT_VERSION or pin the new version",
         )
     return problems
 

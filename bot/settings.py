@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     agents_connect_timeout: float = Field(default=10.0, gt=0, alias="AGENTS_CONNECT_TIMEOUT")
     agents_stream_idle_timeout: float = Field(default=60.0, gt=0, alias="AGENTS_STREAM_IDLE_TIMEOUT")
     agents_max_attempts: int = Field(default=4, ge=1, le=10, alias="AGENTS_MAX_ATTEMPTS")
+    # New Foundry agents: GA addressing (project /openai/v1 + agent_reference) unless the
+    # agent's own endpoint (preview) is asked for
+    agent_addressing: Literal["project", "agent_endpoint"] = Field(
+        default="project", alias="AGENT_ADDRESSING"
+    )
+    agents_background: bool = Field(default=True, alias="AGENTS_BACKGROUND")
+    agents_truncation: Literal["disabled", "auto"] = Field(default="disabled", alias="AGENTS_TRUNCATION")
 
     # Slack
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")

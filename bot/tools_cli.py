@@ -88,30 +88,24 @@ async def _call(args: argparse.Namespace, settings: Settings, registry: Registry
 
 
 async def _sync(settings: Settings, registry: Registry) -> int:
-    from .agents import make_backend
-    from .agents.errors import AgentServiceError
+    from .agents import AgentServiceError, function_tool, make_backend
 
     if not settings.has_agent:
         print(
             "error: PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set to sync tools", file=sys.stderr
         )
         return 2
-    functions = [spec.definition() for spec in registry.tools.values()]
-    async with make_backend(settings) as backend:
-        try:
-            agent = await backend.get_agent(settings.agent_ref or "")
-            tools = agent.non_function_tools() + functions
-            if settings.backend == "foundry":  # function tools belong to an agent version
-                version = await backend.create_version(tools)
-                done = f"agent {agent.id}: new version {version.get('version')} with"
-            else:
-                await backend.update_agent(agent.id, tools=tools)
-                done = f"agent {agent.id}:"
-        except AgentServiceError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
-    print(
-        f"{done} {len(functions)} function tool(s) written, "
-        f"{len(agent.non_function_tools())} other tool(s) kept"
-    )
+    tools = [function_tool(spec.definition()) for spec in registry.tools.values()]
+    backend = make_backend(settings)
+    try:
+        info = await backend.sync_tools(tools)
+    except AgentServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await backend.aclose()
+    done = f"agent {info.name}: new version {info.version} with" if info.version else f"agent {info.name}:"
+    print(f"{done} {len(tools)} function tool(s) written, {len(info.other_tools)} other tool(s) kept")
+    if info.version and settings.agent_version and settings.agent_version != info.version:
+        print(f"note: AGENT_VERSION={settings.agent_version} still answers; pin {info.version} to use them")
     return 0

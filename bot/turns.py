@@ -20,14 +20,25 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from .agents.azure import AgentsClient, RunStream
-from .agents.errors import (
+from .agents import (
+    AgentBackend,
     AgentServiceError,
+    ApprovalDecision,
+    ContextTooLongError,
+    FunctionTool,
     RateLimitedError,
+    RunSnapshot,
+    RunStream,
     StreamInterruptedError,
     ThreadBusyError,
+    ToolOutput,
+    TurnContext,
+    function_tool,
 )
 from .agents.events import (
+    AgentEvent,
+    ApprovalRequest,
+    ApprovalsRequested,
     Cancelled,
     Completed,
     Expired,
@@ -38,8 +49,6 @@ from .agents.events import (
     ToolCall,
     ToolCallsRequested,
 )
-from .agents.models import ThreadRun
-from .agents.wire import WireEventMapper
 from .logs import log
 from .metrics import Metrics
 from .plugins.context import ToolContext
@@ -51,9 +60,14 @@ from .store import ConversationKey, InFlight, Store
 
 logger = logging.getLogger("bot.turns")
 
-TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 BOT_THREAD_TTL_S = 90 * 86400.0
 INTERRUPTED = "_This reply was interrupted (the bot was stopping). Please ask again._"
+STOPPED = "_Stopped._"
+TOO_LONG = (
+    "_This conversation has grown too long for the agent to read in full. "
+    "Mention me in a new thread (or start a new DM thread) to start fresh._"
+)
+EXPIRY_MARGIN_S = 5.0  # tool outputs must reach the service this long before the run expires
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,12 @@ class ToolRunner(Protocol):
     async def run(self, calls: Sequence[ToolCall], context: ToolContext) -> list[dict[str, str]]: ...
 
 
+class Approver(Protocol):
+    """Asks a person to approve a tool call the agent's own tools want to make (Slack buttons)."""
+
+    async def ask(self, context: ToolContext, title: str, arguments: dict[str, Any]) -> bool: ...
+
+
 @dataclass
 class _Active:
     requester: str
@@ -93,7 +113,7 @@ class _Active:
 
 
 @dataclass
-class _Reply:
+class Reply:
     """The agent's text so far, with citations resolved for display."""
 
     raw: str = ""
@@ -110,13 +130,60 @@ class _Reply:
     def render(self, *, final: bool) -> str:
         return self.citations.render(self.raw, final=final)
 
+    @classmethod
+    def of(cls, snapshot: RunSnapshot) -> Reply:
+        """The reply a polled run holds (after a dropped stream, or for recovery)."""
+        reply = cls()
+        if snapshot.text:
+            reply.add(TextDelta(snapshot.text, snapshot.annotations, snapshot.run_id))
+        return reply
+
+    def body(self, ending: str) -> str:
+        """The final text: the answer, its sources, and the ending line if any."""
+        body = self.render(final=True) + self.citations.footer()
+        if ending:
+            body = f"{body}\n\n{ending}" if body.strip() else ending
+        return body or "_The agent returned no text._"
+
+
+def ending_for(event: AgentEvent | None) -> str | None:
+    """The line a run's end shows in Slack ("" for a plain completion; None: not an end)."""
+    if isinstance(event, Completed):
+        return ""
+    if isinstance(event, Failed):
+        if event.code == ContextTooLongError.CODE:
+            return TOO_LONG
+        return f"⚠️ _The agent could not finish: {event.message} (`{event.code}`)_"
+    if isinstance(event, Cancelled):
+        return STOPPED
+    if isinstance(event, Expired):
+        return "_The agent took too long and the run expired before it finished._"
+    if isinstance(event, Incomplete):
+        return f"_The answer is incomplete ({event.reason.replace('_', ' ')})._"
+    return None
+
+
+async def wait_for_run(
+    agents: AgentBackend, conversation_id: str, run_id: str, within_s: float
+) -> RunSnapshot | None:
+    """Poll a run until it ends or waits for us; None when it does neither in time."""
+    deadline = time.monotonic() + max(within_s, 0)
+    delay = 0.25
+    while True:
+        snapshot = await agents.snapshot(conversation_id, run_id)
+        if snapshot.terminal or snapshot.waiting:
+            return snapshot
+        if time.monotonic() + delay > deadline:
+            return None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
 
 class TurnOrchestrator:
     def __init__(
         self,
         *,
-        agents: AgentsClient,
-        agent_id: str,
+        agents: AgentBackend,
         store: Store,
         slack: AsyncWebClient,
         budgets: Budgets,
@@ -130,6 +197,7 @@ class TurnOrchestrator:
         metrics: Metrics | None = None,
         allow_mass_mentions: bool = False,
         lease_ttl_s: float = 15.0,
+        approver: Approver | None = None,
     ) -> None:
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.metrics = metrics or Metrics()
@@ -138,7 +206,7 @@ class TurnOrchestrator:
         self._writers: dict[str, ReplyWriter] = {}
         self.answering: set[asyncio.Task[Any]] = set()
         self.agents = agents
-        self.agent_id = agent_id
+        self.approver = approver
         self.store = store
         self.slack = slack
         self.budgets = budgets
@@ -150,7 +218,6 @@ class TurnOrchestrator:
         self.busy_wait_s = busy_wait_s
         self.users = UserDirectory(slack)
         self._active: dict[str, _Active] = {}
-        self._agent_tools: tuple[float, list[dict[str, Any]]] | None = None
         self.in_flight: set[asyncio.Task[None]] = set()
 
     # -- entry points ---------------------------------------------------------------------
@@ -252,7 +319,7 @@ class TurnOrchestrator:
             on_rate_limited=self.metrics.slack_rate_limited.inc,
         )
 
-    def _writer_for(self, reply: InFlight) -> ReplyWriter:
+    def writer_for(self, reply: InFlight) -> ReplyWriter:
         """A writer for a message another process started (recovery, restart)."""
         turn = Turn(reply.team, reply.channel, reply.thread_ts, reply.message_ts, reply.user, "")
         fields = {"channel": reply.channel, "thread_ts": reply.thread_ts, "turn": reply.turn_id}
@@ -294,7 +361,7 @@ class TurnOrchestrator:
         await self.store.record_reply(record)
         started = time.monotonic()
         active = self._active[turn_id] = _Active(turn.user, record=record)
-        reply = _Reply()
+        reply = Reply()
         ending = ""
         outcome = "completed"
         self.metrics.active_streams.inc()
@@ -303,7 +370,9 @@ class TurnOrchestrator:
             self.answering.add(task)
         try:
             ending = await self._run_turn(turn, writer, reply, active, fields)
-            outcome = "stopped" if ending == "_Stopped._" else "failed" if ending else "completed"
+            outcome = "stopped" if ending == STOPPED else "failed" if ending else "completed"
+        except ContextTooLongError:
+            ending, outcome = TOO_LONG, "failed"
         except RateLimitedError:
             ending, outcome = "_The agent service is busy right now. Please try again in a minute._", "failed"
         except AgentServiceError as exc:
@@ -320,12 +389,9 @@ class TurnOrchestrator:
             self.metrics.active_streams.dec()
             if task is not None:
                 self.answering.discard(task)
-        body = reply.render(final=True) + reply.citations.footer()
-        if ending:
-            body = f"{body}\n\n{ending}" if body.strip() else ending
-        await writer.finish(
-            body or "_The agent returned no text._", deadline_s=10.0 if outcome == "interrupted" else 120.0
-        )
+        if outcome != "completed" and active.thread_id:
+            await self._leave_usable(active, outcome, fields)
+        await writer.finish(reply.body(ending), deadline_s=10.0 if outcome == "interrupted" else 120.0)
         await self.store.finish_reply(turn_id)
         self.metrics.turns_ended.labels(outcome).inc()
         self.metrics.stream_duration.observe(time.monotonic() - started)
@@ -349,7 +415,7 @@ class TurnOrchestrator:
         active.stop_requested = True
         active.stopped_by = user
         if active.thread_id and active.run_id:
-            await self._cancel(active.thread_id, active.run_id)
+            await self.agents.cancel(active.thread_id, active.run_id)
         return "Stopping…"
 
     async def _stop_elsewhere(self, turn_id: str, user: str) -> str:
@@ -360,9 +426,24 @@ class TurnOrchestrator:
         if user != record.user and user not in self.admins:
             return f"Only <@{record.user}> (or an admin) can stop this reply."
         if record.agent_thread_id and record.run_id:
-            await self._cancel(record.agent_thread_id, record.run_id)
+            await self.agents.cancel(record.agent_thread_id, record.run_id)
             return "Stopping…"
         return "This reply has not started yet; it will be answered in turn."
+
+    async def _leave_usable(self, active: _Active, outcome: str, fields: dict[str, Any]) -> None:
+        """A turn that did not complete must not leave its conversation stuck (a function call
+        without its output, a run left open, a message held for a run that never started)."""
+        reason = {
+            "stopped": "cancelled by the user",
+            "interrupted": "not run: the bot was stopping",
+        }.get(outcome, "not run: the request failed")
+        assert active.thread_id is not None
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self.agents.abandon(active.thread_id, active.run_id, reason)), 15
+            )
+        except (AgentServiceError, TimeoutError, asyncio.CancelledError) as exc:
+            log(logger, "turn.leave_failed", logging.WARNING, error=repr(exc), **fields)
 
     # -- the turn -------------------------------------------------------------------------
 
@@ -370,7 +451,7 @@ class TurnOrchestrator:
         self,
         turn: Turn,
         writer: ReplyWriter,
-        reply: _Reply,
+        reply: Reply,
         active: _Active,
         fields: dict[str, Any],
     ) -> str:
@@ -387,16 +468,193 @@ class TurnOrchestrator:
         )
         await self._add_message(thread_id, text or "(empty message)", fields)
         if active.stop_requested:
-            return "_Stopped._"
-        overrides: dict[str, Any] = {
-            "metadata": {
+            return STOPPED
+        context = await self._tool_context(turn)
+        tools = await self._function_tools(context)
+        stream = await self.agents.start_run(
+            thread_id,
+            context=await self._turn_context(turn, context),
+            tools=tools,
+            metadata={
                 "slack_team": turn.team,
                 "slack_channel": turn.channel,
                 "slack_thread_ts": turn.thread_ts,
                 "slack_event_id": turn.event_id[:64],
-            }
-        }
-        context = ToolContext(
+            },
+        )
+        while True:
+            paused = await self._stream_until_pause(stream, thread_id, reply, writer, active, fields)
+            if isinstance(paused, str):
+                return paused
+            if active.stop_requested:
+                return STOPPED
+            stream = await self._answer_pause(paused, stream.expires_at, thread_id, context, writer, fields)
+            if active.stop_requested:
+                return STOPPED
+
+    async def _stream_until_pause(
+        self,
+        stream: RunStream,
+        thread_id: str,
+        reply: Reply,
+        writer: ReplyWriter,
+        active: _Active,
+        fields: dict[str, Any],
+    ) -> str | ToolCallsRequested | ApprovalsRequested:
+        """Show one stream; returns the ending line, or what the run now waits for."""
+        paused: ToolCallsRequested | ApprovalsRequested | None = None
+        try:
+            async with stream:
+                async for event in stream.events():
+                    if stream.run_id and active.run_id != stream.run_id:
+                        await self._note_run(stream.run_id, thread_id, active, fields)
+                    if active.stop_requested:  # stop showing at once, whatever the service does
+                        return STOPPED
+                    if isinstance(event, (ToolCallsRequested, ApprovalsRequested)):
+                        paused = event
+                        continue
+                    ending = self._show(event, reply, writer, fields)
+                    if ending is not None:
+                        return ending
+        except StreamInterruptedError as exc:
+            log(logger, "turn.stream_broken", logging.WARNING, error=str(exc), **fields)
+            return await self._recover(thread_id, exc.run_id or active.run_id, reply, writer, fields)
+        return paused if paused is not None else ""
+
+    async def _note_run(self, run_id: str, thread_id: str, active: _Active, fields: dict[str, Any]) -> None:
+        active.run_id = run_id
+        fields["run_id"] = run_id
+        if active.record is not None:
+            active.record.run_id = run_id
+            await self.store.record_reply(active.record)
+        if active.stop_requested:
+            await self.agents.cancel(thread_id, run_id)
+
+    async def _answer_pause(
+        self,
+        paused: ToolCallsRequested | ApprovalsRequested,
+        expires_at: float | None,
+        thread_id: str,
+        context: ToolContext,
+        writer: ReplyWriter,
+        fields: dict[str, Any],
+    ) -> RunStream:
+        """Run the tools (or ask for the approvals) the run waits for, within the run's own
+        deadline, and stream what follows."""
+        budget = None if expires_at is None else expires_at - time.time() - EXPIRY_MARGIN_S
+        if isinstance(paused, ApprovalsRequested):
+            decisions = await self._decide(paused.approvals, context, writer, budget, fields)
+            writer.status(None)
+            return await self.agents.answer_approvals(thread_id, paused.run_id, decisions)
+        outputs = await self._run_tools(paused, context, writer, budget, fields)
+        writer.status(None)
+        return await self.agents.submit_tool_outputs(thread_id, paused.run_id, outputs)
+
+    def _show(
+        self, event: AgentEvent, reply: Reply, writer: ReplyWriter, fields: dict[str, Any]
+    ) -> str | None:
+        """Show one event; returns the ending line when the run has ended."""
+        if isinstance(event, TextDelta):
+            reply.add(event)
+            writer.update(reply.render(final=False))
+            return None
+        if isinstance(event, StreamError):
+            log(logger, "turn.stream_error", logging.WARNING, code=event.code, error=event.message, **fields)
+            return None
+        if isinstance(event, Completed):
+            log(logger, "turn.completed", usage=event.usage.total_tokens if event.usage else None, **fields)
+        elif isinstance(event, Failed):
+            log(logger, "turn.run_failed", logging.WARNING, code=event.code, error=event.message, **fields)
+        return ending_for(event)
+
+    async def _run_tools(
+        self,
+        requested: ToolCallsRequested,
+        context: ToolContext,
+        writer: ReplyWriter,
+        budget_s: float | None,
+        fields: dict[str, Any],
+    ) -> list[ToolOutput]:
+        names = ", ".join(dict.fromkeys(call.name for call in requested.tool_calls))
+        writer.status(f"Running {names}…")
+        log(logger, "turn.tools", tools=names, budget_s=budget_s, **fields)
+        if self.tools is None:
+            return [
+                ToolOutput(c.id, f"error: no tool named {c.name!r} is installed")
+                for c in requested.tool_calls
+            ]
+        declined = [
+            ToolOutput(c.id, "error: not run: the agent's run would expire before this tool could finish")
+            for c in requested.tool_calls
+        ]
+        if budget_s is not None and budget_s <= 0:
+            log(logger, "turn.tools_declined", logging.WARNING, why="run expiring", **fields)
+            return declined
+        try:
+            async with asyncio.timeout(budget_s):
+                raw = await self.tools.run(requested.tool_calls, context)
+        except TimeoutError:
+            log(logger, "turn.tools_declined", logging.WARNING, why="run deadline reached", **fields)
+            return declined
+        return [ToolOutput(o["tool_call_id"], o["output"]) for o in raw]
+
+    async def _decide(
+        self,
+        approvals: Sequence[ApprovalRequest],
+        context: ToolContext,
+        writer: ReplyWriter,
+        budget_s: float | None,
+        fields: dict[str, Any],
+    ) -> list[ApprovalDecision]:
+        """Ask the person (Approve / Deny in Slack) about each MCP call the agent wants."""
+        writer.status("Waiting for approval…")
+        decisions = []
+        for request in approvals:
+            approved = False
+            if self.approver is not None:
+                try:
+                    arguments = json.loads(request.arguments or "{}")
+                except ValueError:
+                    arguments = {"arguments": request.arguments}
+                title = f"{request.server_label}: {request.name}" if request.server_label else request.name
+                try:
+                    async with asyncio.timeout(budget_s):
+                        approved = await self.approver.ask(context, title, arguments)
+                except TimeoutError:
+                    approved = False
+            log(logger, "turn.approval", tool=request.name, approved=approved, **fields)
+            reason = "" if approved else "declined in Slack"
+            decisions.append(ApprovalDecision(request.id, approved, reason))
+        return decisions
+
+    async def _recover(
+        self,
+        thread_id: str,
+        run_id: str | None,
+        reply: Reply,
+        writer: ReplyWriter,
+        fields: dict[str, Any],
+    ) -> str | ToolCallsRequested | ApprovalsRequested:
+        """The stream broke: poll the run until it ends (show the stored answer) or waits."""
+        if run_id is None:
+            return "_The connection to the agent broke before the run started. Please try again._"
+        snapshot = await wait_for_run(self.agents, thread_id, run_id, self.busy_wait_s)
+        if snapshot is None:
+            return "_The connection to the agent broke and the run did not finish in time._"
+        if snapshot.text:
+            fresh = Reply.of(snapshot)
+            reply.raw, reply.citations = fresh.raw, fresh.citations
+            writer.update(reply.render(final=False))
+        if snapshot.tool_calls:
+            return ToolCallsRequested(snapshot.run_id, thread_id, snapshot.tool_calls)
+        if snapshot.approvals:
+            return ApprovalsRequested(snapshot.run_id, thread_id, snapshot.approvals)
+        return ending_for(snapshot.final_event()) or ""
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _tool_context(self, turn: Turn) -> ToolContext:
+        return ToolContext(
             user_id=turn.user,
             user_name=await self.users.display_name(turn.user),
             team=turn.team,
@@ -407,144 +665,36 @@ class TurnOrchestrator:
             is_admin=turn.user in self.admins,
             allow_mass_mentions=self.allow_mass_mentions,
         )
-        if self.tools is not None:
-            overrides["tools"] = await self._run_tools_definitions(context)
-        stream: RunStream = await self.agents.stream_run(thread_id, self.agent_id, **overrides)
-        while True:
-            requested: ToolCallsRequested | None = None
-            try:
-                async with stream:
-                    async for event in stream.events():
-                        if stream.run_id and active.run_id != stream.run_id:
-                            active.run_id = stream.run_id
-                            fields["run_id"] = stream.run_id
-                            if active.record is not None:
-                                active.record.run_id = stream.run_id
-                                await self.store.record_reply(active.record)
-                            if active.stop_requested:
-                                await self._cancel(thread_id, stream.run_id)
-                        if active.stop_requested:  # stop showing at once, whatever the service does
-                            return "_Stopped._"
-                        ending = self._on_event(event, reply, writer, fields)
-                        if isinstance(event, ToolCallsRequested):
-                            requested = event
-                        elif ending is not None:
-                            return ending
-            except StreamInterruptedError as exc:
-                log(logger, "turn.stream_broken", logging.WARNING, error=str(exc), **fields)
-                recovered = await self._recover(thread_id, exc.run_id or active.run_id, reply, writer, fields)
-                if not isinstance(recovered, ToolCallsRequested):
-                    return recovered
-                requested = recovered  # the run waits for tools: go on with the tool loop
-                writer.update(reply.render(final=False))
-            if requested is None:
-                return ""
-            outputs = await self._run_tools(requested, context, writer, fields)
-            writer.status(None)
-            if active.stop_requested:
-                await self._cancel(thread_id, requested.run_id)
-                return "_Stopped._"
-            stream = await self.agents.submit_tool_outputs_stream(thread_id, requested.run_id, outputs)
 
-    def _on_event(self, event: Any, reply: _Reply, writer: ReplyWriter, fields: dict[str, Any]) -> str | None:
-        """Show one event; returns the ending line when the run has ended."""
-        if isinstance(event, TextDelta):
-            reply.add(event)
-            writer.update(reply.render(final=False))
-        elif isinstance(event, Completed):
-            log(
-                logger,
-                "turn.completed",
-                usage=event.usage.total_tokens if event.usage else None,
-                **fields,
-            )
-            return ""
-        elif isinstance(event, Failed):
-            log(
-                logger,
-                "turn.run_failed",
-                logging.WARNING,
-                code=event.code,
-                error=event.message,
-                **fields,
-            )
-            return f"⚠️ _The agent could not finish: {event.message} (`{event.code}`)_"
-        elif isinstance(event, Cancelled):
-            return "_Stopped._"
-        elif isinstance(event, Expired):
-            return "_The agent took too long and the run expired before it finished._"
-        elif isinstance(event, Incomplete):
-            return f"_The answer is incomplete ({event.reason.replace('_', ' ')})._"
-        elif isinstance(event, StreamError):
-            log(
-                logger,
-                "turn.stream_error",
-                logging.WARNING,
-                code=event.code,
-                error=event.message,
-                **fields,
-            )
-        return None
+    async def _turn_context(self, turn: Turn, context: ToolContext) -> TurnContext:
+        direct = turn.channel.startswith("D")
+        return TurnContext(
+            user_id=turn.user,
+            user_name=context.user_name,
+            timezone=await self.users.timezone(turn.user),
+            channel_id=turn.channel,
+            channel_name="" if direct else await self.users.channel_name(turn.channel),
+            is_direct_message=direct,
+        )
 
-    async def _run_tools(
-        self,
-        requested: ToolCallsRequested,
-        context: ToolContext,
-        writer: ReplyWriter,
-        fields: dict[str, Any],
-    ) -> list[dict[str, str]]:
-        names = ", ".join(dict.fromkeys(call.name for call in requested.tool_calls))
-        writer.status(f"Running {names}…")
-        log(logger, "turn.tools", tools=names, **fields)
+    async def _function_tools(self, context: ToolContext) -> list[FunctionTool]:
         if self.tools is None:
-            return [
-                {"tool_call_id": c.id, "output": f"error: no tool named {c.name!r} is installed"}
-                for c in requested.tool_calls
-            ]
-        return await self.tools.run(requested.tool_calls, context)
-
-    async def _recover(
-        self,
-        thread_id: str,
-        run_id: str | None,
-        reply: _Reply,
-        writer: ReplyWriter,
-        fields: dict[str, Any],
-    ) -> str | ToolCallsRequested:
-        """The stream broke: poll the run until it ends (show the stored answer) or waits for tools."""
-        if run_id is None:
-            return "_The connection to the agent broke before the run started. Please try again._"
-        run = await self._wait_run(thread_id, run_id, self.busy_wait_s)
-        if run is None:
-            return "_The connection to the agent broke and the run did not finish in time._"
-        texts = [m async for m in self.agents.list_messages(thread_id, run_id=run_id, order="asc")]
-        assistant = [m for m in texts if m.role == "assistant"]
-        if assistant:
-            fresh = _Reply()
-            for message in assistant:
-                fresh.add(TextDelta(message.text, message.annotations, message.id))
-            reply.raw, reply.citations = fresh.raw, fresh.citations
-        if run.status == "requires_action":
-            return ToolCallsRequested(run.id, run.thread_id, run.tool_calls)
-        ending = self._on_event(_terminal_event(run), reply, writer, fields)
-        return ending or ""
-
-    # -- helpers --------------------------------------------------------------------------
+            return []
+        return [function_tool(d) for d in await self.tools.definitions(context)]
 
     async def _agent_thread(self, turn: Turn, fields: dict[str, Any]) -> str:
         existing = await self.store.get_agent_thread(turn.key)
         if existing:
             return existing
-        messages = await self._thread_context(turn) if turn.thread_ts != turn.ts else []
-        thread = await self.agents.create_thread(
-            messages=messages or None,
-            metadata={"slack": f"{turn.team}/{turn.channel}/{turn.thread_ts}"},
+        context = await self._thread_context(turn) if turn.thread_ts != turn.ts else []
+        thread_id = await self.agents.create_conversation(
+            context=context, metadata={"slack": f"{turn.team}/{turn.channel}/{turn.thread_ts}"}
         )
-        await self.store.set_agent_thread(turn.key, thread.id)
-        log(logger, "turn.thread_created", agent_thread=thread.id, context=len(messages), **fields)
-        return thread.id
+        await self.store.set_agent_thread(turn.key, thread_id)
+        log(logger, "turn.thread_created", agent_thread=thread_id, context=len(context), **fields)
+        return thread_id
 
-    async def _thread_context(self, turn: Turn) -> list[dict[str, Any]]:
+    async def _thread_context(self, turn: Turn) -> list[str]:
         """Earlier messages of a human thread the bot is first mentioned in (bounded)."""
         try:
             response = await self.slack.conversations_replies(
@@ -574,8 +724,7 @@ class TurnOrchestrator:
             lines.pop(0)  # keep the most recent
         if not lines:
             return []
-        context = "Earlier messages in this Slack thread, for context:\n" + "\n".join(lines)
-        return [{"role": "user", "content": context}]
+        return ["Earlier messages in this Slack thread, for context:\n" + "\n".join(lines)]
 
     async def _add_message(self, thread_id: str, text: str, fields: dict[str, Any]) -> None:
         """Add the message; if a run is still active on the thread (another process, a
@@ -595,37 +744,4 @@ class TurnOrchestrator:
                     active_run=busy.active_run_id,
                     **fields,
                 )
-                await self._wait_run(thread_id, busy.active_run_id, deadline - time.monotonic())
-
-    async def _wait_run(self, thread_id: str, run_id: str, within_s: float) -> ThreadRun | None:
-        deadline = time.monotonic() + max(within_s, 0)
-        delay = 0.25
-        while True:
-            run = await self.agents.get_run(thread_id, run_id)
-            if run.status in TERMINAL or run.status == "requires_action":
-                return run
-            if time.monotonic() + delay > deadline:
-                return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    async def _cancel(self, thread_id: str, run_id: str) -> None:
-        try:
-            await self.agents.cancel_run(thread_id, run_id)
-        except AgentServiceError as exc:  # already ended: nothing to stop
-            log(logger, "turn.cancel_failed", logging.INFO, error=str(exc), run_id=run_id)
-
-    async def _run_tools_definitions(self, context: ToolContext) -> list[dict[str, Any]]:
-        """The run's ``tools`` replace the agent's: keep its own non-function tools."""
-        now = time.monotonic()
-        if self._agent_tools is None or self._agent_tools[0] < now:
-            agent = await self.agents.get_agent(self.agent_id)
-            self._agent_tools = (now + 300, agent.non_function_tools())
-        assert self.tools is not None
-        return self._agent_tools[1] + await self.tools.definitions(context)
-
-
-def _terminal_event(run: ThreadRun) -> Any:
-    """The neutral event a polled run's status stands for (the stream's own mapping)."""
-    events = WireEventMapper().map(f"thread.run.{run.status}", run.as_dict())
-    return events[-1] if events else None
+                await wait_for_run(self.agents, thread_id, busy.active_run_id, deadline - time.monotonic())

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from bot.agents.azure import AgentsClient
+from bot.agents.classic.client import AgentsClient
 from bot.agents.retry import RetryPolicy
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.emulators.stack import EmulatedStack as Stack
-from bot.emulators.stack import start_stack as _start_stack
+from bot.devstack.stack import EmulatedStack as Stack
+from bot.devstack.stack import start_stack as _start_stack
 
 
 async def start_stack(script: Any = None, *, tmp_path: Any, **kwargs: Any) -> Stack:
@@ -67,10 +67,16 @@ def run_tool_types(body: dict[str, Any]) -> list[str]:
     return [t["type"] for t in body.get("tools") or []]
 
 
+def expected_run_tool_types(stack: Stack, classic: list[str]) -> list[str]:
+    """New agents are never sent ``tools`` (the service refuses them with an agent named)."""
+    return [] if _foundry(stack) else classic
+
+
 __all__ = [
     "Stack",
     "agent_inputs",
     "conversation_count",
+    "expected_run_tool_types",
     "run_bodies",
     "run_count",
     "set_agent_tools",

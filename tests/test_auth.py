@@ -10,7 +10,7 @@ import pytest
 from azure.core.credentials import AccessToken
 
 from bot.agents.auth import SCOPE, CredentialToken, StaticToken, token_provider
-from bot.agents.azure import AgentsClient
+from bot.agents.classic.client import AgentsClient
 from bot.emulators.agents import AgentServiceEmulator
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.agents.azure import AgentsClient
+from bot.agents.classic.client import AgentsClient
 from bot.agents.errors import (
     AgentConnectionError,
     AuthenticationError,

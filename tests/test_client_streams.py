@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.agents.azure import AgentsClient
+from bot.agents.classic.client import AgentsClient
 from bot.agents.errors import (
     BadResponseError,
     RateLimitedError,

@@ -14,10 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.agents.azure import AgentsClient
+from bot.agents.classic.client import AgentsClient
 from bot.agents.events import TextDelta
 from bot.emulators.agent_script import Script, ScriptError
-from bot.emulators.agents import AgentServiceEmulator, _split
+from bot.emulators.agent_state import split_text as _split
+from bot.emulators.agents import AgentServiceEmulator
 
 
 def test_script_errors_name_the_place_and_the_reason(tmp_path: Path) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.devstack.processes import start_bot
 from bot.emulators.agents import AgentServiceEmulator
-from bot.emulators.processes import start_bot
 from bot.emulators.slack import SlackEmulator
 
 

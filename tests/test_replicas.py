@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from bot.devstack.processes import start_bot
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
-from bot.emulators.processes import start_bot
 from bot.emulators.slack import Limit, SlackEmulator, default_limits
 
 BOT = "<@U0BOT>"

@@ -18,9 +18,9 @@ from azure.ai.agents.models import (
     ToolOutput,
 )
 
-from bot.agents.azure import AgentsClient
+from bot.agents.classic.client import AgentsClient
+from bot.agents.classic.handler import FunctionToolSet
 from bot.agents.events import TextDelta
-from bot.agents.handler import FunctionToolSet
 from tests.sdk_support import sdk_client
 
 WEATHER_SCRIPT = {

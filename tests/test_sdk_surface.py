@@ -8,16 +8,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from bot.agents.azure import AgentsClient
-from bot.agents.events import ToolCall
-from bot.agents.handler import AgentEventHandler, FunctionToolSet
-from bot.agents.models import (
+from bot.agents.classic.client import AgentsClient
+from bot.agents.classic.handler import AgentEventHandler, FunctionToolSet
+from bot.agents.classic.models import (
     MessageDeltaChunk,
     RunStep,
     RunStepDeltaChunk,
     ThreadMessage,
     ThreadRun,
 )
+from bot.agents.events import ToolCall
 from tests.test_sdk_against_emulator import WEATHER_SCRIPT, get_weather
 
 

@@ -21,7 +21,7 @@ from azure.ai.agents.models._patch import (
     _parse_event,
 )
 
-from bot.agents.azure import AgentsClient
+from bot.agents.classic.client import AgentsClient
 from bot.agents.events import TextDelta
 from bot.agents.sse import ServerSentEvent, SSEDecoder
 from bot.emulators.recording import REALISTIC_SCRIPT, record_run

@@ -1,12 +1,67 @@
-"""Agent backends: classic threads/runs (``azure.py``) and new Foundry agents over the
-Responses API (``foundry.py``), both speaking backend-neutral events (``events.py``)."""
+"""The agent side of the bot, behind one seam (``AgentBackend``).
+
+Backends: classic agents (threads and runs, ``classic/``) and new Foundry agents over the
+Responses API (``foundry/``). Their modules are private to this package: everything else
+uses the names below.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+from .backend import (
+    AgentBackend,
+    AgentInfo,
+    ApprovalDecision,
+    FunctionTool,
+    RunSnapshot,
+    RunStatus,
+    RunStream,
+    ToolOutput,
+    TurnContext,
+)
+from .errors import (
+    AgentConnectionError,
+    AgentServiceError,
+    AuthenticationError,
+    BadRequestError,
+    ContextTooLongError,
+    NotFoundError,
+    RateLimitedError,
+    StreamInterruptedError,
+    ThreadBusyError,
+)
+from .tools import function_tool, tool_drift
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = [
+    "AgentBackend",
+    "AgentConnectionError",
+    "AgentInfo",
+    "AgentServiceError",
+    "ApprovalDecision",
+    "AuthenticationError",
+    "BadRequestError",
+    "ContextTooLongError",
+    "FunctionTool",
+    "NotFoundError",
+    "RateLimitedError",
+    "RunSnapshot",
+    "RunStatus",
+    "RunStream",
+    "StreamInterruptedError",
+    "ThreadBusyError",
+    "ToolOutput",
+    "TurnContext",
+    "function_tool",
+    "make_backend",
+    "tool_drift",
+]
 
 
-def make_backend(settings: Any) -> Any:
+def make_backend(settings: Settings) -> AgentBackend:
     """The backend the settings choose (``AGENT_BACKEND``, or ``AGENT_NAME`` vs ``AGENT_ID``)."""
     if not settings.project_endpoint:
         raise ValueError("PROJECT_ENDPOINT is not set")
@@ -21,11 +76,16 @@ def make_backend(settings: Any) -> Any:
             token_provider(settings.access_token),
             settings.agent_name,
             agent_version=settings.agent_version,
+            addressing=settings.agent_addressing,
             api_version=settings.agents_api_version,
+            background=settings.agents_background,
+            truncation=settings.agents_truncation,
             stream_idle_timeout=settings.agents_stream_idle_timeout,
             connect_timeout=settings.agents_connect_timeout,
             max_retries=max(0, settings.agents_max_attempts - 1),
         )
-    from .azure import AgentsClient
+    from .classic import AgentsClient, ClassicBackend
 
-    return AgentsClient.from_settings(settings)
+    if not settings.agent_id:
+        raise ValueError("AGENT_BACKEND=classic needs AGENT_ID (asst_...)")
+    return ClassicBackend(AgentsClient.from_settings(settings), settings.agent_id)

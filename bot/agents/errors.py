@@ -10,6 +10,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BadResponseError",
+    "ContextTooLongError",
     "NotFoundError",
     "RateLimitedError",
     "ServiceError",
@@ -74,6 +75,12 @@ class ThreadBusyError(BadRequestError):
     def matches(message: str) -> bool:
         lowered = message.lower()
         return "already has an active run" in lowered or ("while a run" in lowered and "is active" in lowered)
+
+
+class ContextTooLongError(BadRequestError):
+    """400 ``context_length_exceeded``: the conversation no longer fits the model's context."""
+
+    CODE = "context_length_exceeded"
 
 
 class RateLimitedError(AgentServiceError):

@@ -13,6 +13,8 @@ from typing import Any, Literal
 __all__ = [
     "AgentEvent",
     "Annotation",
+    "ApprovalRequest",
+    "ApprovalsRequested",
     "Cancelled",
     "Completed",
     "Expired",
@@ -100,6 +102,25 @@ class ToolCallsRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRequest:
+    """An MCP tool call the agent wants to make once a person approves it."""
+
+    id: str
+    server_label: str
+    name: str
+    arguments: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalsRequested:
+    """The run waits for a person to approve or deny these MCP tool calls."""
+
+    run_id: str
+    thread_id: str
+    approvals: tuple[ApprovalRequest, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RunStatusChanged:
     run_id: str
     thread_id: str
@@ -167,6 +188,7 @@ AgentEvent = (
     | MessageCompleted
     | ToolCallDelta
     | ToolCallsRequested
+    | ApprovalsRequested
     | RunStatusChanged
     | RunStepChanged
     | Completed
@@ -182,5 +204,5 @@ _TERMINAL = (Completed, Failed, Cancelled, Expired, Incomplete)
 
 
 def is_terminal(event: AgentEvent) -> bool:
-    """True for the events that end a run (ToolCallsRequested only pauses it)."""
+    """True for the events that end a run (ToolCallsRequested and ApprovalsRequested only pause it)."""
     return isinstance(event, _TERMINAL)

@@ -18,6 +18,7 @@ A script is a JSON or YAML file::
           - {disconnect: true}                                # drop the socket, run goes on
           - {error_event: {code: server_error, message: "..."}}
           - {raw: "event: thread.message.delta\\ndata: {not json\\n\\n"}
+          - {mcp_approval: {server_label: docs, name: search, arguments: {q: x}}}  # new agents
         repeat: false               # true: the turn can be taken again
     delay: 0.02                     # default pause between deltas
     deltas: 4                       # default number of deltas a text is cut into
@@ -69,6 +70,14 @@ class FileCitation(_Strict):
     quote: str = ""
 
 
+class McpApproval(_Strict):
+    """An MCP tool call that waits for a person's approval (new agents only)."""
+
+    server_label: str = "mcp"
+    name: str
+    arguments: dict[str, Any] | str = Field(default_factory=dict)
+
+
 class RunError(_Strict):
     code: str = "server_error"
     message: str = "Sorry, something went wrong."
@@ -76,7 +85,7 @@ class RunError(_Strict):
 
 ActionKind = Literal[
     "text", "sleep", "tool_calls", "citation", "file_citation", "fail", "incomplete",
-    "expire", "disconnect", "error_event", "raw",
+    "expire", "disconnect", "error_event", "raw", "mcp_approval",
 ]  # fmt: skip
 
 
@@ -97,6 +106,7 @@ class Action(_Strict):
     disconnect: bool | None = None
     error_event: RunError | None = None
     raw: str | None = None
+    mcp_approval: McpApproval | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Action:

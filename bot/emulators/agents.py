@@ -19,9 +19,7 @@ import contextlib
 import fnmatch
 import json
 import logging
-import math
 import re
-import secrets
 import string
 import time
 from dataclasses import dataclass, field
@@ -30,73 +28,24 @@ from typing import Any
 from aiohttp import web
 
 from .agent_script import Action, Reject, Script, ScriptError, Turn
+from .agent_state import (
+    BODY,
+    TERMINAL,
+    AgentEmulatorState,
+    Fault,
+    api_error,
+    copy_json,
+    new_id,
+    now,
+    reject_response,
+    split_text,
+)
+from .responses import ResponsesAPI
 
-logger = logging.getLogger("bot.emulators.agents")
-
-TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
-BODY = web.RequestKey("body", dict)
 _DISCONNECT = object()  # marker in a run's event log: the worker asked to drop the socket
 _PAUSE = object()  # marker: the response ends here (requires_action or a terminal state)
 
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
-
-
-def _now() -> int:
-    return int(time.time())
-
-
-def _error(
-    status: int,
-    message: str,
-    code: str | None = None,
-    *,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
-
-
-def _reject_response(reject: Reject) -> web.Response:
-    headers: dict[str, str] = {}
-    if reject.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(reject.retry_after)))
-        headers["retry-after-ms"] = str(int(reject.retry_after * 1000))
-    defaults = {429: ("rate_limit_exceeded", "Rate limit is exceeded. Try again later.")}
-    code, message = defaults.get(reject.status, ("server_error", "The server had an error."))
-    return _error(reject.status, reject.message or message, reject.code or code, headers=headers)
-
-
-@dataclass
-class Fault:
-    """An injected failure for requests that match ``method`` and ``path`` (fnmatch)."""
-
-    method: str
-    path: str
-    status: int = 500
-    times: int = 1
-    retry_after: float | None = None
-    body: str | None = None
-    content_type: str | None = None
-    message: str | None = None
-
-    def response(self) -> web.Response:
-        if self.body is not None:
-            headers = {}
-            if self.retry_after is not None:
-                headers["retry-after-ms"] = str(int(self.retry_after * 1000))
-            return web.Response(
-                status=self.status,
-                text=self.body,
-                headers=headers,
-                content_type=self.content_type or "text/plain",
-            )
-        return _reject_response(
-            Reject(status=self.status, message=self.message, retry_after=self.retry_after)
-        )
+logger = logging.getLogger("bot.emulators.agents")
 
 
 @dataclass
@@ -125,7 +74,11 @@ class _Cancelled(Exception):
     pass
 
 
-class AgentServiceEmulator:
+class _Expired(Exception):
+    """The run outlived its own ``expires_at``."""
+
+
+class AgentServiceEmulator(AgentEmulatorState):
     """In-memory agent service. ``await start()`` returns the project endpoint URL."""
 
     def __init__(
@@ -138,8 +91,11 @@ class AgentServiceEmulator:
         keepalive: float | None = None,
         agent_id: str = "asst_demo",
         agent_tools: list[dict[str, Any]] | None = None,
+        run_expiry_s: int = 1800,
+        action_expiry_s: int = 36000,
+        context_limit_chars: int | None = None,
     ) -> None:
-        self.script = script or Script()
+        super().__init__(script)
         self.project = project
         self.token = token
         self.crlf = crlf
@@ -149,16 +105,13 @@ class AgentServiceEmulator:
         self.messages: dict[str, list[dict[str, Any]]] = {}
         self.runs: dict[str, Run] = {}
         self.active_run: dict[str, str] = {}  # thread id -> run id
-        self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) seen
-        self.faults: list[Fault] = []
-        self.listeners: list[Any] = []  # callables taking one dict per run event, as emitted
-        self._used_turns: set[int] = set()
-        self._rejects_left: dict[int, list[Reject]] = {}
         self._runner: web.AppRunner | None = None
         self.base_url = ""
-        from .responses import ResponsesAPI
-
-        self.responses_api = ResponsesAPI(self)
+        # a run's own deadline, as the service sets it (DESIGN.md 2): created_at + 1800 s in a
+        # recorded session, created_at + 36000 s while it waits for tool outputs
+        self.run_expiry_s = run_expiry_s
+        self.action_expiry_s = action_expiry_s
+        self.responses_api = ResponsesAPI(self, context_limit_chars=context_limit_chars)
         self.app = self._make_app()
         if agent_id:
             self._create_agent_doc(
@@ -260,20 +213,22 @@ class AgentServiceEmulator:
             return await handler(request)
         prefix = f"/api/projects/{self.project}"
         if not request.path.startswith(prefix + "/"):
-            return _error(404, f"Resource not found: {request.path}", "NotFound")
+            return api_error(404, f"Resource not found: {request.path}", "NotFound")
         auth = request.headers.get("Authorization", "")
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return _error(
+            return api_error(
                 401,
                 "Access denied: missing bearer token. Authenticate with Entra ID "
                 "for scope https://ai.azure.com/.default.",
                 "PermissionDenied",
             )
         if self.token is not None and token.strip() != self.token:
-            return _error(401, "Access denied: the bearer token is invalid or expired.", "PermissionDenied")
+            return api_error(
+                401, "Access denied: the bearer token is invalid or expired.", "PermissionDenied"
+            )
         if not request.query.get("api-version") and "/openai/v1/" not in request.path:
-            return _error(
+            return api_error(
                 400,
                 "Missing required query parameter: api-version",
                 "BadRequest",
@@ -286,9 +241,9 @@ class AgentServiceEmulator:
                 try:
                     body = json.loads(raw)
                 except ValueError:
-                    return _error(400, "The request body is not valid JSON.", "invalid_payload")
+                    return api_error(400, "The request body is not valid JSON.", "invalid_payload")
                 if not isinstance(body, dict):
-                    return _error(400, "The request body must be a JSON object.", "invalid_payload")
+                    return api_error(400, "The request body must be a JSON object.", "invalid_payload")
         request[BODY] = body if body is not None else {}
         route = request.path[len(prefix) :]
         self.requests.append((request.method, route, body))
@@ -302,16 +257,16 @@ class AgentServiceEmulator:
         try:
             self.fail_next(**(await request.json()))
         except (TypeError, ValueError) as exc:
-            return _error(400, f"bad fault: {exc}")
+            return api_error(400, f"bad fault: {exc}")
         return web.json_response({"ok": True})
 
     # -- agents ------------------------------------------------------------------------
 
     def _create_agent_doc(self, body: dict[str, Any], agent_id: str | None = None) -> dict[str, Any]:
         doc = {
-            "id": agent_id or _new_id("asst"),
+            "id": agent_id or new_id("asst"),
             "object": "assistant",
-            "created_at": _now(),
+            "created_at": now(),
             "name": body.get("name"),
             "description": body.get("description"),
             "model": body.get("model"),
@@ -329,7 +284,7 @@ class AgentServiceEmulator:
     async def _create_agent(self, request: web.Request) -> web.Response:
         body = request[BODY]
         if not body.get("model"):
-            return _error(
+            return api_error(
                 400,
                 "Missing required parameter: 'model'.",
                 "missing_required_parameter",
@@ -342,7 +297,7 @@ class AgentServiceEmulator:
 
     def _agent_or_404(self, agent_id: str) -> dict[str, Any] | web.Response:
         agent = self.agents.get(agent_id)
-        return agent if agent else _error(404, f"No assistant found with id '{agent_id}'.", "not_found")
+        return agent if agent else api_error(404, f"No assistant found with id '{agent_id}'.", "not_found")
 
     async def _get_agent(self, request: web.Request) -> web.Response:
         agent = self._agent_or_404(request.match_info["agent_id"])
@@ -360,21 +315,21 @@ class AgentServiceEmulator:
     async def _delete_agent(self, request: web.Request) -> web.Response:
         agent_id = request.match_info["agent_id"]
         if self.agents.pop(agent_id, None) is None:
-            return _error(404, f"No assistant found with id '{agent_id}'.", "not_found")
+            return api_error(404, f"No assistant found with id '{agent_id}'.", "not_found")
         return web.json_response({"id": agent_id, "object": "assistant.deleted", "deleted": True})
 
     # -- threads and messages -------------------------------------------------------------
 
     def _thread_or_404(self, thread_id: str) -> dict[str, Any] | web.Response:
         thread = self.threads.get(thread_id)
-        return thread if thread else _error(404, f"No thread found with id '{thread_id}'.", "not_found")
+        return thread if thread else api_error(404, f"No thread found with id '{thread_id}'.", "not_found")
 
     async def _create_thread(self, request: web.Request) -> web.Response:
         body = request[BODY]
         thread = {
-            "id": _new_id("thread"),
+            "id": new_id("thread"),
             "object": "thread",
-            "created_at": _now(),
+            "created_at": now(),
             "metadata": body.get("metadata") or {},
             "tool_resources": body.get("tool_resources") or {},
         }
@@ -383,7 +338,7 @@ class AgentServiceEmulator:
         for message in body.get("messages") or []:
             problem = self._message_problem(message)
             if problem:
-                return _error(400, problem, "invalid_value")
+                return api_error(400, problem, "invalid_value")
             self._store_message(thread["id"], message)
         return web.json_response(thread)
 
@@ -394,7 +349,7 @@ class AgentServiceEmulator:
     async def _delete_thread(self, request: web.Request) -> web.Response:
         thread_id = request.match_info["thread_id"]
         if self.threads.pop(thread_id, None) is None:
-            return _error(404, f"No thread found with id '{thread_id}'.", "not_found")
+            return api_error(404, f"No thread found with id '{thread_id}'.", "not_found")
         self.messages.pop(thread_id, None)
         return web.json_response({"id": thread_id, "object": "thread.deleted", "deleted": True})
 
@@ -419,9 +374,9 @@ class AgentServiceEmulator:
         if isinstance(content, str):
             content = [{"type": "text", "text": {"value": content, "annotations": []}}]
         message = {
-            "id": _new_id("msg"),
+            "id": new_id("msg"),
             "object": "thread.message",
-            "created_at": _now(),
+            "created_at": now(),
             "assistant_id": agent_id,
             "thread_id": thread_id,
             "run_id": run.id if run else None,
@@ -431,7 +386,7 @@ class AgentServiceEmulator:
             "metadata": body.get("metadata") or {},
             "status": "completed" if run is None else "in_progress",
             "incomplete_details": None,
-            "completed_at": None if run else _now(),
+            "completed_at": None if run else now(),
             "incomplete_at": None,
         }
         self.messages[thread_id].append(message)
@@ -444,14 +399,14 @@ class AgentServiceEmulator:
             return thread
         active = self.active_run.get(thread_id)
         if active:
-            return _error(
+            return api_error(
                 400,
                 f"Can't add messages to {thread_id} while a run {active} is active.",
                 "invalid_request",
             )
         problem = self._message_problem(request[BODY])
         if problem:
-            return _error(400, problem, "invalid_value")
+            return api_error(400, problem, "invalid_value")
         return web.json_response(self._store_message(thread_id, request[BODY]))
 
     def _page(self, items: list[dict[str, Any]], request: web.Request) -> dict[str, Any] | web.Response:
@@ -461,7 +416,7 @@ class AgentServiceEmulator:
         except ValueError:
             limit = 0
         if not 1 <= limit <= 100:
-            return _error(
+            return api_error(
                 400,
                 "Invalid 'limit': integer between 1 and 100 expected.",
                 "invalid_value",
@@ -469,17 +424,21 @@ class AgentServiceEmulator:
             )
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
-            return _error(400, "Invalid 'order': expected 'asc' or 'desc'.", "invalid_value", param="order")
+            return api_error(
+                400, "Invalid 'order': expected 'asc' or 'desc'.", "invalid_value", param="order"
+            )
         ordered = items if order == "asc" else list(reversed(items))
         ids = [item["id"] for item in ordered]
         start, stop = 0, len(ordered)
         if query.get("after"):
             if query["after"] not in ids:
-                return _error(400, f"Invalid 'after': no object with id '{query['after']}'.", "invalid_value")
+                return api_error(
+                    400, f"Invalid 'after': no object with id '{query['after']}'.", "invalid_value"
+                )
             start = ids.index(query["after"]) + 1
         if query.get("before"):
             if query["before"] not in ids:
-                return _error(
+                return api_error(
                     400,
                     f"Invalid 'before': no object with id '{query['before']}'.",
                     "invalid_value",
@@ -509,33 +468,9 @@ class AgentServiceEmulator:
 
     # -- runs ---------------------------------------------------------------------------
 
-    def _pick_turn(self, user_text: str) -> Turn | None:
-        for index, turn in enumerate(self.script.turns):
-            if index in self._used_turns and not turn.repeat:
-                continue
-            if turn.matches(user_text):
-                if not turn.repeat:
-                    self._used_turns.add(index)
-                return turn
-        return None
-
     def _pending_reject(self, thread_id: str) -> Reject | None:
         """Scripted refusals of a run's creation, taken before the turn is consumed."""
-        user_text = self._last_user_text(thread_id)
-        for index, turn in enumerate(self.script.turns):
-            if (index in self._used_turns and not turn.repeat) or not turn.matches(user_text):
-                continue
-            rejects = self._rejects_left.setdefault(index, list(turn.reject))
-            return rejects.pop(0) if rejects else None
-        return None
-
-    def _pending_reject_text(self, user_text: str) -> Reject | None:
-        for index, turn in enumerate(self.script.turns):
-            if (index in self._used_turns and not turn.repeat) or not turn.matches(user_text):
-                continue
-            rejects = self._rejects_left.setdefault(index, list(turn.reject))
-            return rejects.pop(0) if rejects else None
-        return None
+        return self.pending_reject_text(self._last_user_text(thread_id))
 
     def _last_user_text(self, thread_id: str) -> str:
         for message in reversed(self.messages.get(thread_id, [])):
@@ -555,7 +490,7 @@ class AgentServiceEmulator:
             return thread
         agent_id = body.get("assistant_id")
         if not agent_id:
-            return _error(
+            return api_error(
                 400,
                 "Missing required parameter: 'assistant_id'.",
                 "missing_required_parameter",
@@ -566,23 +501,25 @@ class AgentServiceEmulator:
             return agent
         active = self.active_run.get(thread_id)
         if active:
-            return _error(400, f"Thread {thread_id} already has an active run {active}.", "invalid_request")
+            return api_error(
+                400, f"Thread {thread_id} already has an active run {active}.", "invalid_request"
+            )
         reject = self._pending_reject(thread_id)
         if reject is not None:
-            return _reject_response(reject)
+            return reject_response(reject)
         for message in body.get("additional_messages") or []:
             self._store_message(thread_id, message)
-        created = _now()
+        created = now()
         tools = body["tools"] if body.get("tools") is not None else agent["tools"]
         doc = {
-            "id": _new_id("run"),
+            "id": new_id("run"),
             "object": "thread.run",
             "created_at": created,
             "assistant_id": agent_id,
             "thread_id": thread_id,
             "status": "queued",
             "started_at": None,
-            "expires_at": created + 600,
+            "expires_at": created + self.run_expiry_s,
             "cancelled_at": None,
             "failed_at": None,
             "completed_at": None,
@@ -606,7 +543,7 @@ class AgentServiceEmulator:
             "parallel_tool_calls": body.get("parallel_tool_calls", True),
         }
         user_text = self._last_user_text(thread_id)
-        run = Run(doc=doc, turn=self._pick_turn(user_text), user_text=user_text, tools=tools)
+        run = Run(doc=doc, turn=self.pick_turn(user_text), user_text=user_text, tools=tools)
         self.runs[run.id] = run
         self.active_run[thread_id] = run.id
         run.task = asyncio.create_task(RunWorker(self, run).work())
@@ -618,7 +555,7 @@ class AgentServiceEmulator:
         thread_id, run_id = request.match_info["thread_id"], request.match_info["run_id"]
         run = self.runs.get(run_id)
         if run is None or run.doc["thread_id"] != thread_id:
-            return _error(404, f"No run found with id '{run_id}'.", "not_found")
+            return api_error(404, f"No run found with id '{run_id}'.", "not_found")
         return run
 
     async def _get_run(self, request: web.Request) -> web.Response:
@@ -645,7 +582,7 @@ class AgentServiceEmulator:
         if isinstance(run, web.Response):
             return run
         if run.status in TERMINAL or run.status == "cancelling":
-            return _error(400, f"Cannot cancel run with status '{run.status}'.", "invalid_request")
+            return api_error(400, f"Cannot cancel run with status '{run.status}'.", "invalid_request")
         run.cancel_requested = True
         run.doc["status"] = "cancelling"
         if run.outputs is not None and not run.outputs.done():
@@ -657,13 +594,13 @@ class AgentServiceEmulator:
         if isinstance(run, web.Response):
             return run
         if run.status != "requires_action" or run.outputs is None or run.outputs.done():
-            return _error(
+            return api_error(
                 400, f'Runs in status "{run.status}" do not accept tool outputs.', "invalid_request"
             )
         outputs = request[BODY].get("tool_outputs")
         expected = {c["id"] for c in run.doc["required_action"]["submit_tool_outputs"]["tool_calls"]}
         if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
-            return _error(
+            return api_error(
                 400,
                 "Missing required parameter: 'tool_outputs'.",
                 "missing_required_parameter",
@@ -672,7 +609,7 @@ class AgentServiceEmulator:
         given = {o.get("tool_call_id") for o in outputs}
         if given != expected:
             missing = ", ".join(sorted(expected - given)) or "none"
-            return _error(
+            return api_error(
                 400,
                 f"Expected tool outputs for call_ids [{', '.join(sorted(expected))}], missing: {missing}.",
                 "invalid_value",
@@ -772,7 +709,7 @@ class RunWorker:
         try:
             await self.emit(("thread.run.created", dict(self.run.doc)))
             await self.set_status("queued")
-            await self.set_status("in_progress", started_at=_now())
+            await self.set_status("in_progress", started_at=now())
             actions = self.run.turn.actions if self.run.turn else None
             if actions is None:
                 await self.default_model()
@@ -787,11 +724,14 @@ class RunWorker:
                 "total_tokens": 0,
             }
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-            await self.set_status("completed", completed_at=_now(), usage=usage)
+            await self.set_status("completed", completed_at=now(), usage=usage)
             await self.emit(_PAUSE)
         except _Cancelled:
             await self.finish_message(status="incomplete")
-            await self.set_status("cancelled", cancelled_at=_now())
+            await self.set_status("cancelled", cancelled_at=now())
+            await self.emit(_PAUSE)
+        except _Expired:
+            await self.set_status("expired")
             await self.emit(_PAUSE)
         except asyncio.CancelledError:
             raise
@@ -799,7 +739,7 @@ class RunWorker:
             logger.exception("emulator run worker failed")
             await self.set_status(
                 "failed",
-                failed_at=_now(),
+                failed_at=now(),
                 last_error={"code": "server_error", "message": f"emulator: {exc}"},
             )
             await self.emit(_PAUSE)
@@ -839,7 +779,7 @@ class RunWorker:
             await self.finish_message(status="incomplete")
             await self.set_status(
                 "failed",
-                failed_at=_now(),
+                failed_at=now(),
                 last_error={"code": action.fail.code, "message": action.fail.message},
             )
             await self.emit(_PAUSE)
@@ -912,17 +852,17 @@ class RunWorker:
         await self.emit(
             ("thread.run.step.created", dict(step)),
             ("thread.run.step.in_progress", dict(step)),
-            ("thread.message.created", _copy(message)),
-            ("thread.message.in_progress", _copy(message)),
+            ("thread.message.created", copy_json(message)),
+            ("thread.message.in_progress", copy_json(message)),
         )
         self.message, self.step = message, step
         return message
 
     def new_step(self, kind: str, details: dict[str, Any]) -> dict[str, Any]:
         return {
-            "id": _new_id("step"),
+            "id": new_id("step"),
             "object": "thread.run.step",
-            "created_at": _now(),
+            "created_at": now(),
             "run_id": self.run.id,
             "assistant_id": self.run.doc["assistant_id"],
             "thread_id": self.thread_id,
@@ -948,7 +888,7 @@ class RunWorker:
             return
         message = await self.start_message()
         first = not self.text_part()["value"]
-        for piece in _split(text, deltas):
+        for piece in split_text(text, deltas):
             await self.sleep(delay)
             self.text_part()["value"] += piece
             self.tokens += max(1, len(piece) // 4)
@@ -1020,13 +960,13 @@ class RunWorker:
             return
         self.message["status"] = status
         if status == "completed":
-            self.message["completed_at"] = _now()
+            self.message["completed_at"] = now()
         else:
-            self.message["incomplete_at"] = _now()
+            self.message["incomplete_at"] = now()
         self.step["status"] = "completed" if status == "completed" else "cancelled"
-        self.step["completed_at"] = _now()
+        self.step["completed_at"] = now()
         await self.emit(
-            (f"thread.message.{status}", _copy(self.message)),
+            (f"thread.message.{status}", copy_json(self.message)),
             (f"thread.run.step.{self.step['status']}", dict(self.step)),
         )
         self.message = self.step = None
@@ -1035,15 +975,15 @@ class RunWorker:
         await self.finish_message()
         tool_calls = [
             {
-                "id": _new_id("call"),
+                "id": new_id("call"),
                 "type": "function",
                 "function": {"name": name, "arguments": "", "output": None},
             }
             for name, _ in calls
         ]
-        step = self.new_step("tool_calls", {"type": "tool_calls", "tool_calls": _copy(tool_calls)})
+        step = self.new_step("tool_calls", {"type": "tool_calls", "tool_calls": copy_json(tool_calls)})
         await self.emit(
-            ("thread.run.step.created", _copy(step)), ("thread.run.step.in_progress", _copy(step))
+            ("thread.run.step.created", copy_json(step)), ("thread.run.step.in_progress", copy_json(step))
         )
         for index, (call, (_, arguments)) in enumerate(zip(tool_calls, calls, strict=True)):
             first = {
@@ -1053,7 +993,7 @@ class RunWorker:
                 "function": {"name": call["function"]["name"], "arguments": "", "output": None},
             }
             await self.emit(_step_delta(step["id"], first))
-            for piece in _split(arguments, fragments):
+            for piece in split_text(arguments, fragments):
                 await self.sleep(self.em.script.delay)
                 await self.emit(
                     _step_delta(
@@ -1062,7 +1002,7 @@ class RunWorker:
                     )
                 )
             call["function"]["arguments"] = arguments
-        step["step_details"]["tool_calls"] = _copy(tool_calls)
+        step["step_details"]["tool_calls"] = copy_json(tool_calls)
         required = {
             "type": "submit_tool_outputs",
             "submit_tool_outputs": {
@@ -1080,11 +1020,16 @@ class RunWorker:
             },
         }
         self.run.outputs = asyncio.get_running_loop().create_future()
-        self.run.doc["expires_at"] = self.run.doc["created_at"] + 36000
+        self.run.doc["expires_at"] = self.run.doc["created_at"] + self.em.action_expiry_s
         await self.set_status("requires_action", required_action=required)
         await self.emit(_PAUSE)
         try:
-            outputs = await self.run.outputs
+            left = self.run.doc["expires_at"] - time.time()
+            outputs = await asyncio.wait_for(asyncio.shield(self.run.outputs), max(left, 0))
+        except TimeoutError:
+            self.run.outputs.cancel()  # outputs submitted from now on are refused
+            self.run.doc["required_action"] = None
+            raise _Expired from None
         except asyncio.CancelledError:
             if self.run.cancel_requested:
                 raise _Cancelled from None
@@ -1093,14 +1038,14 @@ class RunWorker:
         self.outputs = [by_id.get(c["id"], "") for c in tool_calls]
         for call in tool_calls:
             call["function"]["output"] = by_id.get(call["id"], "")
-        self.run.doc["expires_at"] = self.run.doc["created_at"] + 600
+        self.run.doc["expires_at"] = self.run.doc["created_at"] + self.em.run_expiry_s
         self.run.doc["required_action"] = None
         await self.set_status("queued")
         await self.set_status("in_progress")
         step["status"] = "completed"
-        step["completed_at"] = _now()
-        step["step_details"]["tool_calls"] = _copy(tool_calls)
-        await self.emit(("thread.run.step.completed", _copy(step)))
+        step["completed_at"] = now()
+        step["step_details"]["tool_calls"] = copy_json(tool_calls)
+        await self.emit(("thread.run.step.completed", copy_json(step)))
 
 
 def _step_delta(step_id: str, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -1112,22 +1057,6 @@ def _step_delta(step_id: str, call: dict[str, Any]) -> tuple[str, dict[str, Any]
             "delta": {"step_details": {"type": "tool_calls", "tool_calls": [call]}},
         },
     )
-
-
-def _copy(value: Any) -> Any:
-    return json.loads(json.dumps(value))
-
-
-def _split(text: str, parts: int) -> list[str]:
-    """Cut text into about ``parts`` pieces at word boundaries where possible."""
-    if parts <= 1 or len(text) <= 1:
-        return [text] if text else []
-    words = re.findall(r"\S+\s*|\s+", text)
-    if len(words) < parts:
-        size = math.ceil(len(text) / parts)
-        return [text[i : i + size] for i in range(0, len(text), size)]
-    per = math.ceil(len(words) / parts)
-    return ["".join(words[i : i + per]) for i in range(0, len(words), per)]
 
 
 # -- command line --------------------------------------------------------------------------

@@ -18,26 +18,32 @@ import secrets
 import string
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from .agent_script import Action
-
-if TYPE_CHECKING:
-    from .agents import AgentServiceEmulator
+from .agent_state import BODY, AgentEmulatorState, reject_response, split_text
 
 _END = object()
 _DROP = object()
+
+# DESIGN.md 2b: with an agent named, the model, its instructions and its tools come from
+# the agent version; the service refuses these per request (400 invalid_payload).
+AGENT_OWNED = ("tools", "tool_choice", "parallel_tool_calls", "model", "instructions", "response_format")
+NOT_ALLOWED = "Not allowed when agent is specified."
+VERSIONS_PAGE = 20  # the version list's default page size (azure-ai-projects list_versions)
 
 
 def _id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def _err(status: int, message: str, code: str = "invalid_request") -> web.Response:
+def _err(
+    status: int, message: str, code: str | None = "invalid_request", *, param: str | None = None
+) -> web.Response:
     return web.json_response(
-        {"error": {"message": message, "type": "invalid_request_error", "code": code, "param": None}},
+        {"error": {"message": message, "type": "invalid_request_error", "code": code, "param": param}},
         status=status,
     )
 
@@ -45,6 +51,7 @@ def _err(status: int, message: str, code: str = "invalid_request") -> web.Respon
 @dataclass
 class _Response:
     doc: dict[str, Any]
+    background: bool = False
     events: list[Any] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     task: asyncio.Task[None] | None = None
@@ -62,8 +69,9 @@ class _Paused:
 
 
 class ResponsesAPI:
-    def __init__(self, emulator: AgentServiceEmulator) -> None:
+    def __init__(self, emulator: AgentEmulatorState, *, context_limit_chars: int | None = None) -> None:
         self.em = emulator
+        self.context_limit_chars = context_limit_chars  # None: no context window to outgrow
         self.agents: dict[str, list[dict[str, Any]]] = {}  # name -> versions
         self.conversations: dict[str, dict[str, Any]] = {}
         self.items: dict[str, list[dict[str, Any]]] = {}
@@ -89,8 +97,10 @@ class ResponsesAPI:
             r.add_get(prefix + "/conversations/{cid}/items", self._list_items)
             r.add_post(prefix + "/responses", self._create_response)
             r.add_get(prefix + "/responses/{rid}", self._get_response)
+            r.add_post(prefix + "/responses/{rid}/cancel", self._cancel_response)
         r.add_post(base + "/agents/{name}/versions", self._create_version)
         r.add_get(base + "/agents/{name}/versions", self._list_versions)
+        r.add_get(base + "/agents/{name}/versions/{version}", self._get_version)
         r.add_get(base + "/agents/{name}", self._get_agent)
 
     # -- agents with versions -------------------------------------------------------------
@@ -120,10 +130,42 @@ class ResponsesAPI:
         return web.json_response(self.create_version(request.match_info["name"], definition))
 
     async def _list_versions(self, request: web.Request) -> web.Response:
+        """Paged like every list of the service: ``limit`` (20 by default), ``order``, ``after``."""
         versions = self.agents.get(request.match_info["name"])
         if versions is None:
             return _err(404, f"Agent '{request.match_info['name']}' not found.", "not_found")
-        return web.json_response({"object": "list", "data": versions})
+        try:
+            limit = int(request.query.get("limit", VERSIONS_PAGE))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            return _err(400, "Invalid 'limit': integer between 1 and 100 expected.", "invalid_value")
+        ordered = list(reversed(versions)) if request.query.get("order", "desc") == "desc" else list(versions)
+        start = 0
+        if request.query.get("after"):
+            ids = [v["id"] for v in ordered]
+            if request.query["after"] not in ids:
+                return _err(
+                    400, f"Invalid 'after': no object with id '{request.query['after']}'.", "invalid_value"
+                )
+            start = ids.index(request.query["after"]) + 1
+        data = ordered[start : start + limit]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": start + limit < len(ordered),
+            }
+        )
+
+    async def _get_version(self, request: web.Request) -> web.Response:
+        name, version = request.match_info["name"], request.match_info["version"]
+        found = next((v for v in self.agents.get(name) or [] if v["version"] == version), None)
+        if found is None:
+            return _err(404, f"Agent '{name}' version '{version}' not found.", "not_found")
+        return web.json_response(found)
 
     async def _get_agent(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -160,6 +202,9 @@ class ResponsesAPI:
         if cid not in self.items:
             return _err(404, "Conversation not found.", "not_found")
         added = [_as_item(item) for item in (await _body(request)).get("items") or []]
+        problem = _orphan_output(self.items[cid], added)
+        if problem:
+            return _err(400, problem, None, param="items")
         self.items[cid].extend(added)
         return web.json_response({"object": "list", "data": added})
 
@@ -167,30 +212,84 @@ class ResponsesAPI:
         cid = request.match_info["cid"]
         if cid not in self.items:
             return _err(404, "Conversation not found.", "not_found")
+        items = self.items[cid] if request.query.get("order") == "asc" else list(reversed(self.items[cid]))
+        limit = int(request.query.get("limit", "20"))
+        data = items[:limit]
         return web.json_response(
-            {"object": "list", "data": list(reversed(self.items[cid])), "has_more": False}
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": len(items) > limit,
+            }
         )
 
     # -- responses ------------------------------------------------------------------------
 
-    async def _get_response(self, request: web.Request) -> web.Response:
+    async def _get_response(self, request: web.Request) -> web.StreamResponse:
         response = self.responses.get(request.match_info["rid"])
-        return web.json_response(response.doc) if response else _err(404, "Response not found.", "not_found")
+        if response is None:
+            return _err(404, "Response not found.", "not_found")
+        if request.query.get("stream") != "true":
+            return web.json_response(response.doc)
+        if not response.background:  # only background responses can be streamed again
+            return _err(
+                400, "This response cannot be streamed because it was not created with background=true.", None
+            )
+        try:
+            after = int(request.query.get("starting_after", "-1"))
+        except ValueError:
+            return _err(400, "Invalid 'starting_after': integer expected.", "invalid_value")
+        return await self._stream(request, response, after)
+
+    async def _cancel_response(self, request: web.Request) -> web.Response:
+        response = self.responses.get(request.match_info["rid"])
+        if response is None:
+            return _err(404, "Response not found.", "not_found")
+        if not response.background:
+            return _err(400, "Cannot cancel a synchronous response.", None)
+        if response.doc["status"] in ("queued", "in_progress"):
+            if response.task is not None:
+                response.task.cancel()
+            response.doc["status"] = "cancelled"
+            self._answer_cancelled(response)
+            async with response.changed:
+                response.events.append(_END)
+                response.changed.notify_all()
+        return web.json_response(response.doc)
+
+    def _answer_cancelled(self, response: _Response) -> None:
+        """Function calls of a cancelled response are not waiting for outputs any more."""
+        for item in response.doc.get("output") or []:
+            if item.get("type") == "function_call":
+                self.paused.pop(item.get("call_id"), None)
+
+    def _refusal(self, body: dict[str, Any], agent_named: bool) -> web.Response | None:
+        if agent_named:
+            text = body.get("text")
+            if isinstance(text, dict) and "format" in text:
+                return _err(400, NOT_ALLOWED, "invalid_payload", param="text.format")
+            for key in AGENT_OWNED:
+                if body.get(key) is not None:
+                    return _err(400, NOT_ALLOWED, "invalid_payload", param=key)
+        if body.get("background") and body.get("store") is False:
+            return _err(400, "Background mode requires store=true.", None, param="background")
+        if body.get("truncation") not in (None, "auto", "disabled"):
+            return _err(400, "Invalid 'truncation': expected 'auto' or 'disabled'.", "invalid_value")
+        return None
 
     async def _create_response(self, request: web.Request) -> web.StreamResponse:
         body = await _body(request)
         name = request.match_info.get("name") or (body.get("agent_reference") or body.get("agent") or {}).get(
             "name"
         )
-        agent = self.latest(name) if name else None
-        if agent is None:
-            return _err(
-                404 if name else 400,
-                f"Agent '{name}' not found."
-                if name
-                else "Name the agent: agent_reference {name, type: agent_reference}.",
-                "not_found" if name else "invalid_request",
-            )
+        refusal = self._refusal(body, bool(name))
+        if refusal is not None:
+            return refusal
+        agent = self._agent_version(name, (body.get("agent_reference") or {}).get("version"))
+        if isinstance(agent, web.Response):
+            return agent
         conversation = body.get("conversation")
         cid = conversation.get("id") if isinstance(conversation, dict) else conversation
         if cid is not None and cid not in self.items:
@@ -202,42 +301,101 @@ class ResponsesAPI:
             else inputs or []
         )
         items = [_as_item(item) for item in items]
-        reject = self.em._pending_reject_text(_last_user_text(items))
-        if reject is not None:
-            from .agents import _reject_response
-
-            return _reject_response(reject)
         history = self.items[cid] if cid else []
+        problem = _orphan_output(history, items) or _unanswered_call(history, items)
+        if problem:
+            return _err(400, problem, None, param="input")
+        reject = self.em.pending_reject_text(_last_user_text(items))
+        if reject is not None:
+            return reject_response(reject)
+        overflow = self._context_overflow(history, items, body.get("truncation") == "auto")
+        if overflow is not None:
+            return overflow
         history.extend(items)
         outputs = {i["call_id"]: i["output"] for i in items if i.get("type") == "function_call_output"}
-        tools = body.get("tools") or agent["definition"].get("tools") or []
+        approvals = {
+            i["approval_request_id"]: bool(i.get("approve"))
+            for i in items
+            if i.get("type") == "mcp_approval_response"
+        }
+        response = self._new_response(body, agent, cid)
+        user_text = _last_user_text(history)
+        tools = agent["definition"].get("tools") or []
+        response.task = asyncio.create_task(
+            _Worker(
+                self, response, history, user_text, {**outputs, **_approval_outputs(approvals)}, agent, tools
+            ).work()
+        )
+        if not body.get("stream"):
+            return web.json_response(response.doc)
+        return await self._stream(request, response, -1)
+
+    def _agent_version(self, name: str | None, version: str | None) -> dict[str, Any] | web.Response:
+        if not name:
+            return _err(400, "Name the agent: agent_reference {name, type: agent_reference}.")
+        if version:
+            found = next((v for v in self.agents.get(name) or [] if v["version"] == str(version)), None)
+        else:
+            found = self.latest(name)
+        if found is None:
+            return _err(
+                404, f"Agent '{name}'{f' version {version}' if version else ''} not found.", "not_found"
+            )
+        return found
+
+    def _context_overflow(
+        self, history: list[dict[str, Any]], items: list[dict[str, Any]], truncate: bool
+    ) -> web.Response | None:
+        """``truncation: disabled`` (the default) refuses a conversation past the context window."""
+        limit = self.context_limit_chars
+        if limit is None:
+            return None
+        size = sum(len(json.dumps(i)) for i in history + items)
+        if size <= limit:
+            return None
+        if truncate:
+            while history and size > limit:
+                size -= len(json.dumps(history.pop(0)))
+            return None
+        return _err(
+            400,
+            "Your input exceeds the context window of this model. Please adjust your input and try again.",
+            "context_length_exceeded",
+            param="input",
+        )
+
+    def _new_response(self, body: dict[str, Any], agent: dict[str, Any], cid: str | None) -> _Response:
+        background = bool(body.get("background"))
         doc = {
             "id": _id("resp"),
             "object": "response",
             "created_at": int(time.time()),
-            "status": "in_progress",
+            "status": "queued" if background else "in_progress",
+            "background": background,
+            "completed_at": None,
+            "content_filters": None,
             "model": agent["definition"].get("model"),
+            "instructions": agent["definition"].get("instructions"),
             "output": [],
+            "parallel_tool_calls": True,
+            "store": body.get("store", True),
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": None,
+            "truncation": body.get("truncation") or "disabled",
             "usage": None,
             "error": None,
             "incomplete_details": None,
             "previous_response_id": body.get("previous_response_id"),
             "conversation": {"id": cid} if cid else None,
-            "tools": tools,
-            "agent": {"name": agent["name"], "version": agent["version"], "type": "agent_id"},
+            "tools": agent["definition"].get("tools") or [],
+            "agent": {"type": "agent_id", "name": agent["name"], "version": agent["version"]},
             "metadata": body.get("metadata") or {},
         }
-        response = _Response(doc)
+        response = _Response(doc, background=background)
         self.responses[doc["id"]] = response
-        user_text = _last_user_text(history)
-        response.task = asyncio.create_task(
-            _Worker(self, response, history, user_text, outputs, agent, tools).work()
-        )
-        if not body.get("stream"):
-            return web.json_response(doc)
-        return await self._stream(request, response)
+        return response
 
-    async def _stream(self, request: web.Request, response: _Response) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, response: _Response, after: int) -> web.StreamResponse:
         out = web.StreamResponse(
             headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
         )
@@ -257,10 +415,33 @@ class ResponsesAPI:
                         if request.transport is not None:
                             request.transport.abort()
                         return out
+                    if item["sequence_number"] <= after:
+                        continue
                     data = json.dumps(item, separators=(",", ":"), ensure_ascii=False)
                     await out.write(f"event: {item['type']}\ndata: {data}\n\n".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             return out
+
+
+def _orphan_output(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> str | None:
+    calls = {i.get("call_id") for i in history + items if i.get("type") == "function_call"}
+    for item in items:
+        if item.get("type") == "function_call_output" and item.get("call_id") not in calls:
+            return f"No tool call found for function call output with call_id {item.get('call_id')}."
+    return None
+
+
+def _unanswered_call(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> str | None:
+    """A new response in a conversation holding a function call without its output fails."""
+    answered = {i.get("call_id") for i in history + items if i.get("type") == "function_call_output"}
+    for item in history:
+        if item.get("type") == "function_call" and item.get("call_id") not in answered:
+            return f"No tool output found for function call {item.get('call_id')}."
+    return None
+
+
+def _approval_outputs(approvals: dict[str, bool]) -> dict[str, str]:
+    return {key: "approved" if approve else "denied" for key, approve in approvals.items()}
 
 
 class _Worker:
@@ -317,6 +498,7 @@ class _Worker:
 
     async def work(self) -> None:
         await self.emit("response.created", response=self.snapshot())
+        self.r.doc["status"] = "in_progress"
         await self.emit("response.in_progress", response=self.snapshot())
         actions = self._actions()
         try:
@@ -340,7 +522,7 @@ class _Worker:
             self.subs = self.outputs
             return resumed[0].actions
         self.subs = {}
-        turn = self.api.em._pick_turn(self.user_text)
+        turn = self.api.em.pick_turn(self.user_text)
         if turn is not None:
             return list(turn.actions)
         for tool in self.tools:  # no script: echo, or call a no-argument function the message names
@@ -432,6 +614,28 @@ class _Worker:
                 self.api.paused[call_id] = paused
             await self.finish("completed")  # the caller answers with function_call_output items
             return True
+        elif kind == "mcp_approval":
+            assert action.mcp_approval is not None
+            await self.close_message()
+            request = action.mcp_approval
+            arguments = (
+                request.arguments if isinstance(request.arguments, str) else json.dumps(request.arguments)
+            )
+            item = {
+                "id": _id("mcpr"),
+                "type": "mcp_approval_request",
+                "server_label": request.server_label,
+                "name": request.name,
+                "arguments": arguments,
+            }
+            self.r.doc["output"].append(item)
+            index = self.index(item)
+            await self.emit("response.output_item.added", output_index=index, item=dict(item))
+            await self.emit("response.output_item.done", output_index=index, item=dict(item))
+            self.history.append(dict(item))
+            self.api.paused[item["id"]] = _Paused(list(rest), [item["id"]], self.agent, self.tools)
+            await self.finish("completed")
+            return True
         elif kind == "fail":
             assert action.fail is not None
             await self.close_message()
@@ -478,12 +682,10 @@ class _Worker:
         )
 
     async def say(self, text: str, deltas: int, delay: float) -> None:
-        from .agents import _split
-
         await self.open_message()
         assert self.message is not None
         part = self.message["content"][0]
-        for piece in _split(text, deltas):
+        for piece in split_text(text, deltas):
             await asyncio.sleep(delay)
             part["text"] += piece
             self.tokens += max(1, len(piece) // 4)
@@ -561,6 +763,4 @@ def _last_user_text(items: list[dict[str, Any]]) -> str:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    from .agents import BODY
-
     return request.get(BODY) or {}

@@ -17,9 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from ..devstack.stack import EmulatedStack, start_stack
 from ..emulators.agent_script import Script
 from ..emulators.agents import AgentServiceEmulator
-from ..emulators.stack import EmulatedStack, start_stack
 from ..settings import Settings
 from .demo import DEMO_SCRIPT, restart_service
 
@@ -166,6 +166,9 @@ async def serve(
             agent_version=settings.agent_version,
             agent_backend=settings.agent_backend,
             agents_access_token=settings.agents_access_token,
+            agent_addressing=settings.agent_addressing,
+            agents_background=settings.agents_background,
+            agents_truncation=settings.agents_truncation,
         )
     agent = AgentServiceEmulator(script, agent_tools=[])
     stack = await start_stack(

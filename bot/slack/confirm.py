@@ -42,11 +42,16 @@ class SlackConfirmer:
         self._pending: dict[str, _Pending] = {}
 
     async def confirm(self, context: ToolContext, spec: ToolSpec, arguments: dict[str, Any]) -> bool:
+        """A plugin tool marked ``confirm=True``."""
+        return await self.ask(context, spec.name, arguments)
+
+    async def ask(self, context: ToolContext, title: str, arguments: dict[str, Any]) -> bool:
+        """Any tool call a person must approve (plugins, the agent's own MCP tools)."""
         key = uuid.uuid4().hex[:16]
         shown = json.dumps(arguments, ensure_ascii=False, indent=1)
         if len(shown) > 2500:
             shown = shown[:2500] + "\n…"
-        text = f"<@{context.user_id}>, the agent wants to run *{spec.name}*. Approve?"
+        text = f"<@{context.user_id}>, the agent wants to run *{title}*. Approve?"
         blocks = [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
             {"type": "section", "text": {"type": "mrkdwn", "text": f"```{shown}```"}},
@@ -78,16 +83,16 @@ class SlackConfirmer:
             context.user_id,
             context.channel,
             response["ts"],
-            spec.name,
+            title,
             asyncio.get_running_loop().create_future(),
         )
         self._pending[key] = pending
-        log(logger, "confirm.asked", tool=spec.name, user=context.user_id, channel=context.channel)
+        log(logger, "confirm.asked", tool=title, user=context.user_id, channel=context.channel)
         try:
             approved = await asyncio.wait_for(asyncio.shield(pending.answer), self.timeout_s)
         except TimeoutError:
             approved = False
-            await self._close(pending, f"No answer in time, so *{spec.name}* was not run.")
+            await self._close(pending, f"No answer in time, so *{title}* was not run.")
         finally:
             self._pending.pop(key, None)
         return approved

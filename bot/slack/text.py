@@ -19,25 +19,47 @@ NameLookup = Callable[[str], Awaitable[str]]
 
 
 class UserDirectory:
-    """Display names from ``users.info``, cached (a name rarely changes within an hour)."""
+    """Display names and time zones from ``users.info``, channel names from
+    ``conversations.info``: cached (they rarely change within an hour)."""
 
     def __init__(self, client: AsyncWebClient, ttl_s: float = 3600.0) -> None:
         self._client = client
         self._ttl = ttl_s
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: dict[str, tuple[float, str, str | None]] = {}
+        self._channels: dict[str, tuple[float, str]] = {}
 
-    async def display_name(self, user_id: str) -> str:
+    async def _user(self, user_id: str) -> tuple[str, str | None]:
         hit = self._cache.get(user_id)
         if hit and hit[0] > time.monotonic():
-            return hit[1]
+            return hit[1], hit[2]
+        timezone: str | None = None
         try:
             response = await self._client.users_info(user=user_id)
             user: dict[str, Any] = response.get("user") or {}
             profile = user.get("profile") or {}
             name = profile.get("display_name") or profile.get("real_name") or user.get("name") or user_id
+            timezone = user.get("tz") or None
         except SlackApiError:
             name = user_id  # unknown or no permission: keep the id rather than fail the turn
-        self._cache[user_id] = (time.monotonic() + self._ttl, name)
+        self._cache[user_id] = (time.monotonic() + self._ttl, name, timezone)
+        return name, timezone
+
+    async def display_name(self, user_id: str) -> str:
+        return (await self._user(user_id))[0]
+
+    async def timezone(self, user_id: str) -> str | None:
+        return (await self._user(user_id))[1]
+
+    async def channel_name(self, channel: str) -> str:
+        hit = self._channels.get(channel)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        try:
+            response = await self._client.conversations_info(channel=channel)
+            name = str((response.get("channel") or {}).get("name") or "")
+        except SlackApiError:
+            name = ""
+        self._channels[channel] = (time.monotonic() + self._ttl, name)
         return name
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .events import Annotation, ToolCall
+from ..events import Annotation, ToolCall
 
 
 class WireModel(BaseModel):

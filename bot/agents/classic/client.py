@@ -18,10 +18,10 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from ..logs import log
-from ..settings import Settings
-from .auth import StaticToken, TokenProvider, token_provider
-from .errors import (
+from ...logs import log
+from ...settings import Settings
+from ..auth import StaticToken, TokenProvider, token_provider
+from ..errors import (
     AgentConnectionError,
     AgentServiceError,
     AuthenticationError,
@@ -34,14 +34,14 @@ from .errors import (
     StreamTimeoutError,
     ThreadBusyError,
 )
-from .events import AgentEvent
+from ..events import AgentEvent
+from ..retry import RETRYABLE_STATUS, RetryPolicy, retry_after_seconds
+from ..sse import SSEDecoder, SSEError
 from .handler import AgentEventHandler, FunctionToolSet, dispatch, typed_event_data
 from .models import Agent, AgentThread, MessagePage, ThreadMessage, ThreadRun
-from .retry import RETRYABLE_STATUS, RetryPolicy, retry_after_seconds
-from .sse import SSEDecoder, SSEError
 from .wire import RUN_EVENTS, WireEventMapper
 
-logger = logging.getLogger("bot.agents.azure")
+logger = logging.getLogger("bot.agents.classic.client")
 
 RUN_OVERRIDES = frozenset(
     {
@@ -484,6 +484,16 @@ class RunStream:
         self._toolset = toolset
         self._max_tool_rounds = max_tool_rounds
         self._consumed = False
+
+    @property
+    def conversation_id(self) -> str:
+        return self.thread_id
+
+    @property
+    def expires_at(self) -> float | None:
+        """The run's own deadline as the service set it (never a constant of ours)."""
+        value = (self.run or {}).get("expires_at")
+        return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
     async def __aenter__(self) -> Self:
         return self

@@ -15,14 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
+from ..emulators.agent_script import Script
+from ..emulators.agents import AgentServiceEmulator
+from ..emulators.slack import Message, SlackEmulator
 from ..runtime import Bot, build_bot
 from ..settings import Settings
 from ..slack.app import http_app
 from ..slack.pacing import Budgets
 from ..turns import ToolRunner
-from .agent_script import Script
-from .agents import AgentServiceEmulator
-from .slack import Message, SlackEmulator
 
 
 @dataclass

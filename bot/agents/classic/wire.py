@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import BadResponseError
-from .events import (
+from ..errors import BadResponseError
+from ..events import (
     AgentEvent,
     Cancelled,
     Completed,

@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import create_model
 
-from ..logs import log
-from .events import ToolCall
+from ...logs import log
+from ..events import ToolCall
 from .models import MessageDeltaChunk, RunStep, RunStepDeltaChunk, ThreadMessage, ThreadRun
 from .wire import MESSAGE_EVENTS, RUN_EVENTS, STEP_EVENTS
 
-logger = logging.getLogger("bot.agents.handler")
+logger = logging.getLogger("bot.agents.classic.handler")
 
 
 class AgentEventHandler:
