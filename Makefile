@@ -19,6 +19,7 @@ run: $(STAMP)
 	@$(PY) -m bot run $(ARGS)
 
 test: $(STAMP)
+	@$(VENV)/bin/lint-imports --no-cache
 	@$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)
@@ -28,6 +29,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	@$(PY) -m ruff check bot tests bench tools
 	@$(PY) -m ruff format --check bot tests bench tools
+	@$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) build *.egg-info

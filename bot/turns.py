@@ -9,13 +9,14 @@ answered after, so nobody ever sees "thread busy".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -59,6 +60,7 @@ from .slack.writer import ReplyWriter
 from .store import ConversationKey, InFlight, Store
 
 logger = logging.getLogger("bot.turns")
+T = TypeVar("T")
 
 BOT_THREAD_TTL_S = 90 * 86400.0
 INTERRUPTED = "_This reply was interrupted (the bot was stopping). Please ask again._"
@@ -110,6 +112,7 @@ class _Active:
     run_id: str | None = None
     stop_requested: bool = False
     stopped_by: str | None = None
+    stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -160,6 +163,22 @@ def ending_for(event: AgentEvent | None) -> str | None:
         return "_The agent took too long and the run expired before it finished._"
     if isinstance(event, Incomplete):
         return f"_The answer is incomplete ({event.reason.replace('_', ' ')})._"
+    return None
+
+
+async def _unless_stopped(work: Awaitable[T], active: _Active) -> T | None:
+    """The work's result, or None when Stop is clicked first (the work is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(active.stopped.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
     return None
 
 
@@ -413,6 +432,7 @@ class TurnOrchestrator:
         if user != active.requester and user not in self.admins:
             return f"Only <@{active.requester}> (or an admin) can stop this reply."
         active.stop_requested = True
+        active.stopped.set()
         active.stopped_by = user
         if active.thread_id and active.run_id:
             await self.agents.cancel(active.thread_id, active.run_id)
@@ -488,9 +508,12 @@ class TurnOrchestrator:
                 return paused
             if active.stop_requested:
                 return STOPPED
-            stream = await self._answer_pause(paused, stream.expires_at, thread_id, context, writer, fields)
-            if active.stop_requested:
-                return STOPPED
+            answered = await _unless_stopped(
+                self._answer_pause(paused, stream.expires_at, thread_id, context, writer, fields), active
+            )
+            if answered is None or active.stop_requested:
+                return STOPPED  # the tools were left running no longer than the click
+            stream = answered
 
     async def _stream_until_pause(
         self,

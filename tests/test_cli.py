@@ -54,7 +54,10 @@ async def test_chat_and_check_against_a_configured_agent(make_emulator: Callable
     assert result.returncode == 0, result.stderr
     assert "Talking to agent asst_demo" in result.stdout and "You said: configured" in result.stdout
     check = await asyncio.to_thread(run_cli, "check", env=env)
-    assert check.returncode == 1 and "ok classic agent (threads/runs) asst_demo (Demo agent" in check.stdout
+    assert (
+        check.returncode == 1
+        and "ok classic agent (threads/runs) asst_demo (model gpt-4o-emulated)" in check.stdout
+    )
     assert "x SLACK_BOT_TOKEN is not set" in check.stdout
     wrong = await asyncio.to_thread(run_cli, "check", env={**env, "AGENTS_ACCESS_TOKEN": "nope"})
     assert wrong.returncode == 1 and "authentication failed" in wrong.stdout and "fix:" in wrong.stdout

@@ -9,10 +9,14 @@ import os
 import sys
 from typing import Any
 
+import httpx
+import openai
+import pytest
 from openai import AsyncOpenAI
 
-from bot.agents.events import Completed, TextDelta, ToolCallDelta, ToolCallsRequested
-from bot.agents.foundry import FoundryBackend
+from bot.agents import ApprovalDecision, ContextTooLongError, RunStatus, ToolOutput, TurnContext
+from bot.agents.events import ApprovalsRequested, Completed, TextDelta, ToolCallDelta, ToolCallsRequested
+from bot.agents.foundry import PREVIEW_FEATURES, FoundryBackend, ResponseStream
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
 
@@ -42,86 +46,357 @@ WEATHER = {
 }
 
 
-async def test_the_official_openai_client_streams_and_answers_a_function_call() -> None:
+def ga_client(emulator: AgentServiceEmulator) -> AsyncOpenAI:
+    """What ``AIProjectClient.get_openai_client()`` builds (GA): no api-version, agent in the body."""
+    return AsyncOpenAI(base_url=f"{emulator.endpoint}/openai/v1", api_key="token")
+
+
+def preview_client(emulator: AgentServiceEmulator) -> AsyncOpenAI:
+    """What ``get_openai_client(agent_name=..., allow_preview=True)`` builds."""
+    return AsyncOpenAI(
+        base_url=f"{emulator.endpoint}/agents/demo-agent/endpoint/protocols/openai",
+        default_query={"api-version": "v1"},
+        default_headers={"Foundry-Features": PREVIEW_FEATURES},
+        api_key="token",
+    )
+
+
+AGENT = {"agent_reference": {"type": "agent_reference", "name": "demo-agent"}}
+
+
+async def _round_trip(client: AsyncOpenAI, extra: dict[str, Any]) -> None:
+    conversation = await client.conversations.create()
+    stream = await client.responses.create(
+        conversation=conversation.id, input="hello there", stream=True, extra_body=extra or None
+    )
+    text, sequence = "", []
+    async for event in stream:
+        sequence.append(event.sequence_number)
+        if event.type == "response.output_text.delta":
+            text += event.delta
+    assert text == "You said: hello there"
+    assert sequence == sorted(sequence) and sequence[0] == 0
+    stream = await client.responses.create(
+        conversation=conversation.id, input="weather?", stream=True, extra_body=extra or None
+    )
+    calls = []
+    async for event in stream:
+        if event.type == "response.output_item.done" and event.item.type == "function_call":
+            calls.append(event.item)
+    assert [(c.name, json.loads(c.arguments)) for c in calls] == [("get_weather", {"location": "Seattle"})]
+    outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": "sunny"} for c in calls]
+    stream = await client.responses.create(
+        conversation=conversation.id, input=outputs, stream=True, extra_body=extra or None
+    )
+    text = ""
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        if event.type == "response.completed":
+            assert event.response.usage.total_tokens > 0
+    assert text == "The forecast: sunny."
+
+
+@pytest.mark.parametrize("form", ["ga", "preview"])
+async def test_the_official_openai_client_gets_400_for_tools_and_answers_a_function_call_without(
+    form: str,
+) -> None:
     async with AgentServiceEmulator(SCRIPT) as emulator:
-        # what get_openai_client(agent_name=...) builds
-        client = AsyncOpenAI(
-            base_url=f"{emulator.endpoint}/agents/demo-agent/endpoint/protocols/openai",
-            default_query={"api-version": "v1"},
-            api_key="token",
-        )
+        client = ga_client(emulator) if form == "ga" else preview_client(emulator)
+        extra = AGENT if form == "ga" else {}
         conversation = await client.conversations.create()
-        stream = await client.responses.create(conversation=conversation.id, input="hello there", stream=True)
-        text, sequence = "", []
-        async for event in stream:
-            sequence.append(event.sequence_number)
-            if event.type == "response.output_text.delta":
-                text += event.delta
-        assert text == "You said: hello there"
-        assert sequence == sorted(sequence) and sequence[0] == 0
-        stream = await client.responses.create(
-            conversation=conversation.id, input="weather?", tools=[WEATHER], stream=True
-        )
-        calls = []
-        async for event in stream:
-            if event.type == "response.output_item.done" and event.item.type == "function_call":
-                calls.append(event.item)
-        assert [(c.name, json.loads(c.arguments)) for c in calls] == [
-            ("get_weather", {"location": "Seattle"})
-        ]
-        outputs = [{"type": "function_call_output", "call_id": c.call_id, "output": "sunny"} for c in calls]
-        stream = await client.responses.create(conversation=conversation.id, input=outputs, stream=True)
-        text = ""
-        async for event in stream:
-            if event.type == "response.output_text.delta":
-                text += event.delta
-            if event.type == "response.completed":
-                assert event.response.usage.total_tokens > 0
-        assert text == "The forecast: sunny."
-        # the project-wide form: /openai/v1 with agent_reference in the body
-        plain = AsyncOpenAI(base_url=f"{emulator.endpoint}/openai/v1", api_key="token")
-        response = await plain.responses.create(
-            input="plain", extra_body={"agent_reference": {"name": "demo-agent", "type": "agent_reference"}}
-        )
-        for _ in range(50):
-            response = await plain.responses.retrieve(response.id)
-            if response.status == "completed":
-                break
-            await asyncio.sleep(0.02)
-        assert response.output[0].content[0].text == "You said: plain"
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(
+                conversation=conversation.id, input="weather?", tools=[WEATHER], extra_body=extra or None
+            )
+        assert refused.value.status_code == 400
+        assert refused.value.body["code"] == "invalid_payload"
+        assert refused.value.body["message"] == "Not allowed when agent is specified."
+        await _round_trip(client, extra)
 
 
-async def test_our_backend_maps_the_stream_to_neutral_events() -> None:
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tools", [WEATHER]),
+        ("tool_choice", "auto"),
+        ("parallel_tool_calls", False),
+        ("model", "gpt-4o"),
+        ("instructions", "Be terse."),
+        ("text", {"format": {"type": "json_object"}}),
+        ("response_format", {"type": "json_object"}),
+    ],
+)
+async def test_the_emulator_refuses_what_the_service_refuses_with_an_agent_named(
+    field: str, value: Any
+) -> None:
+    async with AgentServiceEmulator(SCRIPT) as emulator, ga_client(emulator) as client:
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.create(input="hi", extra_body={**AGENT, field: value})
+        assert refused.value.body["code"] == "invalid_payload"
+        assert refused.value.body["param"] in (field, "text.format")
+
+
+async def _turn(backend: FoundryBackend, conversation: str, text: str) -> list[Any]:
+    await backend.add_message(conversation, text)
+    stream = await backend.start_run(conversation, context=TurnContext("U1", "Alice", "Europe/Paris", "C1"))
+    async with stream:
+        return [e async for e in stream.events()]
+
+
+@pytest.mark.parametrize("addressing", ["project", "agent_endpoint"])
+async def test_our_backend_sends_only_what_the_service_takes_and_maps_events(addressing: str) -> None:
     async with AgentServiceEmulator(SCRIPT) as emulator:
-        for addressing in ("agent_endpoint", "project"):
-            backend = FoundryBackend(emulator.endpoint, "token", "demo-agent", addressing=addressing)
-            async with backend:
-                thread = await backend.create_thread()
-                await backend.add_message(thread.id, "weather please")
-                stream = await backend.stream_run(
-                    thread.id,
-                    "demo-agent",
-                    tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {}}}],
-                )
-                events = [e async for e in stream.events()]
-                fragments = [e for e in events if isinstance(e, ToolCallDelta) and e.fragment]
-                assert len(fragments) >= 3 and json.loads(fragments[-1].arguments) == {"location": "Seattle"}
-                requested = events[-1]
-                assert isinstance(requested, ToolCallsRequested)
-                follow = await backend.submit_tool_outputs_stream(
-                    thread.id,
-                    requested.run_id,
-                    [{"tool_call_id": requested.tool_calls[0].id, "output": "rain"}],
-                )
+        backend = FoundryBackend(emulator.endpoint, "token", "demo-agent", addressing=addressing)  # type: ignore[arg-type]
+        async with backend:
+            conversation = await backend.create_conversation(context=["earlier"], metadata={"slack": "T/C/1"})
+            events = await _turn(backend, conversation, "weather please")
+            fragments = [e for e in events if isinstance(e, ToolCallDelta) and e.fragment]
+            assert len(fragments) >= 3 and json.loads(fragments[-1].arguments) == {"location": "Seattle"}
+            requested = events[-1]
+            assert isinstance(requested, ToolCallsRequested)
+            follow = await backend.submit_tool_outputs(
+                conversation, requested.run_id, [ToolOutput(requested.tool_calls[0].id, "rain")]
+            )
+            async with follow:
                 events = [e async for e in follow.events()]
-                assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "The forecast: rain."
-                assert (
-                    isinstance(events[-1], Completed) and events[-1].usage and events[-1].usage.total_tokens
+            assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "The forecast: rain."
+            assert isinstance(events[-1], Completed) and events[-1].usage and events[-1].usage.total_tokens
+            snapshot = await backend.snapshot(conversation, follow.run_id or "")
+            assert snapshot.status is RunStatus.COMPLETED and snapshot.text == "The forecast: rain."
+        created = [
+            r for r in emulator.request_log if r["method"] == "POST" and r["path"].endswith("/responses")
+        ]
+        assert len(created) == 2
+        for request in created:
+            assert not set(request["body"]) & {
+                "tools",
+                "tool_choice",
+                "parallel_tool_calls",
+                "model",
+                "instructions",
+            }
+            assert request["body"]["background"] is True
+            if addressing == "project":
+                assert request["path"] == "/openai/v1/responses" and "api-version" not in request["query"]
+                assert request["body"]["agent_reference"] == {"type": "agent_reference", "name": "demo-agent"}
+            else:
+                assert request["query"]["api-version"] == "v1"
+                assert request["headers"]["Foundry-Features"] == PREVIEW_FEATURES
+                assert "agent_reference" not in request["body"]
+        first = created[0]["body"]["input"]
+        assert (
+            first[0]["role"] == "developer"
+            and "Alice" in first[0]["content"]
+            and "Europe/Paris" in first[0]["content"]
+        )
+        assert first[1] == {"type": "message", "role": "user", "content": "weather please"}
+
+
+async def test_a_pinned_version_is_read_directly_and_answers(tmp_path: Any) -> None:
+    async with AgentServiceEmulator(SCRIPT) as emulator:
+        api = emulator.responses_api
+        for n in range(24):  # more than one page of versions
+            api.create_version("demo-agent", {"kind": "prompt", "model": f"m{n}", "tools": [WEATHER]})
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent", agent_version="3") as backend:
+            info = await backend.describe()
+            assert info.version == "3" and info.model == "m1" and "get_weather" in info.function_tools
+            conversation = await backend.create_conversation()
+            await _turn(backend, conversation, "hello")
+        gets = [r["path"] for r in emulator.request_log if r["method"] == "GET" and "/agents/" in r["path"]]
+        assert gets == ["/agents/demo-agent/versions/3"]
+        body = next(r["body"] for r in emulator.request_log if r["path"].endswith("/responses"))
+        assert body["agent_reference"]["version"] == "3"
+        async with httpx.AsyncClient() as http:
+            page = (
+                await http.get(
+                    f"{emulator.endpoint}/agents/demo-agent/versions",
+                    params={"api-version": "v1"},
+                    headers={"Authorization": "Bearer t"},
                 )
-                run = await backend.get_run(thread.id, follow.run_id or "")
-                assert run.status == "completed"
-                texts = [m.text async for m in backend.list_messages(thread.id, run_id=follow.run_id)]
-                assert texts == ["The forecast: rain."]
+            ).json()
+        assert len(page["data"]) == 20 and page["has_more"] is True
+
+
+async def test_an_unanswered_function_call_fails_the_next_response_until_answered() -> None:
+    async with AgentServiceEmulator(SCRIPT) as emulator:
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent", background=False) as backend:
+            conversation = await backend.create_conversation()
+            events = await _turn(backend, conversation, "weather please")
+            assert isinstance(events[-1], ToolCallsRequested)
+            async with ga_client(emulator) as client:
+                with pytest.raises(openai.BadRequestError) as refused:
+                    await client.responses.create(conversation=conversation, input="hello", extra_body=AGENT)
+            call_id = events[-1].tool_calls[0].id
+            assert refused.value.body["message"] == f"No tool output found for function call {call_id}."
+            await backend.abandon(conversation, events[-1].run_id, "cancelled by the user")
+            items = emulator.responses_api.items[conversation]
+            assert items[-1] == {
+                **items[-1],
+                "type": "function_call_output",
+                "output": "error: cancelled by the user",
+            }
+            events = await _turn(backend, conversation, "hello again")
+            assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "You said: hello again"
+
+
+async def test_a_dropped_background_stream_resumes_after_the_last_event_seen() -> None:
+    script = Script.parse(
+        {
+            "delay": 0.001,
+            "turns": [
+                {
+                    "actions": [
+                        {"text": "first half, ", "deltas": 3},
+                        {"disconnect": True},
+                        {"text": "second half."},
+                    ]
+                }
+            ],
+        }
+    )
+    async with AgentServiceEmulator(script) as emulator:
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent") as backend:
+            conversation = await backend.create_conversation()
+            events = await _turn(backend, conversation, "go")
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "first half, second half."
+    assert isinstance(events[-1], Completed)
+    resumed = [r for r in emulator.request_log if r["method"] == "GET" and r["query"].get("stream") == "true"]
+    assert resumed and int(resumed[0]["query"]["starting_after"]) >= 4
+
+
+async def test_cancel_works_only_for_background_responses() -> None:
+    slow = Script.parse(
+        {"turns": [{"repeat": True, "actions": [{"text": "slow " * 50, "deltas": 50, "delay": 0.05}]}]}
+    )
+    async with AgentServiceEmulator(slow) as emulator, ga_client(emulator) as client:
+        foreground = await client.responses.create(input="x", extra_body=AGENT)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.responses.cancel(foreground.id)
+        assert refused.value.body["message"] == "Cannot cancel a synchronous response."
+        background = await client.responses.create(input="x", background=True, extra_body=AGENT)
+        cancelled = await client.responses.cancel(background.id)
+        assert cancelled.status == "cancelled"
+
+
+async def test_a_conversation_past_the_context_window_is_refused_unless_truncation_is_auto() -> None:
+    async with AgentServiceEmulator(SCRIPT, context_limit_chars=600) as emulator:
+        for truncation in ("disabled", "auto"):
+            backend = FoundryBackend(emulator.endpoint, "t", "demo-agent", truncation=truncation)  # type: ignore[arg-type]
+            async with backend:
+                conversation = await backend.create_conversation()
+                await _turn(backend, conversation, "short")
+                if truncation == "disabled":
+                    with pytest.raises(ContextTooLongError):
+                        await _turn(backend, conversation, "long " * 100)
+                else:
+                    events = await _turn(backend, conversation, "long " * 100)
+                    assert isinstance(events[-1], Completed)
+
+
+async def test_mcp_approvals_are_asked_and_answered() -> None:
+    script = Script.parse(
+        {
+            "delay": 0.001,
+            "turns": [
+                {
+                    "actions": [
+                        {"mcp_approval": {"server_label": "docs", "name": "search", "arguments": {"q": "x"}}},
+                        {"text": "Search was ${output}."},
+                    ]
+                }
+            ],
+        }
+    )
+    async with AgentServiceEmulator(script) as emulator:
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent") as backend:
+            conversation = await backend.create_conversation()
+            events = await _turn(backend, conversation, "find x")
+            asked = events[-1]
+            assert isinstance(asked, ApprovalsRequested)
+            assert [(a.server_label, a.name, json.loads(a.arguments)) for a in asked.approvals] == [
+                ("docs", "search", {"q": "x"})
+            ]
+            stream = await backend.answer_approvals(
+                conversation, asked.run_id, [ApprovalDecision(asked.approvals[0].id, False, "no")]
+            )
+            async with stream:
+                events = [e async for e in stream.events()]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Search was denied."
+    sent = [r["body"] for r in emulator.request_log if r["path"].endswith("/responses")][-1]
+    assert sent["input"] == [
+        {
+            "type": "mcp_approval_response",
+            "approval_request_id": asked.approvals[0].id,
+            "approve": False,
+            "reason": "no",
+        }
+    ]
+
+
+class _Events:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self._events = iter(events)
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        try:
+            return next(self._events)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+async def test_file_citations_refusals_and_url_citations_are_mapped() -> None:
+    events = [
+        {
+            "type": "response.created",
+            "sequence_number": 0,
+            "response": {"id": "resp_1", "status": "in_progress"},
+        },
+        {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", "delta": "See"},
+        {
+            "type": "response.output_text.annotation.added",
+            "sequence_number": 2,
+            "item_id": "m",
+            "annotation": {
+                "type": "file_citation",
+                "file_id": "assistant-1",
+                "filename": "plan.pdf",
+                "index": 3,
+            },
+        },
+        {
+            "type": "response.output_text.annotation.added",
+            "sequence_number": 3,
+            "item_id": "m",
+            "annotation": {
+                "type": "url_citation",
+                "url": "https://example.com",
+                "title": "Ex",
+                "start_index": 0,
+            },
+        },
+        {
+            "type": "response.refusal.delta",
+            "sequence_number": 4,
+            "item_id": "r",
+            "delta": "I can't help with that.",
+        },
+        {
+            "type": "response.completed",
+            "sequence_number": 5,
+            "response": {"id": "resp_1", "status": "completed"},
+        },
+    ]
+    stream = ResponseStream(_Events(events), "conv_1")
+    mapped = [e async for e in stream.events()]
+    deltas = [e for e in mapped if isinstance(e, TextDelta)]
+    assert [a.kind for d in deltas for a in d.annotations] == ["file_citation", "url_citation"]
+    assert deltas[1].annotations[0].title == "plan.pdf" and deltas[1].annotations[0].file_id == "assistant-1"
+    assert deltas[-1].text == "I can't help with that."
+    assert isinstance(mapped[-1], Completed)
 
 
 async def test_check_and_tools_sync_on_a_foundry_agent(tmp_path: Any) -> None:
@@ -159,7 +434,8 @@ async def test_check_and_tools_sync_on_a_foundry_agent(tmp_path: Any) -> None:
             return process.returncode or 0, out.decode()
 
         code, out = await cli("check")
-        assert "ok new Foundry agent (Responses API) demo-agent version 1" in out
+        assert "ok new Foundry agent (Responses API) demo-agent v1" in out
+        assert code == 1 and "lacks the bot's tools: add_numbers (missing)" in out and "tools sync" in out
         code, out = await cli("tools", "sync")
         assert (
             code == 0 and "new version 2" in out and "1 function tool(s) written, 1 other tool(s) kept" in out
@@ -197,4 +473,4 @@ async def test_start_up_names_tools_the_agent_version_lacks_or_has_in_another_sh
             problems = await warn_on_tool_drift(backend, registry)
     assert problems == ["add_numbers (missing)", "get_weather (parameters differ)"]
     warning = next(r for r in caplog.records if r.getMessage() == "tools.out_of_sync")
-    assert warning.fields["fix"] == "python -m bot tools sync"
+    assert warning.fields["fix"].startswith("python -m bot tools sync")

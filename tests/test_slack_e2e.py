@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bot.emulators.agent_script import Script
 from bot.emulators.slack import Limit, default_limits
 from tests.stack import (
     Stack,
@@ -417,3 +418,122 @@ async def test_a_stream_that_breaks_before_a_tool_call_goes_on_with_the_tool(sta
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} weather after a drop")
     await stack.settle()
     assert stack.reply_text("C0GENERAL", ts) == "Checking. \n\nIt is sunny, 21C."
+
+
+class SlowTools:
+    """A tool that runs until released: Stop (or a deadline) arrives while it runs."""
+
+    def __init__(self, seconds: float = 30.0) -> None:
+        self.started = asyncio.Event()
+        self.seconds = seconds
+
+    async def definitions(self, context: Any) -> list[dict[str, Any]]:
+        return [{"type": "function", "function": {"name": "slow_lookup", "parameters": {"type": "object"}}}]
+
+    async def run(self, calls: Any, context: Any) -> list[dict[str, str]]:
+        self.started.set()
+        await asyncio.sleep(self.seconds)
+        return [{"tool_call_id": call.id, "output": "done"} for call in calls]
+
+
+async def test_stop_during_a_tool_round_then_a_follow_up_is_answered(stack_factory: Any) -> None:
+    tools = SlowTools()
+    stack = await stack_factory(
+        {
+            "turns": [
+                {
+                    "match": "look",
+                    "actions": [
+                        {"tool_calls": [{"name": "slow_lookup", "arguments": {}}]},
+                        {"text": "Found ${output}."},
+                    ],
+                },
+                {"match": "again", "actions": [{"text": "Here I am again."}]},
+            ]
+        },
+        tools=tools,
+    )
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} look it up")
+    await asyncio.wait_for(tools.started.wait(), 20)
+    reply = stack.replies("C0GENERAL", ts)[0]
+    value = next(b for b in reply.blocks if b["type"] == "actions")["elements"][0]["value"]
+    assert await stack.slack.click("U0ALICE", "C0GENERAL", reply.ts, "stop_run", value) == 200
+    await stack.settle()
+    assert stack.reply_text("C0GENERAL", ts).endswith("_Stopped._")
+    stack.slack.user_posts("U0ALICE", "C0GENERAL", "again please", thread_ts=ts)
+    await stack.settle()
+    replies = stack.replies("C0GENERAL", ts)
+    assert replies[-1].visible_text == "Here I am again."
+    if stack.bot.settings.backend == "foundry":  # the call was answered before the thread went on
+        outputs = [i for items in stack.agent.responses_api.items.values() for i in items]
+        answered = [i for i in outputs if i.get("type") == "function_call_output"]
+        assert answered and answered[0]["output"] == "error: cancelled by the user"
+
+
+async def test_slack_context_reaches_the_agent_with_every_turn(stack_factory: Any) -> None:
+    stack = await stack_factory()
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} hello")
+    await stack.settle()
+    body = run_bodies(stack)[0]
+    if stack.bot.settings.backend == "foundry":
+        context = body["input"][0]
+        assert context["role"] == "developer"
+        text = context["content"]
+    else:
+        text = body["additional_instructions"]
+    assert "U0ALICE" in text and "Europe/London" in text and "C0GENERAL" in text
+    assert stack.reply_text("C0GENERAL", ts) == "You said: hello"
+
+
+async def test_classic_a_tool_round_that_would_outlast_the_run_is_declined_in_time(tmp_path: Path) -> None:
+    tools = SlowTools(seconds=60)
+    stack = await start_stack(
+        {
+            "turns": [
+                {
+                    "actions": [
+                        {"tool_calls": [{"name": "slow_lookup", "arguments": {}}]},
+                        {"text": "Tool said: ${output}"},
+                    ]
+                }
+            ]
+        },
+        tmp_path=tmp_path,
+        tools=tools,
+        agent_kwargs={"action_expiry_s": 8},
+    )
+    try:
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} look it up")
+        await stack.settle(within_s=40)
+        text = stack.reply_text("C0GENERAL", ts)
+        assert "Tool said: error: not run: the agent's run would expire" in text
+        run = next(iter(stack.agent.runs.values()))
+        assert run.status == "completed"  # the outputs arrived before the run's own deadline
+    finally:
+        await stack.close()
+
+
+async def test_classic_runs_expire_at_their_own_expires_at_and_refuse_late_outputs() -> None:
+    from bot.agents.classic import AgentsClient
+    from bot.agents.errors import BadRequestError
+    from bot.emulators.agents import AgentServiceEmulator
+
+    script = Script.parse(
+        {"turns": [{"actions": [{"tool_calls": [{"name": "slow_lookup", "arguments": {}}]}]}]}
+    )
+    async with AgentServiceEmulator(script, action_expiry_s=1) as agent:
+        async with AgentsClient(agent.endpoint, "t") as client:
+            thread = await client.create_thread()
+            await client.add_message(thread.id, "go")
+            stream = await client.stream_run(thread.id, "asst_demo")
+            async with stream:
+                names = [name async for name, _ in stream]
+            assert "thread.run.requires_action" in names and stream.expires_at is not None
+            waiting = await client.get_run(thread.id, stream.run_id or "")
+            await agent.wait_run(waiting.id, limit=5)
+            with pytest.raises(BadRequestError) as late:
+                await client.submit_tool_outputs_stream(
+                    thread.id, waiting.id, [{"tool_call_id": waiting.tool_calls[0].id, "output": "x"}]
+                )
+            assert late.value.message == 'Runs in status "expired" do not accept tool outputs.'
+            assert (await client.get_run(thread.id, waiting.id)).status == "expired"

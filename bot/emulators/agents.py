@@ -247,6 +247,15 @@ class AgentServiceEmulator(AgentEmulatorState):
         request[BODY] = body if body is not None else {}
         route = request.path[len(prefix) :]
         self.requests.append((request.method, route, body))
+        self.request_log.append(
+            {
+                "method": request.method,
+                "path": route,
+                "query": dict(request.query),
+                "headers": dict(request.headers),
+                "body": body,
+            }
+        )
         for fault in self.faults:
             if fault.times > 0 and fault.method == request.method and fnmatch.fnmatchcase(route, fault.path):
                 fault.times -= 1

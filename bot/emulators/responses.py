@@ -412,6 +412,8 @@ class ResponsesAPI:
                         await out.write_eof()
                         return out
                     if item is _DROP:
+                        if after >= 0:  # a resumed stream: the drop was the old connection's
+                            continue
                         if request.transport is not None:
                             request.transport.abort()
                         return out

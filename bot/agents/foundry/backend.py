@@ -257,12 +257,12 @@ class FoundryBackend:
         )
 
     async def _resume(self, response_id: str, after: int) -> Any:
-        """The rest of a background response's events; a response that has ended meanwhile
-        is left to the caller's recovery, which reads its stored result."""
+        """The rest of a background response's events (the service keeps them, also once the
+        response has ended); a cancelled one is left to the caller's recovery."""
         try:
             status = (await self.openai.responses.retrieve(response_id)).status
-            if status not in ("queued", "in_progress"):
-                raise StreamInterruptedError(f"the response ended ({status}) while the stream was down")
+            if status == "cancelled":  # nothing more will be streamed
+                raise StreamInterruptedError("the response was cancelled while the stream was down")
             return await self.openai.responses.retrieve(response_id, stream=True, starting_after=after)
         except AgentServiceError:
             raise
