@@ -91,7 +91,7 @@ class AgentServiceEmulator(AgentEmulatorState):
         keepalive: float | None = None,
         agent_id: str = "asst_demo",
         agent_tools: list[dict[str, Any]] | None = None,
-        run_expiry_s: int = 1800,
+        run_expiry_s: int = 600,
         action_expiry_s: int = 36000,
         context_limit_chars: int | None = None,
     ) -> None:
@@ -107,8 +107,9 @@ class AgentServiceEmulator(AgentEmulatorState):
         self.active_run: dict[str, str] = {}  # thread id -> run id
         self._runner: web.AppRunner | None = None
         self.base_url = ""
-        # a run's own deadline, as the service sets it (DESIGN.md 2): created_at + 1800 s in a
-        # recorded session, created_at + 36000 s while it waits for tool outputs
+        # a run's own deadline, as the service sets it: created_at + 600 s in the recorded
+        # sessions (tests/fixtures/recordings; DESIGN.md 2 saw 1800 s elsewhere), created_at +
+        # 36000 s while it waits for tool outputs; the bot honours whatever the run says
         self.run_expiry_s = run_expiry_s
         self.action_expiry_s = action_expiry_s
         self.responses_api = ResponsesAPI(self, context_limit_chars=context_limit_chars)
@@ -280,7 +281,7 @@ class AgentServiceEmulator(AgentEmulatorState):
             "description": body.get("description"),
             "model": body.get("model"),
             "instructions": body.get("instructions"),
-            "tools": body.get("tools") or [],
+            "tools": [_with_strict(t) for t in body.get("tools") or []],
             "tool_resources": body.get("tool_resources") or {},
             "top_p": body.get("top_p", 1.0),
             "temperature": body.get("temperature", 1.0),
@@ -382,22 +383,24 @@ class AgentServiceEmulator(AgentEmulatorState):
         content = body.get("content", "")
         if isinstance(content, str):
             content = [{"type": "text", "text": {"value": content, "annotations": []}}]
-        message = {
+        message: dict[str, Any] = {
             "id": new_id("msg"),
             "object": "thread.message",
             "created_at": now(),
             "assistant_id": agent_id,
             "thread_id": thread_id,
             "run_id": run.id if run else None,
-            "role": body.get("role", "user"),
-            "content": content,
-            "attachments": body.get("attachments") or [],
-            "metadata": body.get("metadata") or {},
-            "status": "completed" if run is None else "in_progress",
-            "incomplete_details": None,
-            "completed_at": None if run else now(),
-            "incomplete_at": None,
         }
+        if run is not None:  # a run's message has a lifecycle; a posted one has none (recorded)
+            message.update(
+                status="in_progress", incomplete_details=None, incomplete_at=None, completed_at=None
+            )
+        message.update(
+            role=body.get("role", "user"),
+            content=content,
+            attachments=body.get("attachments") or [],
+            metadata=body.get("metadata") or {},
+        )
         self.messages[thread_id].append(message)
         return message
 
@@ -538,7 +541,10 @@ class AgentServiceEmulator(AgentEmulatorState):
             "instructions": (body.get("instructions") or agent["instructions"] or "")
             + (("\n" + body["additional_instructions"]) if body.get("additional_instructions") else ""),
             "tools": tools,
-            "tool_resources": body.get("tool_resources") or agent["tool_resources"],
+            # recorded: streamed runs carried an empty code interpreter resource, a polled one {}
+            "tool_resources": body.get("tool_resources")
+            or agent["tool_resources"]
+            or ({"code_interpreter": {"file_ids": []}} if body.get("stream") else {}),
             "metadata": body.get("metadata") or {},
             "temperature": body.get("temperature", 1.0),
             "top_p": body.get("top_p", 1.0),
@@ -710,6 +716,8 @@ class RunWorker:
     async def set_status(self, status: str, **fields: Any) -> None:
         self.run.doc["status"] = status
         self.run.doc.update(fields)
+        if status in ("completed", "failed", "cancelled", "incomplete"):
+            self.run.doc["expires_at"] = None  # an ended run has no deadline (recorded)
         if status in TERMINAL:
             self.em.active_run.pop(self.thread_id, None)
         await self.emit((f"thread.run.{status}", dict(self.run.doc)))
@@ -727,13 +735,7 @@ class RunWorker:
                     if await self.act(action):
                         return
             await self.finish_message()
-            usage = {
-                "prompt_tokens": 12 + len(self.run.user_text) // 4,
-                "completion_tokens": self.tokens,
-                "total_tokens": 0,
-            }
-            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-            await self.set_status("completed", completed_at=now(), usage=usage)
+            await self.set_status("completed", completed_at=now(), usage=self.usage())
             await self.emit(_PAUSE)
         except _Cancelled:
             await self.finish_message(status="incomplete")
@@ -964,6 +966,15 @@ class RunWorker:
             )
         )
 
+    def usage(self) -> dict[str, Any]:
+        prompt = 12 + len(self.run.user_text) // 4
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": self.tokens,
+            "total_tokens": prompt + self.tokens,
+            "prompt_token_details": {"cached_tokens": 0},
+        }
+
     async def finish_message(self, status: str = "completed") -> None:
         if self.message is None or self.step is None:
             return
@@ -974,6 +985,7 @@ class RunWorker:
             self.message["incomplete_at"] = now()
         self.step["status"] = "completed" if status == "completed" else "cancelled"
         self.step["completed_at"] = now()
+        self.step["usage"] = self.usage()
         await self.emit(
             (f"thread.message.{status}", copy_json(self.message)),
             (f"thread.run.step.{self.step['status']}", dict(self.step)),
@@ -990,7 +1002,8 @@ class RunWorker:
             }
             for name, _ in calls
         ]
-        step = self.new_step("tool_calls", {"type": "tool_calls", "tool_calls": copy_json(tool_calls)})
+        # the calls arrive through step deltas: the step starts with none (recorded)
+        step = self.new_step("tool_calls", {"type": "tool_calls", "tool_calls": []})
         await self.emit(
             ("thread.run.step.created", copy_json(step)), ("thread.run.step.in_progress", copy_json(step))
         )
@@ -1047,14 +1060,22 @@ class RunWorker:
         self.outputs = [by_id.get(c["id"], "") for c in tool_calls]
         for call in tool_calls:
             call["function"]["output"] = by_id.get(call["id"], "")
-        self.run.doc["expires_at"] = self.run.doc["created_at"] + self.em.run_expiry_s
         self.run.doc["required_action"] = None
-        await self.set_status("queued")
-        await self.set_status("in_progress")
+        # the tool step completes first, then the run is queued again (recorded order)
         step["status"] = "completed"
         step["completed_at"] = now()
         step["step_details"]["tool_calls"] = copy_json(tool_calls)
+        step["usage"] = self.usage()
         await self.emit(("thread.run.step.completed", copy_json(step)))
+        await self.set_status("queued")
+        await self.set_status("in_progress", started_at=now())
+
+
+def _with_strict(tool: dict[str, Any]) -> dict[str, Any]:
+    """The service answers a function tool with ``strict: false`` when none was given (recorded)."""
+    if tool.get("type") != "function" or not isinstance(tool.get("function"), dict):
+        return tool
+    return {**tool, "function": {**tool["function"], "strict": tool["function"].get("strict", False)}}
 
 
 def _step_delta(step_id: str, call: dict[str, Any]) -> tuple[str, dict[str, Any]]:

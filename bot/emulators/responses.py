@@ -42,10 +42,16 @@ def _id(prefix: str) -> str:
 def _err(
     status: int, message: str, code: str | None = "invalid_request", *, param: str | None = None
 ) -> web.Response:
-    return web.json_response(
-        {"error": {"message": message, "type": "invalid_request_error", "code": code, "param": param}},
-        status=status,
-    )
+    # the shape the service answers with (microsoft/agent-framework#5130 quotes one)
+    error = {
+        "code": code,
+        "message": message,
+        "param": param,
+        "type": "invalid_request_error",
+        "details": [],
+        "additionalInfo": {"request_id": secrets.token_hex(16)},
+    }
+    return web.json_response({"error": error}, status=status)
 
 
 @dataclass
@@ -107,11 +113,13 @@ class ResponsesAPI:
 
     def create_version(self, name: str, definition: dict[str, Any]) -> dict[str, Any]:
         versions = self.agents.setdefault(name, [])
-        doc = {
+        doc = {  # the recorded shape (tests/fixtures/recordings/responses_prompt_agent_streaming.json)
+            "metadata": {},
             "object": "agent.version",
             "id": f"{name}:{len(versions) + 1}",
             "name": name,
             "version": str(len(versions) + 1),
+            "description": "",
             "created_at": int(time.time()),
             "definition": definition,
         }
@@ -366,6 +374,8 @@ class ResponsesAPI:
 
     def _new_response(self, body: dict[str, Any], agent: dict[str, Any], cid: str | None) -> _Response:
         background = bool(body.get("background"))
+        definition = agent["definition"]
+        # the fields and their order as the service sends them (tests/fixtures/recordings)
         doc = {
             "id": _id("resp"),
             "object": "response",
@@ -374,22 +384,33 @@ class ResponsesAPI:
             "background": background,
             "completed_at": None,
             "content_filters": None,
-            "model": agent["definition"].get("model"),
-            "instructions": agent["definition"].get("instructions"),
-            "output": [],
-            "parallel_tool_calls": True,
-            "store": body.get("store", True),
-            "text": {"format": {"type": "text"}, "verbosity": "medium"},
-            "tool_choice": None,
-            "truncation": body.get("truncation") or "disabled",
-            "usage": None,
+            "conversation": {"id": cid} if cid else None,
             "error": None,
             "incomplete_details": None,
+            "instructions": definition.get("instructions"),
+            "max_output_tokens": None,
+            "max_tool_calls": None,
+            "model": definition.get("model"),
+            "output": [],
+            "parallel_tool_calls": True,
             "previous_response_id": body.get("previous_response_id"),
-            "conversation": {"id": cid} if cid else None,
-            "tools": agent["definition"].get("tools") or [],
-            "agent": {"type": "agent_id", "name": agent["name"], "version": agent["version"]},
+            "prompt_cache_key": None,
+            "prompt_cache_retention": None,
+            "reasoning": {"effort": None, "summary": None},
+            "safety_identifier": None,
+            "service_tier": "auto",
+            "store": body.get("store", True),
+            "temperature": definition.get("temperature", 1.0),
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": None,
+            "tools": definition.get("tools") or [],
+            "top_logprobs": 0,
+            "top_p": definition.get("top_p", 1.0),
+            "truncation": body.get("truncation") or "disabled",
+            "usage": None,
+            "user": None,
             "metadata": body.get("metadata") or {},
+            "agent": {"type": "agent_id", "name": agent["name"], "version": agent["version"]},
         }
         response = _Response(doc, background=background)
         self.responses[doc["id"]] = response
@@ -423,6 +444,44 @@ class ResponsesAPI:
                     await out.write(f"event: {item['type']}\ndata: {data}\n\n".encode())
         except (ConnectionResetError, asyncio.CancelledError):
             return out
+
+
+def _obfuscation(piece: str) -> str:
+    """Random padding the service adds to each delta so every event has about the same size."""
+    return secrets.token_urlsafe(16)[: max(4, 16 - len(piece))]
+
+
+def _content_filters(prompt_chars: int, completion_chars: int) -> list[dict[str, Any]]:
+    safe = {"filtered": False, "severity": "safe"}
+    return [
+        {
+            "blocked": False,
+            "source_type": "prompt",
+            "content_filter_raw": None,
+            "content_filter_results": {
+                "jailbreak": {"filtered": False, "detected": False},
+                "sexual": safe,
+                "violence": safe,
+                "self_harm": safe,
+                "hate": safe,
+            },
+            "content_filter_offsets": {"start_offset": 0, "end_offset": prompt_chars, "check_offset": 0},
+        },
+        {
+            "blocked": False,
+            "source_type": "completion",
+            "content_filter_raw": None,
+            "content_filter_results": {
+                "self_harm": safe,
+                "hate": safe,
+                "sexual": safe,
+                "violence": safe,
+                "protected_material_text": {"filtered": False, "detected": False},
+                "protected_material_code": {"filtered": False, "detected": False},
+            },
+            "content_filter_offsets": {"start_offset": 0, "end_offset": completion_chars, "check_offset": 0},
+        },
+    ]
 
 
 def _orphan_output(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> str | None:
@@ -600,6 +659,7 @@ class _Worker:
                         item_id=item["id"],
                         output_index=index,
                         delta=arguments[start : start + step],
+                        obfuscation=_obfuscation(arguments[start : start + step]),
                     )
                 item["arguments"], item["status"] = arguments, "completed"
                 await self.emit(
@@ -665,11 +725,12 @@ class _Worker:
         if self.message is not None:
             return
         self.message = {
-            "id": _id("msg"),
             "type": "message",
-            "role": "assistant",
+            "id": _id("msg"),
+            "created_by": {"agent": dict(self.r.doc["agent"])},
             "status": "in_progress",
-            "content": [{"type": "output_text", "text": "", "annotations": []}],
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "", "annotations": [], "logprobs": []}],
         }
         self.r.doc["output"].append(self.message)
         index = self.index(self.message)
@@ -680,7 +741,7 @@ class _Worker:
             item_id=self.message["id"],
             output_index=index,
             content_index=0,
-            part={"type": "output_text", "text": "", "annotations": []},
+            part={"type": "output_text", "annotations": [], "logprobs": [], "text": ""},
         )
 
     async def say(self, text: str, deltas: int, delay: float) -> None:
@@ -699,6 +760,7 @@ class _Worker:
                 content_index=0,
                 delta=piece,
                 logprobs=[],
+                obfuscation=_obfuscation(piece),
             )
 
     async def close_message(self) -> None:
@@ -728,6 +790,9 @@ class _Worker:
 
     async def finish(self, status: str) -> None:
         self.r.doc["status"] = status
+        self.r.doc["completed_at"] = int(time.time()) if status == "completed" else None
+        self.r.doc["service_tier"] = "default"
+        self.r.doc["content_filters"] = _content_filters(len(self.user_text), self.tokens)
         prompt = 12 + len(self.user_text) // 4
         self.r.doc["usage"] = {
             "input_tokens": prompt,

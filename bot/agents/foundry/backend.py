@@ -107,6 +107,7 @@ class FoundryBackend:
         connect_timeout: float = 10.0,
         max_retries: int = 3,
         resume_within_s: float = 60.0,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self._token: TokenProvider = StaticToken(token) if isinstance(token, str) else token
@@ -116,7 +117,10 @@ class FoundryBackend:
         self.background = background
         self.truncation = truncation
         self.resume_within_s = resume_within_s
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(stream_idle_timeout, connect=connect_timeout))
+        # ``http``: the transport seam (tests replay recorded sessions through it)
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(stream_idle_timeout, connect=connect_timeout)
+        )
         self.versions = AgentVersions(self.endpoint, self._token, self._http, api_version)
         if addressing == "agent_endpoint":
             base_url = f"{self.endpoint}/agents/{agent_name}/endpoint/protocols/openai"
