@@ -474,3 +474,36 @@ async def test_start_up_names_tools_the_agent_version_lacks_or_has_in_another_sh
     assert problems == ["add_numbers (missing)", "get_weather (parameters differ)"]
     warning = next(r for r in caplog.records if r.getMessage() == "tools.out_of_sync")
     assert warning.fields["fix"].startswith("python -m bot tools sync")
+
+
+async def test_the_emulator_refuses_malformed_responses_requests_like_the_service() -> None:
+    async with AgentServiceEmulator(SCRIPT) as emulator, httpx.AsyncClient() as http:
+        auth = {"Authorization": "Bearer t"}
+        preview = f"{emulator.endpoint}/agents/demo-agent/endpoint/protocols/openai/responses"
+        missing_version = await http.post(preview, json={"input": "hi"}, headers=auth)
+        assert (
+            missing_version.status_code == 400 and missing_version.json()["error"]["param"] == "api-version"
+        )
+        ga = f"{emulator.endpoint}/openai/v1"
+        conversation = (await http.post(f"{ga}/conversations", json={}, headers=auth)).json()["id"]
+        orphan = await http.post(
+            f"{ga}/responses",
+            json={
+                **AGENT,
+                "conversation": conversation,
+                "input": [{"type": "function_call_output", "call_id": "call_nope", "output": "x"}],
+            },
+            headers=auth,
+        )
+        assert orphan.status_code == 400
+        assert (
+            orphan.json()["error"]["message"]
+            == "No tool call found for function call output with call_id call_nope."
+        )
+        no_store = await http.post(
+            f"{ga}/responses", json={**AGENT, "input": "hi", "background": True, "store": False}, headers=auth
+        )
+        assert no_store.status_code == 400 and no_store.json()["error"]["param"] == "background"
+        foreground = (await http.post(f"{ga}/responses", json={**AGENT, "input": "hi"}, headers=auth)).json()
+        again = await http.get(f"{ga}/responses/{foreground['id']}", params={"stream": "true"}, headers=auth)
+        assert again.status_code == 400

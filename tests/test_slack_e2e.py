@@ -537,3 +537,58 @@ async def test_classic_runs_expire_at_their_own_expires_at_and_refuse_late_outpu
                 )
             assert late.value.message == 'Runs in status "expired" do not accept tool outputs.'
             assert (await client.get_run(thread.id, waiting.id)).status == "expired"
+
+
+async def test_new_agents_mcp_approval_is_asked_in_slack_and_answered(tmp_path: Path) -> None:
+    script = {
+        "turns": [
+            {
+                "actions": [
+                    {
+                        "mcp_approval": {
+                            "server_label": "docs",
+                            "name": "search",
+                            "arguments": {"q": "pricing"},
+                        }
+                    },
+                    {"text": "The search was ${output}."},
+                ]
+            }
+        ]
+    }
+    stack = await start_stack(script, tmp_path=tmp_path, backend="foundry")
+    try:
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} search the docs")
+        prompt, key = None, None
+        for _ in range(300):
+            for message in stack.replies("C0GENERAL", ts):
+                for block in message.blocks or []:
+                    if block.get("block_id") == "confirm":
+                        prompt, key = message, block["elements"][0]["value"]
+            if prompt is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert prompt is not None and key is not None, "no approval prompt"
+        assert "*docs: search*" in prompt.text and "pricing" in str(prompt.blocks)
+        assert await stack.slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
+        await stack.settle()
+        assert stack.replies("C0GENERAL", ts)[0].visible_text == "The search was approved."
+        sent = [b for m, p, b in stack.agent.requests if p.endswith("/responses")][-1]
+        assert sent["input"][0]["type"] == "mcp_approval_response" and sent["input"][0]["approve"] is True
+    finally:
+        await stack.close()
+
+
+async def test_new_agents_a_conversation_too_long_offers_a_fresh_thread(tmp_path: Path) -> None:
+    stack = await start_stack(
+        tmp_path=tmp_path, backend="foundry", agent_kwargs={"context_limit_chars": 1500}
+    )
+    try:
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} hello")
+        await stack.settle()
+        stack.slack.user_posts("U0ALICE", "C0GENERAL", "x" * 2000, thread_ts=ts)
+        await stack.settle()
+        last = stack.replies("C0GENERAL", ts)[-1].visible_text
+        assert "too long for the agent" in last and "new thread" in last
+    finally:
+        await stack.close()
