@@ -114,6 +114,10 @@ async def build_bot(
     surface = SlackSurface(
         bolt,
         orchestrator,
+        store=store,
+        metrics=metrics,
+        bot_user_id=identity.get("user_id"),
+        admins=settings.admin_ids,
         confirmer=confirmer,
         registry=registry,
         allowed_teams=settings.allowed_team_ids,

@@ -55,6 +55,7 @@ from .metrics import Metrics
 from .plugins.context import ToolContext
 from .slack.pacing import Budgets
 from .slack.render import Citations
+from .slack.sink import Turn
 from .slack.text import UserDirectory, slack_to_agent_text
 from .slack.writer import ReplyWriter
 from .store import ConversationKey, InFlight, Store
@@ -70,24 +71,6 @@ TOO_LONG = (
     "Mention me in a new thread (or start a new DM thread) to start fresh._"
 )
 EXPIRY_MARGIN_S = 5.0  # tool outputs must reach the service this long before the run expires
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One Slack message the bot answers."""
-
-    team: str
-    channel: str
-    thread_ts: str  # the thread the reply goes in (the message's own ts for a new thread)
-    ts: str
-    user: str
-    text: str
-    event_id: str = ""
-    files: tuple[dict[str, Any], ...] = ()
-
-    @property
-    def key(self) -> ConversationKey:
-        return ConversationKey(self.team, self.channel, self.thread_ts)
 
 
 class ToolRunner(Protocol):

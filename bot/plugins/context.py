@@ -8,6 +8,8 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from ..mentions import neutralise_mentions
+
 
 @dataclass(frozen=True)
 class ToolContext:
@@ -28,8 +30,6 @@ class ToolContext:
         if self.slack is None:
             raise RuntimeError("no Slack client in this context (running from the command line?)")
         if not self.allow_mass_mentions:
-            from ..slack.render import neutralise_mentions
-
             text = neutralise_mentions(text)
         response = await self.slack.chat_postMessage(
             channel=self.channel, thread_ts=self.thread_ts, text=text, unfurl_links=False, **kwargs

@@ -19,8 +19,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from ..logs import log
 from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from ..plugins.registry import Registry
-from ..turns import Turn, TurnOrchestrator
+from ..store import Store
 from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
+from .sink import Turn, TurnSink
 from .writer import STOP_ACTION
 
 logger = logging.getLogger("bot.slack.app")
@@ -46,13 +47,17 @@ def _tool_listing(registry: Registry | None, disabled: set[str]) -> str:
 
 
 class SlackSurface:
-    """Turns Slack events into ``Turn``s for the orchestrator."""
+    """Turns Slack events into ``Turn``s for the pipeline (a ``TurnSink``)."""
 
     def __init__(
         self,
         app: AsyncApp,
-        orchestrator: TurnOrchestrator,
+        sink: TurnSink,
         *,
+        store: Store,
+        metrics: Metrics,
+        bot_user_id: str | None,
+        admins: frozenset[str] = frozenset(),
         confirmer: SlackConfirmer | None = None,
         registry: Registry | None = None,
         allowed_teams: frozenset[str] = frozenset(),
@@ -65,8 +70,11 @@ class SlackSurface:
         self.user_per_minute = user_per_minute
         self.channel_per_minute = channel_per_minute
         self.app = app
-        self.orchestrator = orchestrator
-        self.store = orchestrator.store
+        self.sink = sink
+        self.store = store
+        self.metrics = metrics
+        self.bot_user_id = bot_user_id
+        self.admins = admins
         self.confirmer = confirmer
         self.registry = registry
         self.tasks: set[asyncio.Task[None]] = set()
@@ -109,7 +117,7 @@ class SlackSurface:
         if user_hits > self.user_per_minute or channel_hits > self.channel_per_minute:
             who = "you are" if user_hits > self.user_per_minute else "this channel is"
             log(logger, "turn.limited", user=turn.user, channel=turn.channel, event_id=turn.event_id)
-            self.orchestrator.metrics.turns_ended.labels("limited").inc()
+            self.metrics.turns_ended.labels("limited").inc()
             try:
                 await self.app.client.chat_postEphemeral(
                     channel=turn.channel,
@@ -120,7 +128,7 @@ class SlackSurface:
             except Exception as exc:
                 log(logger, "turn.limit_note_failed", logging.INFO, error=repr(exc))
             return
-        await self.orchestrator.handle(turn)
+        await self.sink.handle(turn)
 
     @staticmethod
     def _turn(body: dict[str, Any], event: dict[str, Any], thread_ts: str) -> Turn:
@@ -143,11 +151,11 @@ class SlackSurface:
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("bot_id") or event.get("subtype") not in ALLOWED_SUBTYPES or not event.get("user"):
             return
-        if event.get("user") == self.orchestrator.bot_user_id:
+        if event.get("user") == self.bot_user_id:
             return
         is_dm = event.get("channel_type") == "im"
         thread_ts = event.get("thread_ts")
-        bot_mention = f"<@{self.orchestrator.bot_user_id}>" in (event.get("text") or "")
+        bot_mention = f"<@{self.bot_user_id}>" in (event.get("text") or "")
         if not is_dm:
             if not thread_ts or bot_mention:
                 return  # a channel message is ours only as a follow-up in a thread we answer
@@ -162,7 +170,7 @@ class SlackSurface:
         await ack()
         action = (body.get("actions") or [{}])[0]
         user = (body.get("user") or {}).get("id", "")
-        answer = await self.orchestrator.stop(action.get("value", ""), user)
+        answer = await self.sink.stop(action.get("value", ""), user)
         channel = (body.get("channel") or {}).get("id")
         if channel and answer != "Stopping…":
             thread_ts = (body.get("message") or {}).get("thread_ts")
@@ -202,7 +210,7 @@ class SlackSurface:
             await ack(text=_tool_listing(self.registry, disabled))
             return
         if verb in ("enable", "disable") and len(words) == 2:
-            if user not in self.orchestrator.admins:
+            if user not in self.admins:
                 await ack(text="Only admins (BOT_ADMINS) can turn tools on or off.")
                 return
             name = words[1]

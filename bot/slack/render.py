@@ -159,20 +159,3 @@ def plain_text(markdown: str, limit: int = 3000) -> str:
     text = re.sub(r"(\*\*|__|`)", "", text)
     text = re.sub(r"^#{1,6}\s*", "", text, flags=re.MULTILINE).strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-_MASS = re.compile(
-    r"<!(here|channel|everyone)(?:\|[^>]*)?>|<!subteam\^([A-Z0-9]+)(?:\|([^>]*))?>|(?<![\w`])@(here|channel|everyone)\b"
-)
-
-
-def neutralise_mentions(text: str) -> str:
-    """``<!channel>``, ``<!here>``, ``<!everyone>`` and user-group pings (and their plain
-    ``@here`` forms) shown, but unable to notify anyone: a zero-width space breaks them."""
-
-    def quiet(match: re.Match[str]) -> str:
-        if match.group(1) or match.group(4):
-            return "@\u200b" + (match.group(1) or match.group(4))
-        return "@\u200b" + (match.group(3) or "group").lstrip("@")
-
-    return _MASS.sub(quiet, text)

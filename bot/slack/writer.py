@@ -17,8 +17,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..logs import log
+from ..mentions import neutralise_mentions
 from .pacing import Pacer, SlackBudget, Ticket
-from .render import MARKDOWN_LIMIT, neutralise_mentions, plain_text, split_page
+from .render import MARKDOWN_LIMIT, plain_text, split_page
 
 logger = logging.getLogger("bot.slack.writer")
 
