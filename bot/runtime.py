@@ -21,7 +21,7 @@ from .plugins import PluginToolRunner, discover
 from .plugins.registry import specs_in
 from .recovery import Recovery
 from .settings import Settings
-from .slack.app import SlackSurface, http_app
+from .slack.app import SlackSurface, http_app, ops_app
 from .slack.confirm import SlackConfirmer
 from .slack.pacing import Budgets
 from .store import Store, open_store
@@ -180,10 +180,13 @@ async def serve_http(settings: Settings, host: str, port: int) -> None:
     if not settings.slack_signing_secret:
         raise ValueError("HTTP mode needs SLACK_SIGNING_SECRET to check Slack's signatures")
     bot = await build_bot(settings)
-    app = http_app(bot.bolt, bot.ready, draining=bot.draining, metrics=bot.orchestrator.metrics)
+    app = http_app(
+        bot.bolt, bot.ready, signing_secret=settings.secret("slack_signing_secret"), draining=bot.draining
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    ops = await serve_ops(settings, bot)
     bot.ready.set()
     print(f"slack-agent-bot listening on http://{host}:{port}/slack/events", flush=True)
     try:
@@ -191,6 +194,8 @@ async def serve_http(settings: Settings, host: str, port: int) -> None:
     finally:
         await bot.shutdown()
         await runner.cleanup()
+        if ops is not None:
+            await ops.cleanup()
 
 
 async def serve_socket(settings: Settings) -> None:
@@ -202,11 +207,7 @@ async def serve_socket(settings: Settings) -> None:
     bot = await build_bot(settings)
     handler = AsyncSocketModeHandler(bot.bolt, app_token)
     await handler.connect_async()
-    metrics_runner = None
-    if settings.metrics_port:
-        metrics_runner = web.AppRunner(http_app(bot.bolt, bot.ready, metrics=bot.orchestrator.metrics))
-        await metrics_runner.setup()
-        await web.TCPSite(metrics_runner, "0.0.0.0", settings.metrics_port).start()
+    ops = await serve_ops(settings, bot)
     bot.ready.set()
     print("slack-agent-bot connected in Socket Mode", flush=True)
     try:
@@ -214,8 +215,22 @@ async def serve_socket(settings: Settings) -> None:
     finally:
         await handler.close_async()  # stop taking events
         await bot.shutdown()
-        if metrics_runner is not None:
-            await metrics_runner.cleanup()
+        if ops is not None:
+            await ops.cleanup()
+
+
+async def serve_ops(settings: Settings, bot: Bot) -> web.AppRunner | None:
+    """``/metrics`` and ``/healthz`` on their own port (``BOT_METRICS_PORT``), on loopback
+    unless ``BOT_METRICS_HOST`` says otherwise; never the Slack routes."""
+    if not settings.metrics_port:
+        return None
+    runner = web.AppRunner(
+        ops_app(bot.ready, draining=bot.draining, metrics=bot.orchestrator.metrics), access_log=None
+    )
+    await runner.setup()
+    await web.TCPSite(runner, settings.metrics_host, settings.metrics_port).start()
+    log(logger, "bot.metrics_listening", host=settings.metrics_host, port=settings.metrics_port)
+    return runner
 
 
 async def _until_signal() -> None:

@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     channel_runs_per_minute: int = Field(default=40, ge=1, alias="BOT_CHANNEL_RUNS_PER_MINUTE")
     shutdown_grace: float = Field(default=25.0, ge=0, alias="BOT_SHUTDOWN_GRACE")
     metrics_port: int | None = Field(default=None, alias="BOT_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", alias="BOT_METRICS_HOST")
     heartbeat_ttl: float = Field(default=15.0, ge=1, alias="BOT_HEARTBEAT_TTL")
 
     # Logging

@@ -105,7 +105,7 @@ async def test_metrics_count_turns_and_first_writes(stack_factory: Any) -> None:
     await stack.settle()
     assert stack.reply_text("C0GENERAL", ts) == "You said: count me"
     async with httpx.AsyncClient() as http:
-        page = (await http.get(f"{stack.url}/metrics")).text
+        page = (await http.get(f"{stack.ops_url}/metrics")).text
     assert "bot_turns_started_total 1.0" in page
     assert 'bot_turns_ended_total{outcome="completed"} 1.0' in page
     assert "bot_time_to_first_write_seconds_count 1.0" in page
@@ -158,6 +158,6 @@ async def test_tool_calls_are_counted_by_outcome(stack_factory: Any, tmp_path: P
     await stack.settle()
     assert stack.reply_text("C0GENERAL", ts) == "done"
     async with httpx.AsyncClient() as http:
-        page = (await http.get(f"{stack.url}/metrics")).text
+        page = (await http.get(f"{stack.ops_url}/metrics")).text
     for outcome in ("ok", "error", "invalid"):
         assert f'bot_tool_calls_total{{outcome="{outcome}"}} 1.0' in page

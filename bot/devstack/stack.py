@@ -20,7 +20,7 @@ from ..emulators.agents import AgentServiceEmulator
 from ..emulators.slack import Message, SlackEmulator
 from ..runtime import Bot, build_bot
 from ..settings import Settings
-from ..slack.app import http_app
+from ..slack.app import http_app, ops_app
 from ..slack.pacing import Budgets
 from ..turns import ToolRunner
 
@@ -31,7 +31,9 @@ class EmulatedStack:
     slack: SlackEmulator
     bot: Bot
     runner: web.AppRunner
-    url: str
+    url: str  # the public Slack port
+    ops: web.AppRunner
+    ops_url: str  # /metrics and /healthz
 
     async def settle(self, within_s: float = 30.0) -> None:
         """Wait until every delivered event's turn has finished."""
@@ -55,6 +57,7 @@ class EmulatedStack:
 
     async def close(self) -> None:
         await self.runner.cleanup()
+        await self.ops.cleanup()
         await self.bot.aclose()
         await self.slack.stop()
         await self.agent.stop()
@@ -102,11 +105,16 @@ async def start_stack(
     if settings_overrides:
         settings = settings.model_copy(update=settings_overrides)
     bot = await build_bot(settings, budgets=budgets, tools=tools, extra_tools=extra_tools)
-    app = http_app(bot.bolt, bot.ready, draining=bot.draining, metrics=bot.orchestrator.metrics)
+    app = http_app(
+        bot.bolt, bot.ready, signing_secret=settings.secret("slack_signing_secret"), draining=bot.draining
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
+    ops = web.AppRunner(ops_app(bot.ready, draining=bot.draining, metrics=bot.orchestrator.metrics))
+    await ops.setup()
+    await web.TCPSite(ops, "127.0.0.1", 0).start()
     bot.ready.set()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     slack.events_url = f"{url}/slack/events"
-    return EmulatedStack(agent, slack, bot, runner, url)
+    return EmulatedStack(agent, slack, bot, runner, url, ops, f"http://127.0.0.1:{ops.addresses[0][1]}")

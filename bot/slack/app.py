@@ -239,12 +239,17 @@ def http_app(
     bolt: AsyncApp,
     ready: asyncio.Event | None = None,
     *,
+    signing_secret: str | None,
     draining: asyncio.Event | None = None,
-    metrics: Metrics | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> web.Application:
-    """``POST /slack/events`` (events and interactions, signature checked by Bolt),
-    ``GET /healthz`` (200 once ready, 503 while stopping) and ``GET /metrics``."""
+    """The public Slack port: ``POST /slack/events`` (events and interactions, signature
+    checked by Bolt) and ``GET /healthz``. Never without a signing secret: an unsigned
+    ``/slack/events`` would take a slash command or a mention from anyone, as anyone."""
+    if not signing_secret:
+        raise ValueError(
+            "refusing to serve /slack/events without request verification: set SLACK_SIGNING_SECRET"
+        )
 
     async def events(request: web.Request) -> web.Response:
         if draining is not None and draining.is_set():
@@ -254,6 +259,28 @@ def http_app(
             return web.json_response({"ok": False, "error": "request_too_large"}, status=413)
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
 
+    app = web.Application(client_max_size=max_body_bytes)
+    app.router.add_post("/slack/events", events)
+    app.router.add_get("/healthz", _health(ready, draining))
+    return app
+
+
+def ops_app(
+    ready: asyncio.Event | None = None, *, draining: asyncio.Event | None = None, metrics: Metrics
+) -> web.Application:
+    """The operators' port (``BOT_METRICS_HOST``:``BOT_METRICS_PORT``): ``/metrics`` and
+    ``/healthz`` only, never Slack's routes."""
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application(client_max_size=1024)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/healthz", _health(ready, draining))
+    return app
+
+
+def _health(ready: asyncio.Event | None, draining: asyncio.Event | None) -> Any:
     async def healthz(request: web.Request) -> web.Response:
         if draining is not None and draining.is_set():
             return web.json_response({"ok": False, "status": "stopping"}, status=503)
@@ -261,12 +288,4 @@ def http_app(
             return web.json_response({"ok": False, "status": "starting"}, status=503)
         return web.json_response({"ok": True})
 
-    async def metrics_page(request: web.Request) -> web.Response:
-        body = metrics.render() if metrics is not None else b""
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application(client_max_size=max_body_bytes)
-    app.router.add_post("/slack/events", events)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics_page)
-    return app
+    return healthz
