@@ -151,6 +151,15 @@ def test_make_run_with_no_settings_starts_the_playground_and_ctrl_c_stops_it(tmp
         probe.bind(("127.0.0.1", port))
 
 
+async def playground_client(port: int) -> httpx.AsyncClient:
+    """A client the playground accepts: its page's token and its own origin, as the page sends."""
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as http:
+        page = (await http.get(f"{base}/")).text
+    token = page.split('name="playground-token" content="', 1)[1].split('"', 1)[0]
+    return httpx.AsyncClient(base_url=base, headers={"X-Playground-Token": token, "Origin": base})
+
+
 async def test_with_agent_settings_the_playground_uses_that_agent() -> None:
     from bot.emulators.agents import AgentServiceEmulator
 
@@ -168,8 +177,10 @@ async def test_with_agent_settings_the_playground_uses_that_agent() -> None:
         task = asyncio.create_task(serve(settings, port=port, ready=ready, stop=stop))
         await asyncio.wait_for(ready.wait(), 30)
         try:
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                state = (await http.get("/api/state")).json()
+            async with await playground_client(port) as http:
+                answer = await http.get("/api/state")
+                assert answer.status_code == 200, answer.text
+                state = answer.json()
                 assert state["real_agent"] is True
                 posted = (
                     await http.post(
@@ -197,7 +208,7 @@ async def test_the_playground_runs_on_new_foundry_agents_too() -> None:
     task = asyncio.create_task(serve(settings, port=port, ready=ready, stop=stop, backend="foundry"))
     await asyncio.wait_for(ready.wait(), 30)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+        async with await playground_client(port) as http:
             posted = (
                 await http.post(
                     "/api/post", json={"user": "U0ALICE", "channel": "D0ALICE", "text": "what time is it"}

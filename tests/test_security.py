@@ -55,3 +55,56 @@ def _free_port() -> int:
 
 
 _ = Any
+
+
+async def test_playground_refuses_other_origins_other_hosts_and_requests_without_its_token() -> None:
+    """Finding 2: /api/* took text/plain cross-origin POSTs and any Host (DNS rebinding)."""
+    import asyncio
+
+    from bot.playground.server import serve
+
+    port = _free_port()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        serve(Settings(BOT_TOOLS_DIR="", _env_file=None), port=port, ready=ready, stop=stop)  # type: ignore[call-arg]
+    )
+    await asyncio.wait_for(ready.wait(), 30)
+    base = f"http://127.0.0.1:{port}"
+    post = {"user": "U0ALICE", "channel": "D0ALICE", "text": "hello"}
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            rebound = await http.get("/", headers={"Host": f"attacker.example:{port}"})
+            assert rebound.status_code == 403
+            page = (await http.get("/")).text
+            token = page.split('name="playground-token" content="', 1)[1].split('"', 1)[0]
+            assert len(token) >= 20
+            simple = await http.post(
+                "/api/post",
+                content='{"user": "U0ALICE", "channel": "D0ALICE", "text": "x"}',
+                headers={"Content-Type": "text/plain", "Origin": "http://attacker.example"},
+            )
+            assert simple.status_code in (403, 415)
+            no_token = await http.post("/api/post", json=post, headers={"Origin": base})
+            assert no_token.status_code == 403
+            other_origin = await http.post(
+                "/api/post",
+                json=post,
+                headers={"Origin": "http://attacker.example", "X-Playground-Token": token},
+            )
+            assert other_origin.status_code == 403
+            assert (await http.get("/api/state")).status_code == 403
+            assert (await http.get("/api/state", headers={"X-Playground-Token": "guess"})).status_code == 403
+            rebound_api = await http.get(
+                "/api/state", headers={"X-Playground-Token": token, "Host": f"attacker.example:{port}"}
+            )
+            assert rebound_api.status_code == 403
+            ok = await http.post(
+                "/api/post", json=post, headers={"Origin": base, "X-Playground-Token": token}
+            )
+            assert ok.status_code == 200 and ok.json()["ok"] is True
+            state = await http.get("/api/state", headers={"X-Playground-Token": token})
+            texts = [m["text"] for m in state.json()["messages"]]
+            assert texts.count("hello") == 1 and "x" not in texts  # nothing refused got through
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)

@@ -9,13 +9,16 @@ Slack calls and agent events.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import secrets
 import time
 from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from yarl import URL
 
 from ..devstack.stack import EmulatedStack, start_stack
 from ..emulators.agent_script import Script
@@ -26,6 +29,8 @@ from .demo import DEMO_SCRIPT, restart_service
 logger = logging.getLogger("bot.playground")
 STATIC = resources.files("bot.playground") / "static"
 CONTENT_TYPES = {".html": "text/html", ".js": "application/javascript", ".css": "text/css"}
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+TOKEN_HEADER = "X-Playground-Token"
 
 
 class Playground:
@@ -35,6 +40,8 @@ class Playground:
         self.started = time.monotonic()
         self.timeline: list[dict[str, Any]] = []
         self.clients: set[asyncio.Queue[dict[str, Any] | None]] = set()
+        # the page carries this; another site's page (or a rebound DNS name) cannot read it
+        self.token = secrets.token_urlsafe(24)
         stack.slack.listeners.append(self._on_change)
         stack.agent.listeners.append(self._on_change)
 
@@ -68,8 +75,28 @@ class Playground:
             "real_agent": self.real_agent,
         }
 
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Only this machine's own page may drive the playground: a loopback ``Host`` (no DNS
+        rebinding), and on ``/api/*`` the page's token, JSON bodies and a same-origin
+        ``Origin`` (no cross-site form or fetch)."""
+        host = URL(f"http://{request.host}").host if request.host else None
+        if host not in LOOPBACK:
+            return _refuse(403, "the playground answers only on 127.0.0.1 / localhost")
+        if request.path == "/healthz" or not request.path.startswith("/api/"):
+            return await handler(request)
+        given = request.headers.get(TOKEN_HEADER) or request.query.get("token") or ""
+        if not hmac.compare_digest(given, self.token):
+            return _refuse(403, "missing or wrong playground token (reload the page)")
+        if request.method != "GET":
+            if request.content_type != "application/json":
+                return _refuse(415, "send JSON")
+            if request.headers.get("Origin") != f"{request.scheme}://{request.host}":
+                return _refuse(403, "requests must come from the playground's own page")
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._guard])
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/state", self._state)
@@ -83,9 +110,9 @@ class Playground:
         return web.json_response({"ok": True})
 
     async def _index(self, request: web.Request) -> web.Response:
-        return web.Response(
-            text=(STATIC / "index.html").read_text(encoding="utf-8"), content_type="text/html"
-        )
+        page = (STATIC / "index.html").read_text(encoding="utf-8")
+        meta = f'<meta name="playground-token" content="{self.token}">'
+        return web.Response(text=page.replace("<head>", f"<head>\n{meta}", 1), content_type="text/html")
 
     async def _static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -142,6 +169,10 @@ class Playground:
             body["user"], body["channel"], body["ts"], body["action_id"], body.get("value", "")
         )
         return web.json_response({"ok": status == 200})
+
+
+def _refuse(status: int, why: str) -> web.Response:
+    return web.json_response({"ok": False, "error": why}, status=status)
 
 
 async def serve(

@@ -1,3 +1,6 @@
+// The page's per-start token: the playground refuses /api/* without it.
+const TOKEN = document.querySelector('meta[name="playground-token"]').content;
+const API_HEADERS = { "Content-Type": "application/json", "X-Playground-Token": TOKEN };
 // The playground page: renders the emulated workspace and follows it live (Server-Sent Events).
 "use strict";
 
@@ -158,14 +161,14 @@ function slackText(text) {
 
 async function send(text, threadTs) {
   if (!text.trim()) return;
-  await fetch("/api/post", { method: "POST", headers: { "Content-Type": "application/json" },
+  await fetch("/api/post", { method: "POST", headers: API_HEADERS,
     body: JSON.stringify({ user: $("as-user").value, channel: state.channel, text: slackText(text), thread_ts: threadTs || null }) });
 }
 
 document.addEventListener("click", async (event) => {
   const target = event.target;
   if (target.dataset.action) {
-    await fetch("/api/click", { method: "POST", headers: { "Content-Type": "application/json" },
+    await fetch("/api/click", { method: "POST", headers: API_HEADERS,
       body: JSON.stringify({ user: $("as-user").value, channel: target.dataset.channel, ts: target.dataset.ts,
         action_id: target.dataset.action, value: target.dataset.value }) });
   } else if (target.dataset.thread) {
@@ -183,6 +186,6 @@ for (const [box, form] of [["text", "composer"], ["thread-text", "thread-compose
 
 let pending = false;
 function schedule() { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; render(); }); } }
-const stream = new EventSource("/api/stream");
+const stream = new EventSource("/api/stream?token=" + encodeURIComponent(TOKEN));
 stream.addEventListener("snapshot", (e) => load(JSON.parse(e.data)));
 stream.addEventListener("change", (e) => { apply(JSON.parse(e.data)); schedule(); });
