@@ -14,8 +14,17 @@ from typing import Any
 
 _SECRET_PATTERNS = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9\-._~+/]+=*"),
-    re.compile(r"\b(xox[abprs]-|xapp-)[A-Za-z0-9-]+"),
-    re.compile(r"(?i)((?:token|secret|password|signature|authorization)[\"']?\s*[=:]\s*[\"']?)[^\s\"',&]+"),
+    # Slack tokens: bot/user/app/config (xoxb-, xoxp-, xoxc-, xoxa-, xoxs-, xapp-) and the
+    # rotation/refresh forms (xoxe-, xoxe.xoxp-)
+    re.compile(r"\b(xox[a-z][-.]|xapp-)[A-Za-z0-9.\-]+"),
+    # JSON Web Tokens (Entra ID access tokens, among others)
+    re.compile(r"\b(eyJ)[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"),
+    # credentials in a URL's query: OAuth codes, SAS signatures, keys
+    re.compile(r"(?i)([?&](?:code|sig|key|api[_-]?key|token|access_token|client_secret)=)[^&\s\"'#]+"),
+    re.compile(
+        r"(?i)((?:token|secret|password|signature|authorization|api[_-]?key|x-api-key|client_secret)"
+        r"[\"']?\s*[=:]\s*[\"']?)[^\s\"',&]+"
+    ),
 )
 
 

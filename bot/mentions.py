@@ -20,3 +20,12 @@ def neutralise_mentions(text: str) -> str:
         return "@\u200b" + (match.group(3) or "group").lstrip("@")
 
     return _MASS.sub(quiet, text)
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Text from outside (an agent, a tool) shown as itself in Slack mrkdwn: entities escaped
+    (so no ``<!channel>`` or ``<url|label>`` forms), formatting marks made literal, mass
+    mentions defused."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = re.sub(r"([*~`])", "\u200b\\1\u200b", text)  # `_` only styles at word edges
+    return neutralise_mentions(text)

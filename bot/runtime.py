@@ -19,6 +19,7 @@ from .logs import log
 from .metrics import Metrics
 from .plugins import PluginToolRunner, discover
 from .plugins.registry import specs_in
+from .plugins.workers import ToolWorkers
 from .recovery import Recovery
 from .settings import Settings
 from .slack.app import SlackSurface, http_app, ops_app
@@ -96,6 +97,7 @@ async def build_bot(
             store=store,
             confirmer=confirmer,
             output_limit=settings.tool_output_limit,
+            workers=ToolWorkers(settings.tool_threads),
             on_outcome=lambda outcome: metrics.tool_calls.labels(outcome).inc(),
         )
     orchestrator = TurnOrchestrator(

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Sequence
@@ -23,10 +24,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from .agents import (
     AgentBackend,
+    AgentConnectionError,
     AgentServiceError,
     ApprovalDecision,
+    AuthenticationError,
+    BadRequestError,
+    BadResponseError,
     ContextTooLongError,
     FunctionTool,
+    NotFoundError,
     RateLimitedError,
     RunSnapshot,
     RunStream,
@@ -53,6 +59,7 @@ from .agents.events import (
 from .logs import log
 from .metrics import Metrics
 from .plugins.context import ToolContext
+from .plugins.runner import CannotAsk
 from .slack.pacing import Budgets
 from .slack.render import Citations
 from .slack.sink import Turn
@@ -130,6 +137,23 @@ class Reply:
         if ending:
             body = f"{body}\n\n{ending}" if body.strip() else ending
         return body or "_The agent returned no text._"
+
+
+def service_failure_line(exc: AgentServiceError, ref: str) -> str:
+    """What Slack shows for an agent-service error: what kind, the status and the service's
+    code, and a reference into the log; never the host, the path or a body."""
+    kinds: tuple[tuple[type[AgentServiceError], str], ...] = (
+        (AuthenticationError, "refused the bot's credentials"),
+        (NotFoundError, "could not find the agent or this conversation"),
+        (BadRequestError, "refused the request"),
+        (AgentConnectionError, "could not be reached"),
+        (StreamInterruptedError, "stopped answering"),
+        (BadResponseError, "answered with something unexpected"),
+    )
+    what = next((text for kind, text in kinds if isinstance(exc, kind)), "failed")
+    detail = ", ".join(part for part in (f"HTTP {exc.status}" if exc.status else "", exc.code or "") if part)
+    detail = re.sub(r"[^A-Za-z0-9 _.,-]", "", detail)[:60]
+    return f"_The agent service {what}{f' ({detail})' if detail else ''}. Please try again. (ref: {ref})_"
 
 
 def ending_for(event: AgentEvent | None) -> str | None:
@@ -378,8 +402,9 @@ class TurnOrchestrator:
         except RateLimitedError:
             ending, outcome = "_The agent service is busy right now. Please try again in a minute._", "failed"
         except AgentServiceError as exc:
-            ending, outcome = f"_The agent service failed: {exc}. Please try again._", "failed"
-            log(logger, "turn.agent_error", logging.WARNING, error=str(exc), **fields)
+            ref = uuid.uuid4().hex[:8]
+            ending, outcome = service_failure_line(exc, ref), "failed"
+            log(logger, "turn.agent_error", logging.WARNING, error=str(exc), ref=ref, **fields)
         except asyncio.CancelledError:
             ending, outcome = INTERRUPTED, "interrupted"
         except Exception:
@@ -626,7 +651,7 @@ class TurnOrchestrator:
                 try:
                     async with asyncio.timeout(budget_s):
                         approved = await self.approver.ask(context, title, arguments)
-                except TimeoutError:
+                except (TimeoutError, CannotAsk):
                     approved = False
             log(logger, "turn.approval", tool=request.name, approved=approved, **fields)
             reason = "" if approved else "declined in Slack"

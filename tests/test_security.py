@@ -108,3 +108,195 @@ async def test_playground_refuses_other_origins_other_hosts_and_requests_without
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+@pytest.mark.parametrize(
+    ("raw", "secret"),
+    [
+        ("callback https://bot.example/slack/oauth_redirect?code=4f2a91c7d3&state=x", "4f2a91c7d3"),
+        ("blob https://acct.blob.core.windows.net/c/f?sv=2024&sig=AbC%2Bd3F%3D&se=1", "AbC%2Bd3F%3D"),
+        ("config api_key=sk-live-51Habc", "sk-live-51Habc"),
+        ("header x-api-key: 9f8e7d6c5b4a", "9f8e7d6c5b4a"),
+        ("user token xoxc-1234-5678-abcdef", "1234-5678-abcdef"),
+        ("refresh xoxe.xoxp-1-Mi0yLTEyMw", "Mi0yLTEyMw"),
+        ("rotation xoxe-1-My0xLTQ1Ng", "My0xLTQ1Ng"),
+        ("app token xapp-1-A0B1C2-3456-deadbeef", "deadbeef"),
+        ("jwt eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJib3QifQ.c2lnbmF0dXJlLXBhcnQ", "c2lnbmF0dXJlLXBhcnQ"),
+    ],
+)
+def test_tool_errors_and_secrets_log_redaction_covers_every_credential_shape(raw: str, secret: str) -> None:
+    """Finding 4 (logs): redaction missed sig=, api_key=, code=, x-api-key, xoxc-/xoxe-/xapp-, JWTs."""
+    from bot.logs import redact
+
+    assert secret not in redact(raw)
+
+
+def test_tool_errors_and_secrets_redaction_keeps_plain_fields() -> None:
+    from bot.logs import redact
+
+    assert redact("turn.run_failed code=rate_limit_exceeded") == "turn.run_failed code=rate_limit_exceeded"
+
+
+async def test_tool_errors_and_secrets_the_agent_gets_the_type_and_a_reference_only() -> None:
+    """Finding 4 (tools): a tool's exception text went to the agent verbatim."""
+    from bot.agents.events import ToolCall
+    from bot.plugins import PluginToolRunner, Registry, tool
+    from bot.plugins.context import ToolContext
+    from bot.plugins.registry import specs_in
+
+    @tool
+    def leaky() -> str:
+        """Fails with a secret in its message."""
+        raise RuntimeError("db password=hunter2 at postgres://10.0.0.5/prod")
+
+    registry = Registry()
+    for spec in specs_in([leaky]):
+        registry.add(spec, "test")
+    runner = PluginToolRunner(registry)
+    context = ToolContext(user_id="U1", user_name="a", team="T", channel="C", thread_ts="1")
+    [output] = await runner.run([ToolCall("call_1", "leaky", "{}")], context)
+    text = output["output"]
+    assert "RuntimeError" in text and "ref" in text
+    assert "hunter2" not in text and "10.0.0.5" not in text and "postgres" not in text
+
+
+async def test_tool_errors_and_secrets_agent_service_errors_in_slack_carry_no_host_path_or_body(
+    tmp_path: Path,
+) -> None:
+    """Finding 4 (Slack): an agent-service error showed its host, path and body in the thread."""
+    stack = await start_stack(tmp_path=tmp_path)
+    try:
+        stack.agent.fail_next(
+            "POST",
+            "/threads/*/runs",
+            status=200,
+            times=10,
+            body="<html>upstream 10.1.2.3 trace: /var/app/secret.py</html>",
+            content_type="text/html",
+        )
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} hello")
+        await stack.settle()
+        text = stack.reply_text("C0GENERAL", ts)
+        assert "agent service" in text and "ref:" in text
+        for leak in ("/threads", "10.1.2.3", "<html>", "secret.py", "127.0.0.1", "api/projects"):
+            assert leak not in text
+    finally:
+        await stack.close()
+
+
+async def test_hung_sync_tools_get_their_own_bounded_threads_and_a_full_pool_refuses_at_once() -> None:
+    """Finding 5: hung sync tools starved the loop's default executor (DNS for Slack and the agent)."""
+    import asyncio
+    import threading
+
+    from bot.agents.events import ToolCall
+    from bot.plugins import PluginToolRunner, Registry, tool
+    from bot.plugins.context import ToolContext
+    from bot.plugins.registry import specs_in
+    from bot.plugins.workers import ToolWorkers
+
+    release = threading.Event()
+    threads: list[str] = []
+
+    @tool(timeout=0.2)
+    def hangs() -> str:
+        """Waits on a network call that never answers."""
+        threads.append(threading.current_thread().name)
+        release.wait(30)
+        return "late"
+
+    registry = Registry()
+    for spec in specs_in([hangs]):
+        registry.add(spec, "test")
+    runner = PluginToolRunner(registry, workers=ToolWorkers(2))
+    context = ToolContext(user_id="U1", user_name="a", team="T", channel="C", thread_ts="1")
+    try:
+        first = await runner.run([ToolCall("c1", "hangs", "{}"), ToolCall("c2", "hangs", "{}")], context)
+        assert all("timed out" in o["output"] for o in first)
+        [third] = await runner.run([ToolCall("c3", "hangs", "{}")], context)
+        assert "not run: all 2 tool threads are busy" in third["output"]
+        assert threads and all(name.startswith("tool") for name in threads)
+        # the loop's own executor is free: a DNS lookup still answers
+        await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo("localhost", 80), 10)
+    finally:
+        release.set()
+
+
+def _blocks_text(blocks: list[dict[str, Any]], kinds: tuple[str, ...]) -> str:
+    """The text of the blocks Slack renders as mrkdwn (what can ping or link)."""
+    out = []
+    for block in blocks or []:
+        text = block.get("text")
+        if isinstance(text, dict) and text.get("type") in kinds:
+            out.append(text.get("text", ""))
+        for element in block.get("elements") or []:
+            if isinstance(element, dict) and element.get("type") in kinds:
+                out.append(element.get("text", ""))
+    return "\n".join(out)
+
+
+async def test_approval_prompts_escape_arguments_and_decline_what_cannot_be_shown(tmp_path: Path) -> None:
+    """Finding 3: arguments sat in a code span unescaped: ``` ended it, <!channel> and a spoofed
+    link rendered beside Approve."""
+    import asyncio
+
+    from bot.plugins import tool
+
+    ran: list[str] = []
+
+    @tool(confirm=True)
+    def send_note(text: str) -> str:
+        """Sends a note."""
+        ran.append(text)
+        return "sent"
+
+    hostile = "ok``` <!channel> <https://evil.example/login|Approve here> *bold*"
+    script = {
+        "turns": [
+            {
+                "match": "short",
+                "actions": [
+                    {"tool_calls": [{"name": "send_note", "arguments": {"text": hostile}}]},
+                    {"text": "Result: ${output}"},
+                ],
+            },
+            {
+                "match": "long",
+                "actions": [
+                    {"tool_calls": [{"name": "send_note", "arguments": {"text": "y" * 5000}}]},
+                    {"text": "Result: ${output}"},
+                ],
+            },
+        ]
+    }
+    stack = await start_stack(script, tmp_path=tmp_path, extra_tools=[send_note])
+    try:
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} short")
+        prompt = None
+        for _ in range(300):
+            prompt = next(
+                (
+                    m
+                    for m in stack.replies("C0GENERAL", ts)
+                    if any(b.get("block_id") == "confirm" for b in m.blocks or [])
+                ),
+                None,
+            )
+            if prompt:
+                break
+            await asyncio.sleep(0.02)
+        assert prompt is not None
+        rendered = _blocks_text(prompt.blocks, ("mrkdwn",)) + prompt.text
+        assert "<!channel>" not in rendered and "<https://evil.example" not in rendered
+        literal = str(prompt.blocks)
+        assert "evil.example/login" in literal  # shown in full, as literal text
+        key = next(b for b in prompt.blocks if b.get("block_id") == "confirm")["elements"][0]["value"]
+        assert await stack.slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
+        await stack.settle()
+        assert ran == [hostile]
+        ts2 = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} long")
+        await stack.settle()
+        assert len(ran) == 1  # never run with arguments the approver could not see
+        assert "too long to show" in stack.reply_text("C0GENERAL", ts2)
+    finally:
+        await stack.close()

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -22,9 +23,15 @@ from ..logs import log
 from .context import ToolContext
 from .registry import Registry
 from .tool import ToolSpec
+from .workers import ToolWorkers, WorkersBusy
 
 logger = logging.getLogger("bot.plugins.runner")
 DEFAULT_OUTPUT_LIMIT = 32 * 1024
+
+
+class CannotAsk(Exception):
+    """The approval cannot be asked fairly (e.g. the arguments are too long to show): the
+    call is declined without asking, with this reason."""
 
 
 class Confirmer(Protocol):
@@ -46,7 +53,9 @@ class PluginToolRunner:
         confirmer: Confirmer | None = None,
         output_limit: int = DEFAULT_OUTPUT_LIMIT,
         on_outcome: Callable[[str], None] | None = None,
+        workers: ToolWorkers | None = None,
     ) -> None:
+        self.workers = workers or ToolWorkers()
         self.on_outcome = on_outcome  # ok | invalid | error | timeout | declined | refused | ...
         self.registry = registry
         self.store = store
@@ -110,7 +119,11 @@ class PluginToolRunner:
         if spec.confirm and not confirmed:
             if self.confirmer is None:
                 return "declined", f"error: {call.name} needs the user's approval and nobody can be asked"
-            approved = await self.confirmer.confirm(context, spec, arguments.model_dump(mode="json"))
+            try:
+                approved = await self.confirmer.confirm(context, spec, arguments.model_dump(mode="json"))
+            except CannotAsk as why:
+                log(logger, "tool.declined", reason=str(why), **fields)
+                return "declined", f"declined: {call.name} was not run: {why}"
             if not approved:
                 log(logger, "tool.declined", **fields)
                 return "declined", f"the user declined: {call.name} was not run"
@@ -121,13 +134,23 @@ class PluginToolRunner:
             if spec.is_async:
                 result = await asyncio.wait_for(spec.function(**values), spec.timeout)
             else:
-                result = await asyncio.wait_for(asyncio.to_thread(spec.function, **values), spec.timeout)
+                result = await asyncio.wait_for(self.workers.run(spec.function, **values), spec.timeout)
+        except WorkersBusy:
+            log(logger, "tool.workers_busy", logging.WARNING, threads=self.workers.size, **fields)
+            return "busy", (
+                f"error: {call.name} was not run: all {self.workers.size} tool threads are busy "
+                "(a tool may be hanging); try again later or answer without it"
+            )
         except TimeoutError:
             log(logger, "tool.timeout", logging.WARNING, timeout_s=spec.timeout, **fields)
             return "timeout", f"error: {call.name} timed out after {spec.timeout:g} s"
         except Exception as exc:
-            logger.exception("tool failed", extra={"fields": fields})
-            return "error", f"error: {type(exc).__name__}: {exc}"
+            # the agent (and from it, Slack) gets the type and a reference; the log, the rest
+            ref = uuid.uuid4().hex[:8]
+            logger.exception("tool failed", extra={"fields": {**fields, "ref": ref}})
+            return "error", (
+                f"error: {call.name} failed ({type(exc).__name__}; reference {ref}, details in the bot's log)"
+            )
         log(logger, "tool.ok", ms=round((time.monotonic() - started) * 1000), **fields)
         return "ok", self._render(result)
 

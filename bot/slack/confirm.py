@@ -16,11 +16,14 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..logs import log
+from ..mentions import escape_mrkdwn, neutralise_mentions
 from ..plugins.context import ToolContext
+from ..plugins.runner import CannotAsk
 from ..plugins.tool import ToolSpec
 
 logger = logging.getLogger("bot.slack.confirm")
 
+SHOW_LIMIT = 2800  # characters of arguments an approver can read in one prompt
 APPROVE_ACTION = "tool_approve"
 DENY_ACTION = "tool_deny"
 
@@ -46,15 +49,32 @@ class SlackConfirmer:
         return await self.ask(context, spec.name, arguments)
 
     async def ask(self, context: ToolContext, title: str, arguments: dict[str, Any]) -> bool:
-        """Any tool call a person must approve (plugins, the agent's own MCP tools)."""
-        key = uuid.uuid4().hex[:16]
+        """Any tool call a person must approve (plugins, the agent's own MCP tools).
+
+        The arguments are shown in full as literal text (a preformatted rich text block, which
+        Slack does not parse for mentions, links or formatting); arguments too long to show are
+        declined without asking, so nothing runs that the approver could not see."""
         shown = json.dumps(arguments, ensure_ascii=False, indent=1)
-        if len(shown) > 2500:
-            shown = shown[:2500] + "\n…"
-        text = f"<@{context.user_id}>, the agent wants to run *{title}*. Approve?"
+        if len(shown) > SHOW_LIMIT:
+            log(logger, "confirm.too_long", tool=title, chars=len(shown), user=context.user_id)
+            raise CannotAsk(
+                f"its arguments are too long to show for approval ({len(shown)} characters, "
+                f"at most {SHOW_LIMIT}); call it with shorter arguments"
+            )
+        key = uuid.uuid4().hex[:16]
+        name = escape_mrkdwn(title)
+        text = f"<@{context.user_id}>, the agent wants to run *{name}*. Approve?"
         blocks = [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"```{shown}```"}},
+            {
+                "type": "rich_text",
+                "elements": [
+                    {
+                        "type": "rich_text_preformatted",
+                        "elements": [{"type": "text", "text": neutralise_mentions(shown)}],
+                    }
+                ],
+            },
             {
                 "type": "actions",
                 "block_id": "confirm",
@@ -83,7 +103,7 @@ class SlackConfirmer:
             context.user_id,
             context.channel,
             response["ts"],
-            title,
+            name,
             asyncio.get_running_loop().create_future(),
         )
         self._pending[key] = pending
@@ -92,7 +112,7 @@ class SlackConfirmer:
             approved = await asyncio.wait_for(asyncio.shield(pending.answer), self.timeout_s)
         except TimeoutError:
             approved = False
-            await self._close(pending, f"No answer in time, so *{title}* was not run.")
+            await self._close(pending, f"No answer in time, so *{name}* was not run.")
         finally:
             self._pending.pop(key, None)
         return approved
