@@ -300,3 +300,88 @@ async def test_approval_prompts_escape_arguments_and_decline_what_cannot_be_show
         assert "too long to show" in stack.reply_text("C0GENERAL", ts2)
     finally:
         await stack.close()
+
+
+async def test_user_lookup_is_closed_to_guests_and_slack_connect_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding 7: user_lookup exposed the directory to guests and Slack Connect users."""
+    import importlib.util
+
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.emulators.slack import SlackEmulator
+    from bot.plugins.context import ToolContext
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "user_lookup.py"
+    module_spec = importlib.util.spec_from_file_location("user_lookup_under_test", path)
+    assert module_spec and module_spec.loader
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    lookup = module.lookup_slack_user
+
+    slack = SlackEmulator()
+    await slack.start()
+    try:
+        slack.add_user("U0GUEST", "gus", "Gus Guest", guest=True)
+        slack.add_user("U0EXT", "ext", "Ext Ernal", team_id="T0OTHER")
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+
+        async def ask(user: str, *, admin: bool = False) -> list[dict[str, Any]]:
+            ctx = ToolContext(
+                user_id=user,
+                user_name=user,
+                team=slack.team_id,
+                channel="C0GENERAL",
+                thread_ts="1",
+                slack=client,
+                is_admin=admin,
+            )
+            return await lookup(ctx, "alice")
+
+        assert (await ask("U0ALICE"))[0]["name"] == "alice"
+        assert "refused" in (await ask("U0GUEST"))[0]
+        assert "refused" in (await ask("U0EXT"))[0]
+        assert (await ask("U0GUEST", admin=True))[0]["name"] == "alice"
+        monkeypatch.setenv("BOT_USER_LOOKUP_ACCESS", "admins")
+        assert "refused" in (await ask("U0ALICE"))[0]
+        monkeypatch.setenv("BOT_USER_LOOKUP_ACCESS", "everyone")
+        assert (await ask("U0GUEST"))[0]["name"] == "alice"
+    finally:
+        await slack.stop()
+
+
+async def test_slash_command_stop_and_approve_respect_the_allow_lists(tmp_path: Path) -> None:
+    """Finding 9: the slash command, Stop and Approve skipped BOT_ALLOWED_TEAMS/CHANNELS."""
+    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"allowed_channels": "C0OTHER"})
+    try:
+        stack.slack.add_channel("C0OTHER", "other")
+        stack.slack.add_user("U0ADMIN", "admin", "Ada Admin")
+        listing = await stack.slack.slash_command("U0ADMIN", "C0GENERAL", "/agent-tools")
+        assert "not available in this channel" in str(listing)
+        allowed = await stack.slack.slash_command("U0ADMIN", "C0OTHER", "/agent-tools")
+        assert "not available" not in str(allowed)
+        posted = stack.slack.user_posts("U0ALICE", "C0GENERAL", "someone else's message")
+        before = len(stack.slack.calls)
+        await stack.slack.click("U0ALICE", "C0GENERAL", posted, "stop_run", "turn-x")
+        await stack.slack.click("U0ALICE", "C0GENERAL", posted, "tool_approve", "key-x")
+        await stack.settle()
+        assert not [c for c in stack.slack.calls[before:] if c.method == "chat.postEphemeral"]
+    finally:
+        await stack.close()
+
+
+async def test_slash_command_shows_broken_plugins_errors_to_admins_only(tmp_path: Path) -> None:
+    """Finding 9: `/agent-tools list` showed a broken plugin's exception text to anyone."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "broken.py").write_text("raise RuntimeError('db at 10.9.8.7 refused user svc_bot')\n")
+    stack = await start_stack(tmp_path=tmp_path, tools_dir=str(tools))
+    try:
+        stack.slack.add_user("U0ADMIN", "admin", "Ada Admin")
+        member = str(await stack.slack.slash_command("U0ALICE", "C0GENERAL", "/agent-tools"))
+        assert "broken" in member and "10.9.8.7" not in member and "svc_bot" not in member
+        admin = str(await stack.slack.slash_command("U0ADMIN", "C0GENERAL", "/agent-tools"))
+        assert "10.9.8.7" in admin
+    finally:
+        await stack.close()

@@ -1,7 +1,14 @@
-"""Built-in plugin: a Slack profile by name or email."""
+"""Built-in plugin: a Slack profile by name or email.
+
+The directory is for the workspace's own people: by default only full members of the home
+team (and admins) may look people up, not guests or Slack Connect users from another
+organisation. ``BOT_USER_LOOKUP_ACCESS`` changes that: ``members`` (default), ``admins``
+(admins only) or ``everyone``.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -31,6 +38,9 @@ async def lookup_slack_user(
     """Find people in this Slack workspace by name or email; returns their profiles."""
     if ctx.slack is None:
         raise RuntimeError("no Slack client in this context")
+    refusal = await _refusal(ctx)
+    if refusal:
+        return [{"refused": refusal}]
     if "@" in query and "." in query.split("@")[-1]:
         try:
             response = await ctx.slack.users_lookupByEmail(email=query)
@@ -53,3 +63,23 @@ async def lookup_slack_user(
         if not cursor or len(found) >= 10:
             break
     return found[:10]
+
+
+async def _refusal(ctx: ToolContext) -> str | None:
+    """Why the person asking may not read the directory, or None when they may."""
+    access = os.environ.get("BOT_USER_LOOKUP_ACCESS", "members").strip().lower()
+    if ctx.is_admin or access == "everyone":
+        return None
+    if access == "admins":
+        return "the people directory is open to workspace admins only"
+    assert ctx.slack is not None
+    try:
+        asker = (await ctx.slack.users_info(user=ctx.user_id)).get("user") or {}
+    except SlackApiError:
+        return "could not check who is asking, so the people directory stays closed"
+    if asker.get("is_restricted") or asker.get("is_ultra_restricted"):
+        return "guests cannot look people up in this workspace's directory"
+    home = ctx.team
+    if (asker.get("team_id") and home and asker.get("team_id") != home) or asker.get("is_stranger"):
+        return "people from another organisation (Slack Connect) cannot look up this workspace's directory"
+    return None

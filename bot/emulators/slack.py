@@ -177,21 +177,41 @@ class SlackEmulator:
     # -- set up -----------------------------------------------------------------------
 
     def _add_user(
-        self, uid: str, name: str, real: str, *, is_bot: bool = False, email: str | None = None
+        self,
+        uid: str,
+        name: str,
+        real: str,
+        *,
+        is_bot: bool = False,
+        email: str | None = None,
+        guest: bool = False,
+        team_id: str | None = None,
     ) -> None:
         self.users[uid] = {
             "id": uid,
-            "team_id": self.team_id,
+            "team_id": team_id or self.team_id,
             "name": name,
             "real_name": real,
             "is_bot": is_bot,
+            "is_restricted": guest,  # users.info: multi-channel guests
+            "is_ultra_restricted": False,
             "deleted": False,
             "tz": "Europe/London",
             "profile": {"display_name": name, "real_name": real, "email": email},
         }
 
-    def add_user(self, uid: str, name: str, real: str, email: str | None = None) -> None:
-        self._add_user(uid, name, real, email=email)
+    def add_user(
+        self,
+        uid: str,
+        name: str,
+        real: str,
+        email: str | None = None,
+        *,
+        guest: bool = False,
+        team_id: str | None = None,
+    ) -> None:
+        """A person; ``guest`` for a (multi-channel) guest, ``team_id`` for a Slack Connect user."""
+        self._add_user(uid, name, real, email=email, guest=guest, team_id=team_id)
 
     def add_channel(self, cid: str, name: str | None, *, im_user: str | None = None) -> None:
         self.channels[cid] = {

@@ -32,7 +32,7 @@ TOOLS_COMMAND = "/agent-tools"
 MAX_BODY_BYTES = 1024 * 1024
 
 
-def _tool_listing(registry: Registry | None, disabled: set[str]) -> str:
+def _tool_listing(registry: Registry | None, disabled: set[str], *, admin: bool) -> str:
     if registry is None or (not registry.tools and not registry.broken):
         return "No tools are installed. Admins add them to BOT_TOOLS_DIR (see tools/README.md)."
     lines = ["*Tools in this channel*"]
@@ -41,8 +41,9 @@ def _tool_listing(registry: Registry | None, disabled: set[str]) -> str:
         state = "off" if name in disabled else "on"
         extra = f" ({', '.join(flags)})" if flags else ""
         lines.append(f"• `{name}` {state}{extra}: {spec.description.splitlines()[0]}")
-    for broken in registry.broken:
-        lines.append(f"• broken: {broken.source}: {broken.error}")
+    for broken in registry.broken:  # the error can name hosts, paths, accounts: admins only
+        detail = f": {broken.error}" if admin else " (an admin can see why)"
+        lines.append(f"• broken: {broken.source}{detail}")
     return "\n".join(lines)
 
 
@@ -166,8 +167,19 @@ class SlackSurface:
             return
         self._start(self._turn(body, event, thread_ts or event["ts"]))
 
+    def _action_allowed(self, body: dict[str, Any]) -> bool:
+        """Buttons obey the allow-lists too: a click from elsewhere is acked and ignored."""
+        team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or ""
+        channel = (body.get("channel") or {}).get("id") or ""
+        if self.allowed(team, channel):
+            return True
+        log(logger, "action.not_allowed", team=team, channel=channel)
+        return False
+
     async def _on_stop(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
+        if not self._action_allowed(body):
+            return
         action = (body.get("actions") or [{}])[0]
         user = (body.get("user") or {}).get("id", "")
         answer = await self.sink.stop(action.get("value", ""), user)
@@ -181,6 +193,8 @@ class SlackSurface:
 
     async def _on_confirm(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
+        if not self._action_allowed(body):
+            return
         action = (body.get("actions") or [{}])[0]
         user = (body.get("user") or {}).get("id", "")
         if self.confirmer is None:
@@ -204,10 +218,14 @@ class SlackSurface:
             command.get("channel_id", ""),
             command.get("user_id", ""),
         )
+        if not self.allowed(team, channel):
+            log(logger, "command.not_allowed", team=team, channel=channel, user=user)
+            await ack(text="This bot is not available in this channel.")
+            return
         tools = self.registry.tools if self.registry is not None else {}
         if verb == "list":
             disabled = await self.store.disabled_tools(team, channel)
-            await ack(text=_tool_listing(self.registry, disabled))
+            await ack(text=_tool_listing(self.registry, disabled, admin=user in self.admins))
             return
         if verb in ("enable", "disable") and len(words) == 2:
             if user not in self.admins:
