@@ -57,6 +57,7 @@ from .agents.events import (
     ToolCallsRequested,
 )
 from .logs import log
+from .mentions import escape_mrkdwn
 from .metrics import Metrics
 from .plugins.context import ToolContext
 from .plugins.runner import CannotAsk
@@ -607,7 +608,12 @@ class TurnOrchestrator:
         fields: dict[str, Any],
     ) -> list[ToolOutput]:
         names = ", ".join(dict.fromkeys(call.name for call in requested.tool_calls))
-        writer.status(f"Running {names}…")
+        known = {tool.name for tool in await self._function_tools(context)}
+        shown = dict.fromkeys(  # only the registry's own names reach Slack, never the agent's text
+            escape_mrkdwn(call.name) if call.name in known else "an unknown tool"
+            for call in requested.tool_calls
+        )
+        writer.status(f"Running {', '.join(shown)}…")
         log(logger, "turn.tools", tools=names, budget_s=budget_s, **fields)
         if self.tools is None:
             return [

@@ -385,3 +385,60 @@ async def test_slash_command_shows_broken_plugins_errors_to_admins_only(tmp_path
         assert "10.9.8.7" in admin
     finally:
         await stack.close()
+
+
+def test_status_line_and_citations_labels_are_escaped_and_only_http_links_survive() -> None:
+    """Finding 8 (citations): titles went into Markdown unescaped; any URL scheme was linked."""
+    from bot.agents.events import Annotation
+    from bot.slack.render import Citations
+
+    citations = Citations()
+    citations.add(
+        [
+            Annotation(
+                "url_citation",
+                marker="【1】",
+                url="https://docs.example.com/a",
+                title="Docs](https://evil.example) <!channel>",
+            ),
+            Annotation("url_citation", marker="【2】", url="javascript:alert(1)", title="click me"),
+            Annotation("url_citation", marker="【3】", url="https://ok.example/p(1) x", title="Paren"),
+        ]
+    )
+    body = citations.render("See 【1】 and 【2】 and 【3】.", final=True) + citations.footer()
+    assert "](https://evil.example)" not in body and "<!channel>" not in body
+    assert "javascript:" not in body
+    assert "docs.example.com" in body and "(ok.example)" in body
+    assert "[1](https://docs.example.com/a)" in body
+    assert "https://ok.example/p%281%29%20x" in body
+
+
+async def test_status_line_and_citations_the_status_names_only_registry_tools(tmp_path: Path) -> None:
+    """Finding 8 (status line): tool names from the agent went into mrkdwn unescaped."""
+    from tests.test_slack_e2e import WeatherTools
+
+    script = {
+        "turns": [
+            {
+                "actions": [
+                    {"tool_calls": [{"name": "<!channel> *urgent*", "arguments": {}}]},
+                    {"sleep": 0.3},
+                    {"text": "done"},
+                ]
+            }
+        ]
+    }
+    stack = await start_stack(script, tmp_path=tmp_path, tools=WeatherTools())
+    try:
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
+        await stack.settle()
+        reply = stack.replies("C0GENERAL", ts)[0]
+        statuses = [
+            blocks[1]["elements"][0]["text"]
+            for _, _, blocks in reply.history
+            if blocks and len(blocks) > 1 and blocks[1]["type"] == "context"
+        ]
+        assert statuses and all("<!channel>" not in s and "urgent" not in s for s in statuses)
+        assert any("an unknown tool" in s for s in statuses)
+    finally:
+        await stack.close()

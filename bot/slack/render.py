@@ -12,8 +12,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
 
 from ..agents.events import Annotation
+from ..mentions import neutralise_mentions
 
 MARKDOWN_LIMIT = 12_000
 _MARKER = re.compile(r"【[^】\n]{0,40}】")
@@ -36,7 +38,8 @@ class Citations:
 
     def _number(self, annotation: Annotation, file_names: dict[str, str]) -> int | None:
         if annotation.kind == "url_citation" and annotation.url:
-            key, label, url = annotation.url, annotation.title or annotation.url, annotation.url
+            url = safe_url(annotation.url)  # None: not an http(s) link, shown as a label only
+            key, label = annotation.url, annotation.title or (url and urlsplit(url).netloc) or "source"
         elif annotation.kind in ("file_citation", "file_path") and annotation.file_id:
             key, url = "file:" + annotation.file_id, None
             label = file_names.get(annotation.file_id) or annotation.file_id
@@ -57,7 +60,8 @@ class Citations:
             number = self._number(annotation, names) if annotation else None
             if number is None:
                 return ""
-            return f"[{number}]({annotation.url})" if annotation and annotation.url else f"[{number}]"
+            url = safe_url(annotation.url) if annotation and annotation.url else None
+            return f"[{number}]({url})" if url else f"[{number}]"
 
         rendered = _MARKER.sub(replace, text)
         if not final:
@@ -67,8 +71,29 @@ class Citations:
     def footer(self) -> str:
         if not self.sources:
             return ""
-        lines = [f"{n}. [{label}]({url})" if url else f"{n}. {label}" for n, label, url in self.sources]
+        lines = [
+            f"{n}. [{escape_label(label)}]({url}) ({urlsplit(url).netloc})"
+            if url
+            else f"{n}. {escape_label(label)}"
+            for n, label, url in self.sources
+        ]
         return "\n\n**Sources**\n" + "\n".join(lines)
+
+
+def safe_url(url: str) -> str | None:
+    """An http(s) link, made safe inside Markdown's ``(...)``; anything else (javascript:,
+    data:, slack: ...) None."""
+    parts = urlsplit(url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return quote(url.strip(), safe=":/?#[]@!$&'*+,;=%~-._")
+
+
+def escape_label(text: str) -> str:
+    """A link label or source title from outside, shown as itself in Markdown: brackets,
+    parentheses, emphasis and angle brackets escaped; mass mentions defused."""
+    text = neutralise_mentions(" ".join(text.split())[:200])
+    return re.sub(r"([\\\[\]()*_`<>~|])", r"\\\1", text)
 
 
 def open_fence(text: str) -> str | None:
