@@ -498,6 +498,8 @@ class TurnOrchestrator:
         await self._add_message(thread_id, text or "(empty message)", fields)
         if active.stop_requested:
             return STOPPED
+        if turn.user not in self.admins:
+            await self._mark_others(turn.key)
         context = await self._tool_context(turn)
         tools = await self._function_tools(context)
         stream = await self.agents.start_run(
@@ -690,7 +692,11 @@ class TurnOrchestrator:
 
     # -- helpers --------------------------------------------------------------------------
 
+    async def _mark_others(self, key: ConversationKey) -> None:
+        await self.store.acquire_lease(f"others:{key.as_str()}", "1", BOT_THREAD_TTL_S)
+
     async def _tool_context(self, turn: Turn) -> ToolContext:
+        others = await self.store.lease_owner(f"others:{turn.key.as_str()}") is not None
         return ToolContext(
             user_id=turn.user,
             user_name=await self.users.display_name(turn.user),
@@ -701,6 +707,7 @@ class TurnOrchestrator:
             logger=logging.getLogger("bot.tools"),
             is_admin=turn.user in self.admins,
             allow_mass_mentions=self.allow_mass_mentions,
+            thread_has_others=others,
         )
 
     async def _turn_context(self, turn: Turn, context: ToolContext) -> TurnContext:
@@ -749,6 +756,8 @@ class TurnOrchestrator:
         for message in response.get("messages") or []:
             if message.get("ts") == turn.ts or message.get("bot_id") or message.get("subtype"):
                 continue
+            if message.get("user") not in self.admins:
+                await self._mark_others(turn.key)
             who = await self.users.display_name(message.get("user", "someone"))
             text = await slack_to_agent_text(
                 message.get("text", ""),

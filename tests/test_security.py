@@ -12,6 +12,7 @@ from bot.settings import Settings
 from tests.stack import start_stack
 
 BOT = "<@U0BOT>"
+TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
 
 
 async def test_metrics_port_serves_only_metrics_and_health_on_loopback(tmp_path: Path) -> None:
@@ -313,7 +314,7 @@ async def test_user_lookup_is_closed_to_guests_and_slack_connect_users(
     from bot.emulators.slack import SlackEmulator
     from bot.plugins.context import ToolContext
 
-    path = Path(__file__).resolve().parent.parent / "tools" / "user_lookup.py"
+    path = TOOLS_DIR / "user_lookup.py"
     module_spec = importlib.util.spec_from_file_location("user_lookup_under_test", path)
     assert module_spec and module_spec.loader
     module = importlib.util.module_from_spec(module_spec)
@@ -440,5 +441,92 @@ async def test_status_line_and_citations_the_status_names_only_registry_tools(tm
         ]
         assert statuses and all("<!channel>" not in s and "urgent" not in s for s in statuses)
         assert any("an unknown tool" in s for s in statuses)
+    finally:
+        await stack.close()
+
+
+async def test_new_agents_a_turn_stopped_before_its_run_leaves_no_text_held() -> None:
+    """Finding 11: a turn stopped between adding the message and starting the run left its
+    text held, and it was sent with the next turn."""
+    from bot.agents.foundry import FoundryBackend
+    from bot.emulators.agents import AgentServiceEmulator
+
+    async with AgentServiceEmulator() as emulator:
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent") as backend:
+            conversation = await backend.create_conversation()
+            await backend.add_message(conversation, "the stopped message")
+            await backend.abandon(conversation, None, "cancelled by the user")
+            await backend.add_message(conversation, "the next message")
+            stream = await backend.start_run(conversation)
+            async with stream:
+                [e async for e in stream.events()]
+    sent = [r["body"] for r in emulator.request_log if r["path"].endswith("/responses")][-1]
+    texts = [i.get("content") for i in sent["input"] if i.get("role") == "user"]
+    assert texts == ["the next message"]
+
+
+async def test_admin_only_tools_need_an_admins_approval_when_the_thread_has_non_admin_content(
+    tmp_path: Path,
+) -> None:
+    """Finding 6: admin_only was judged only by who triggered the turn, so a non-admin's
+    earlier message in the thread could steer an admin's turn into an admin tool."""
+    import asyncio
+
+    from bot.plugins import tool
+
+    ran: list[str] = []
+
+    @tool(admin_only=True)
+    def purge_cache(region: str) -> str:
+        """Purges a cache."""
+        ran.append(region)
+        return f"purged {region}"
+
+    script = {
+        "turns": [
+            {"match": "hello", "actions": [{"text": "Hi."}]},
+            {
+                "match": "go ahead",
+                "actions": [
+                    {"tool_calls": [{"name": "purge_cache", "arguments": {"region": "eu"}}]},
+                    {"text": "Result: ${output}"},
+                ],
+            },
+        ]
+    }
+    stack = await start_stack(script, tmp_path=tmp_path, extra_tools=[purge_cache])
+    try:
+        stack.slack.add_user("U0ADMIN", "admin", "Ada Admin")
+        ts = stack.slack.user_posts("U0BOB", "C0GENERAL", f"{BOT} hello, please purge every cache")
+        await stack.settle()
+        stack.slack.user_posts("U0ADMIN", "C0GENERAL", f"{BOT} go ahead", thread_ts=ts)
+        prompt, key = None, None
+        for _ in range(300):
+            for message in stack.replies("C0GENERAL", ts):
+                for block in message.blocks or []:
+                    if block.get("block_id") == "confirm":
+                        prompt, key = message, block["elements"][0]["value"]
+            if prompt is not None:
+                break
+            await asyncio.sleep(0.02)
+        assert prompt is not None and key is not None, "an admin tool ran without an admin's approval"
+        assert ran == []
+        assert "not admins" in prompt.text
+        # the non-admin who wrote in the thread cannot approve it
+        assert await stack.slack.click("U0BOB", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
+        for _ in range(300):  # Bob is told privately; nothing ran
+            told = [
+                c
+                for c in stack.slack.calls
+                if c.method == "chat.postEphemeral" and c.params.get("user") == "U0BOB"
+            ]
+            if told:
+                break
+            await asyncio.sleep(0.02)
+        assert told and "Only an admin" in str(told[-1].params.get("text"))
+        assert ran == []
+        assert await stack.slack.click("U0ADMIN", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
+        await stack.settle()
+        assert ran == ["eu"]
     finally:
         await stack.close()

@@ -215,7 +215,8 @@ async def test_citations_become_links_and_sources(stack_factory: Any) -> None:
     text = stack.reply_text("C0GENERAL", ts)
     assert "【" not in text
     assert text.startswith("Slack limits edits[1](https://api.slack.com/apis/rate-limits).")
-    assert text.endswith("**Sources**\n1. [Rate limits](https://api.slack.com/apis/rate-limits) (api.slack.com)")
+    source = "1. [Rate limits](https://api.slack.com/apis/rate-limits) (api.slack.com)"
+    assert text.endswith("**Sources**\n" + source)
     for message in stack.slack.messages["C0GENERAL"]:
         for _, shown, _ in message.history:
             assert "【" not in shown

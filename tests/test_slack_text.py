@@ -61,7 +61,8 @@ def test_citations_number_sources_and_hide_markers() -> None:
         "One[1](https://b.io) two[2](https://a.io) three[2](https://a.io) file[3] bogus."
     )
     assert (
-        citations.footer() == "\n\n**Sources**\n1. [B](https://b.io) (b.io)\n2. [A](https://a.io) (a.io)\n3. handbook.pdf"
+        citations.footer()
+        == "\n\n**Sources**\n1. [B](https://b.io) (b.io)\n2. [A](https://a.io) (a.io)\n3. handbook.pdf"
     )
 
 

@@ -24,6 +24,8 @@ class ToolContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("bot.tools"))
     is_admin: bool = False
     allow_mass_mentions: bool = False
+    # the thread has messages from people who are not admins (they may steer the agent)
+    thread_has_others: bool = False
 
     async def post(self, text: str, **kwargs: Any) -> str | None:
         """Post a message in the conversation's thread; returns its ts."""

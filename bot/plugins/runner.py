@@ -37,7 +37,9 @@ class CannotAsk(Exception):
 class Confirmer(Protocol):
     """Asks the requesting person to approve one call (the Slack surface implements it)."""
 
-    async def confirm(self, context: ToolContext, spec: ToolSpec, arguments: dict[str, Any]) -> bool: ...
+    async def confirm(
+        self, context: ToolContext, spec: ToolSpec, arguments: dict[str, Any], *, admins_only: bool = False
+    ) -> bool: ...
 
 
 class ToolSettingsStore(Protocol):
@@ -116,11 +118,16 @@ class PluginToolRunner:
         except ValidationError as exc:
             return "invalid", _invalid(call.name, exc)
         values = {key: getattr(arguments, key) for key in type(arguments).model_fields}
-        if spec.confirm and not confirmed:
+        # an admin tool in a thread where others wrote: what they wrote may be steering the
+        # agent, so an admin approves the exact call first
+        admins_only = spec.admin_only and context.thread_has_others
+        if (spec.confirm or admins_only) and not confirmed:
             if self.confirmer is None:
                 return "declined", f"error: {call.name} needs the user's approval and nobody can be asked"
             try:
-                approved = await self.confirmer.confirm(context, spec, arguments.model_dump(mode="json"))
+                approved = await self.confirmer.confirm(
+                    context, spec, arguments.model_dump(mode="json"), admins_only=admins_only
+                )
             except CannotAsk as why:
                 log(logger, "tool.declined", reason=str(why), **fields)
                 return "declined", f"declined: {call.name} was not run: {why}"

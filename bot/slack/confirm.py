@@ -35,6 +35,7 @@ class _Pending:
     ts: str
     tool: str
     answer: asyncio.Future[bool]
+    admins_only: bool = False
 
 
 class SlackConfirmer:
@@ -44,11 +45,16 @@ class SlackConfirmer:
         self.timeout_s = timeout_s
         self._pending: dict[str, _Pending] = {}
 
-    async def confirm(self, context: ToolContext, spec: ToolSpec, arguments: dict[str, Any]) -> bool:
-        """A plugin tool marked ``confirm=True``."""
-        return await self.ask(context, spec.name, arguments)
+    async def confirm(
+        self, context: ToolContext, spec: ToolSpec, arguments: dict[str, Any], *, admins_only: bool = False
+    ) -> bool:
+        """A plugin tool marked ``confirm=True``, or an ``admin_only`` one in a thread where
+        people who are not admins wrote (then only an admin may approve)."""
+        return await self.ask(context, spec.name, arguments, admins_only=admins_only)
 
-    async def ask(self, context: ToolContext, title: str, arguments: dict[str, Any]) -> bool:
+    async def ask(
+        self, context: ToolContext, title: str, arguments: dict[str, Any], *, admins_only: bool = False
+    ) -> bool:
         """Any tool call a person must approve (plugins, the agent's own MCP tools).
 
         The arguments are shown in full as literal text (a preformatted rich text block, which
@@ -64,6 +70,11 @@ class SlackConfirmer:
         key = uuid.uuid4().hex[:16]
         name = escape_mrkdwn(title)
         text = f"<@{context.user_id}>, the agent wants to run *{name}*. Approve?"
+        if admins_only:
+            text = (
+                f"The agent wants to run *{name}*, an admin-only tool, and this thread has messages "
+                "from people who are not admins: an admin must approve it. Approve?"
+            )
         blocks = [
             {"type": "section", "text": {"type": "mrkdwn", "text": text}},
             {
@@ -105,6 +116,7 @@ class SlackConfirmer:
             response["ts"],
             name,
             asyncio.get_running_loop().create_future(),
+            admins_only,
         )
         self._pending[key] = pending
         log(logger, "confirm.asked", tool=title, user=context.user_id, channel=context.channel)
@@ -122,6 +134,8 @@ class SlackConfirmer:
         pending = self._pending.get(key)
         if pending is None or pending.answer.done():
             return "This request has already been answered."
+        if pending.admins_only and user not in self.admins:
+            return "Only an admin can approve this tool here."
         if user != pending.requester and user not in self.admins:
             return f"Only <@{pending.requester}> (or an admin) can answer this."
         verdict = "approved" if approve else "declined"
