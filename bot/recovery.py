@@ -21,6 +21,7 @@ from .turns import Reply, TurnOrchestrator, ending_for, wait_for_run
 logger = logging.getLogger("bot.recovery")
 
 HEARTBEAT_TTL_S = 15.0
+FORGET_EVERY_S = 3600.0
 RESTART_LINE = "_This reply was interrupted when the bot restarted. Please ask again._"
 
 
@@ -41,6 +42,7 @@ class Recovery:
         self._task: asyncio.Task[None] | None = None
         self._work: set[asyncio.Task[Any]] = set()
         self.recovered: list[dict[str, Any]] = []
+        self._forgot_at = 0.0
 
     @property
     def heartbeat(self) -> str:
@@ -49,6 +51,7 @@ class Recovery:
     async def start(self) -> None:
         await self.store.acquire_lease(self.heartbeat, self.o.replica_id, self.heartbeat_ttl_s)
         await self.sweep()
+        await self.forget_expired()
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -64,8 +67,17 @@ class Recovery:
             try:
                 await self.store.acquire_lease(self.heartbeat, self.o.replica_id, self.heartbeat_ttl_s)
                 await self.sweep()
+                if time.monotonic() - self._forgot_at > FORGET_EVERY_S:
+                    await self.forget_expired()
             except Exception:
                 logger.exception("recovery sweep failed")
+
+    async def forget_expired(self) -> None:
+        """The store's periodic clean-up (conversation mappings past the retention, old marks,
+        leases, counters, dead replicas' heartbeats), so its state stays bounded."""
+        self._forgot_at = time.monotonic()
+        removed = await self.store.sweep()
+        log(logger, "recovery.store_swept", removed=removed)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

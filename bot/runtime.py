@@ -76,7 +76,7 @@ async def build_bot(
         raise ValueError("SLACK_BOT_TOKEN is not set")
     if not settings.has_agent:
         raise ValueError("PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set")
-    store = await open_store(settings.store_url)
+    store = await open_store(settings.store_url, retention_s=settings.retention_days * 86400)
     agents = make_backend(settings)
     slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)
     identity = await slack.auth_test()

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(default=None, alias="BOT_METRICS_PORT")
     metrics_host: str = Field(default="127.0.0.1", alias="BOT_METRICS_HOST")
     heartbeat_ttl: float = Field(default=15.0, ge=1, alias="BOT_HEARTBEAT_TTL")
+    retention_days: float = Field(default=90.0, gt=0, alias="BOT_RETENTION_DAYS")
 
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="BOT_LOG_LEVEL")

@@ -530,3 +530,63 @@ async def test_admin_only_tools_need_an_admins_approval_when_the_thread_has_non_
         assert ran == ["eu"]
     finally:
         await stack.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_unbounded_state_is_swept_or_expires_after_the_retention(backend: str, tmp_path: Path) -> None:
+    """Finding 10: conversation mappings, dedupe marks, leases, hit counters and dead
+    replicas' heartbeats were never swept."""
+    import time
+
+    from bot.store import ConversationKey, open_store
+    from tests.test_store import _redis_or_skip
+
+    retention = 3600.0
+    store: Any = (
+        await open_store(f"sqlite:///{tmp_path}/bot.db", retention_s=retention)
+        if backend == "sqlite"
+        else await _redis_or_skip(retention_s=retention)
+    )
+    try:
+        old, fresh = ConversationKey("T", "C", "1.0"), ConversationKey("T", "C", "2.0")
+        await store.set_agent_thread(old, "thread_old")
+        await store.set_agent_thread(fresh, "thread_fresh")
+        await store.claim("event", "Ev1", 0.01)
+        await store.acquire_lease("replica:dead", "dead", 0.01)
+        await store.hit("user-runs", "T/U1", 0.01)
+        if backend == "sqlite":  # make the old mapping older than the retention
+            await store.db.execute(
+                "UPDATE conversations SET created_at = ? WHERE thread_ts = '1.0'",
+                (time.time() - 2 * retention,),
+            )
+            await store.db.commit()
+            await asyncio.sleep(0.05)
+            removed = await store.sweep()
+            assert removed >= 4
+            counts = {
+                table: (await (await store.db.execute(f"SELECT COUNT(*) FROM {table}")).fetchone())[0]
+                for table in ("claims", "leases", "hits")
+            }
+            assert counts == {"claims": 0, "leases": 0, "hits": 0}
+            assert await store.get_agent_thread(old) is None
+        else:  # Redis: every key carries a TTL, the mapping the retention
+            ttl = await store.r.ttl(store.key("conv", fresh.as_str()))
+            assert 0 < ttl <= retention
+            assert await store.sweep() == 0
+        assert await store.get_agent_thread(fresh) == "thread_fresh"
+    finally:
+        await store.close()
+
+
+import asyncio  # noqa: E402
+
+
+async def test_unbounded_state_the_running_bot_sweeps_its_store(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="bot.recovery")
+    stack = await start_stack(tmp_path=tmp_path)
+    try:
+        assert any(r.getMessage() == "recovery.store_swept" for r in caplog.records)
+    finally:
+        await stack.close()

@@ -20,10 +20,10 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY = ConversationKey("T1", "C1", "1700000000.000100")
 
 
-async def _redis_or_skip() -> Any:
+async def _redis_or_skip(**kwargs: Any) -> Any:
     from bot.store.redis import RedisStore
 
-    store = RedisStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex[:8]}:")
+    store = RedisStore(REDIS_URL, prefix=f"test-{uuid.uuid4().hex[:8]}:", **kwargs)
     try:
         await store.open()
     except Exception as exc:

@@ -3,17 +3,17 @@ queued turns, replies in flight. ``open_store(BOT_STORE_URL)`` picks the backend
 
 from __future__ import annotations
 
-from .base import ConversationKey, InFlight, Store
+from .base import DEFAULT_RETENTION_S, ConversationKey, InFlight, Store
 from .sqlite import SQLiteStore
 
 
-async def open_store(url: str) -> Store:
+async def open_store(url: str, *, retention_s: float = DEFAULT_RETENTION_S) -> Store:
     if url.startswith("sqlite:"):
-        store: Store = SQLiteStore.from_url(url)
+        store: Store = SQLiteStore.from_url(url, retention_s=retention_s)
     elif url.startswith(("redis://", "rediss://", "unix://")):
         from .redis import RedisStore
 
-        store = RedisStore(url)
+        store = RedisStore(url, retention_s=retention_s)
     else:
         raise ValueError(
             f"BOT_STORE_URL must start with sqlite:/// or redis:// (got {url.split(':', 1)[0]}:...)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple, Protocol
 
+DEFAULT_RETENTION_S = 90 * 86400.0  # BOT_RETENTION_DAYS
+
 
 class ConversationKey(NamedTuple):
     """One Slack conversation: a thread in a channel (or DM) of a workspace."""
@@ -80,5 +82,10 @@ class Store(Protocol):
 
     # rate limits: how many hits in the current window
     async def hit(self, kind: str, ident: str, window_s: float) -> int: ...
+
+    async def sweep(self) -> int:
+        """Forget what has expired: conversation mappings unused for the retention period,
+        old dedupe marks, leases, hit counters, dead replicas' heartbeats. Returns how many."""
+        ...
 
     async def close(self) -> None: ...

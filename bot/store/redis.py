@@ -11,7 +11,7 @@ import time
 
 from redis.asyncio import Redis
 
-from .base import ConversationKey, InFlight
+from .base import DEFAULT_RETENTION_S, ConversationKey, InFlight
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
@@ -22,9 +22,10 @@ if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) 
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "sab:") -> None:
+    def __init__(self, url: str, prefix: str = "sab:", *, retention_s: float = DEFAULT_RETENTION_S) -> None:
         self.url = url
         self.prefix = prefix
+        self.retention_s = retention_s
         self._redis: Redis | None = None
 
     async def open(self) -> None:
@@ -37,15 +38,24 @@ class RedisStore:
             raise RuntimeError("the store is not open")
         return self._redis
 
-    def _k(self, *parts: str) -> str:
+    def key(self, *parts: str) -> str:
+        """The Redis key of one record (for operators and tests)."""
         return self.prefix + ":".join(parts)
 
+    _k = key
+
     async def get_agent_thread(self, key: ConversationKey) -> str | None:
-        value = await self.r.get(self._k("conv", key.as_str()))
+        # each use keeps the mapping for another retention period (GETEX)
+        value = await self.r.getex(self._k("conv", key.as_str()), ex=max(1, int(self.retention_s)))
         return str(value) if value is not None else None
 
     async def set_agent_thread(self, key: ConversationKey, agent_thread_id: str) -> None:
-        await self.r.set(self._k("conv", key.as_str()), agent_thread_id)
+        await self.r.set(self._k("conv", key.as_str()), agent_thread_id, ex=max(1, int(self.retention_s)))
+
+    async def sweep(self) -> int:
+        """Nothing to do: every key carries a TTL (mappings the retention, marks and leases
+        their own), so Redis forgets them by itself."""
+        return 0
 
     async def claim(self, kind: str, ident: str, ttl_s: float) -> bool:
         return bool(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from .base import ConversationKey, InFlight
+from .base import DEFAULT_RETENTION_S, ConversationKey, InFlight
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -39,24 +39,26 @@ CREATE TABLE IF NOT EXISTS replies (
 );
 CREATE TABLE IF NOT EXISTS hits (
     kind TEXT NOT NULL, ident TEXT NOT NULL, window INTEGER NOT NULL, count INTEGER NOT NULL,
+    expires_at REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, ident, window)
 );
 """
 
 
 class SQLiteStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, retention_s: float = DEFAULT_RETENTION_S) -> None:
         self.path = path
+        self.retention_s = retention_s
         self._db: aiosqlite.Connection | None = None
         self._claims_since_sweep = 0
 
     @classmethod
-    def from_url(cls, url: str) -> SQLiteStore:
+    def from_url(cls, url: str, *, retention_s: float = DEFAULT_RETENTION_S) -> SQLiteStore:
         """``sqlite:///relative/path.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``."""
         path = url.removeprefix("sqlite://")
         if path.startswith("/"):  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
             path = path[1:]
-        return cls(path or ":memory:")
+        return cls(path or ":memory:", retention_s=retention_s)
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -67,6 +69,9 @@ class SQLiteStore:
         # write would put disk latency in front of every first reply.
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
+        columns = [row[1] async for row in await self._db.execute("PRAGMA table_info(hits)")]
+        if "expires_at" not in columns:  # a store made before counters expired
+            await self._db.execute("ALTER TABLE hits ADD COLUMN expires_at REAL NOT NULL DEFAULT 0")
         await self._db.commit()
 
     @property
@@ -86,9 +91,13 @@ class SQLiteStore:
         return cursor.rowcount
 
     async def get_agent_thread(self, key: ConversationKey) -> str | None:
+        # ``created_at`` is kept as "last used": each use keeps the mapping another retention
         row = await self._one(
-            "SELECT agent_thread_id FROM conversations WHERE team=? AND channel=? AND thread_ts=?", tuple(key)
+            "UPDATE conversations SET created_at = ? WHERE team=? AND channel=? AND thread_ts=? "
+            "AND created_at >= ? RETURNING agent_thread_id",
+            (time.time(), *key, time.time() - self.retention_s),
         )
+        await self.db.commit()
         return str(row[0]) if row else None
 
     async def set_agent_thread(self, key: ConversationKey, agent_thread_id: str) -> None:
@@ -188,15 +197,30 @@ class SQLiteStore:
         window = int(time.time() // window_s)
         # RETURNING makes the count atomic with the increment (concurrent callers each see theirs)
         row = await self._one(
-            "INSERT INTO hits VALUES (?, ?, ?, 1) "
+            "INSERT INTO hits VALUES (?, ?, ?, 1, ?) "
             "ON CONFLICT(kind, ident, window) DO UPDATE SET count = count + 1 RETURNING count",
-            (kind, ident, window),
+            (kind, ident, window, (window + 1) * window_s),
         )
         await self.db.execute(
             "DELETE FROM hits WHERE kind = ? AND ident = ? AND window < ?", (kind, ident, window)
         )
         await self.db.commit()
         return int(row[0]) if row else 0  # type: ignore[call-overload]
+
+    async def sweep(self) -> int:
+        now = time.time()
+        removed = 0
+        for sql, args in (
+            ("DELETE FROM conversations WHERE created_at < ?", (now - self.retention_s,)),
+            ("DELETE FROM claims WHERE expires_at < ?", (now,)),
+            ("DELETE FROM leases WHERE expires_at < ?", (now,)),
+            ("DELETE FROM hits WHERE expires_at < ?", (now,)),
+        ):
+            cursor = await self.db.execute(sql, args)
+            removed += max(cursor.rowcount, 0)
+            await cursor.close()
+        await self.db.commit()
+        return removed
 
     async def close(self) -> None:
         if self._db is not None:
