@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     tool_output_limit: int = Field(default=32 * 1024, ge=256, alias="BOT_TOOL_OUTPUT_LIMIT")
     confirm_timeout: float = Field(default=120.0, gt=0, alias="BOT_CONFIRM_TIMEOUT")
     tool_threads: int = Field(default=8, ge=1, le=256, alias="BOT_TOOL_THREADS")
+    # read by the built-in lookup_slack_user plugin (tools/user_lookup.py); validated here
+    user_lookup_access: Literal["members", "admins", "everyone"] = Field(
+        default="members", alias="BOT_USER_LOOKUP_ACCESS"
+    )
     allowed_teams: str = Field(default="", alias="BOT_ALLOWED_TEAMS")
     allowed_channels: str = Field(default="", alias="BOT_ALLOWED_CHANNELS")
     allow_mass_mentions: bool = Field(default=False, alias="BOT_ALLOW_MASS_MENTIONS")

@@ -131,41 +131,30 @@ class SlackSurface:
             return
         await self.sink.handle(turn)
 
-    @staticmethod
-    def _turn(body: dict[str, Any], event: dict[str, Any], thread_ts: str) -> Turn:
-        return Turn(
-            team=event.get("team") or body.get("team_id") or "",
-            channel=event["channel"],
-            thread_ts=thread_ts,
-            ts=event["ts"],
-            user=event.get("user") or "",
-            text=event.get("text") or "",
-            event_id=body.get("event_id") or "",
-            files=tuple(event.get("files") or ()),
-        )
-
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if event.get("bot_id") or not await self._first_time(body, event):
+        turn = turn_from_event(body, event)
+        if turn is None or event.get("bot_id") or not await self._first_time(body, event):
             return
-        self._start(self._turn(body, event, event.get("thread_ts") or event["ts"]))
+        self._start(turn)
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("bot_id") or event.get("subtype") not in ALLOWED_SUBTYPES or not event.get("user"):
             return
         if event.get("user") == self.bot_user_id:
             return
+        turn = turn_from_event(body, event)
+        if turn is None:
+            return
         is_dm = event.get("channel_type") == "im"
-        thread_ts = event.get("thread_ts")
-        bot_mention = f"<@{self.bot_user_id}>" in (event.get("text") or "")
+        bot_mention = f"<@{self.bot_user_id}>" in turn.text
         if not is_dm:
-            if not thread_ts or bot_mention:
+            if turn.thread_ts == turn.ts or bot_mention:
                 return  # a channel message is ours only as a follow-up in a thread we answer
-            turn = self._turn(body, event, thread_ts)
             if await self.store.lease_owner(f"bot-thread:{turn.key.as_str()}") is None:
                 return
         if not await self._first_time(body, event):
             return
-        self._start(self._turn(body, event, thread_ts or event["ts"]))
+        self._start(turn)
 
     def _action_allowed(self, body: dict[str, Any]) -> bool:
         """Buttons obey the allow-lists too: a click from elsewhere is acked and ignored."""
@@ -247,6 +236,32 @@ class SlackSurface:
     async def drain(self, grace_s: float = 30.0) -> None:
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace_s)
+
+
+def turn_from_event(body: Any, event: Any) -> Turn | None:
+    """A Slack message event as a ``Turn``; None for anything that is not a usable message
+    (Slack sends what it sends: a malformed event is ignored, never a crash)."""
+    if not isinstance(body, dict) or not isinstance(event, dict):
+        return None
+    channel, ts = event.get("channel"), event.get("ts")
+    if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
+        return None
+    thread_ts = event.get("thread_ts")
+    files = event.get("files")
+    return Turn(
+        team=_text(event.get("team")) or _text(body.get("team_id")),
+        channel=channel,
+        thread_ts=thread_ts if isinstance(thread_ts, str) and thread_ts else ts,
+        ts=ts,
+        user=_text(event.get("user")),
+        text=_text(event.get("text")),
+        event_id=_text(body.get("event_id")),
+        files=tuple(f for f in files if isinstance(f, dict)) if isinstance(files, list) else (),
+    )
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 async def _true() -> bool:

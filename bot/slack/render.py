@@ -177,6 +177,15 @@ def split_page(text: str, limit: int = MARKDOWN_LIMIT) -> tuple[str, str, int]:
     return head.rstrip("\n"), "", cut
 
 
+def slack_safe(markdown: str, *, allow_mass_mentions: bool = False) -> tuple[str, str]:
+    """The agent's Markdown as it may reach Slack: the ``markdown`` block's text (mass
+    mentions defused) and the mrkdwn ``text`` fallback (markup dropped, ``& < >`` escaped so
+    no ``<url|label>`` link or ``<!channel>`` forms, defused again after the markup went)."""
+    shown = markdown if allow_mass_mentions else neutralise_mentions(markdown)
+    text = plain_text(shown).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return shown, text if allow_mass_mentions else neutralise_mentions(text)
+
+
 def plain_text(markdown: str, limit: int = 3000) -> str:
     """A notification fallback: Markdown markup dropped, short."""
     text = re.sub(r"```[^\n]*\n?", "", markdown)

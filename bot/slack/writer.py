@@ -17,9 +17,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..logs import log
-from ..mentions import neutralise_mentions
 from .pacing import Pacer, SlackBudget, Ticket
-from .render import MARKDOWN_LIMIT, plain_text, split_page
+from .render import MARKDOWN_LIMIT, slack_safe, split_page
 
 logger = logging.getLogger("bot.slack.writer")
 
@@ -165,11 +164,9 @@ class ReplyWriter:
     def _payload(self, page: Page) -> dict[str, Any]:
         is_open = page is self.pages[-1] and not self._finished
         markdown = page.body if page.body.strip() else (PLACEHOLDER if is_open else "…")
-        if not self.allow_mass_mentions:
-            markdown = neutralise_mentions(markdown)
-        text = plain_text(markdown)
-        if page.plain:
-            return {"text": (markdown[:39_000])}
+        markdown, text = slack_safe(markdown, allow_mass_mentions=self.allow_mass_mentions)
+        if page.plain:  # mrkdwn, not Markdown: escaped like the fallback
+            return {"text": slack_safe(markdown[:39_000], allow_mass_mentions=self.allow_mass_mentions)[1]}
         blocks: list[dict[str, Any]] = [{"type": "markdown", "text": markdown}]
         if is_open and self._status:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": self._status}]})
