@@ -37,6 +37,11 @@ class Metrics:
         self.tool_calls = Counter("bot_tool_calls", "Tool calls, by outcome", ["outcome"], registry=r)
         self.active_streams = Gauge("bot_active_streams", "Replies streaming right now", registry=r)
         self.recovered = Counter("bot_replies_recovered", "Replies finished by recovery", ["how"], registry=r)
+        self.undelivered = Counter(
+            "bot_replies_undelivered",
+            "Replies Slack did not take before their delivery deadline (recovery delivers them later)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

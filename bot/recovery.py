@@ -9,6 +9,7 @@ clear line. Queued turns whose conversation has no owner are answered.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -22,6 +23,7 @@ logger = logging.getLogger("bot.recovery")
 
 HEARTBEAT_TTL_S = 15.0
 FORGET_EVERY_S = 3600.0
+DELIVER_RETRY_S = 120.0  # an undelivered reply is tried again this often (by any replica)
 RESTART_LINE = "_This reply was interrupted when the bot restarted. Please ask again._"
 
 
@@ -86,22 +88,46 @@ class Recovery:
 
     async def sweep(self) -> None:
         for reply in await self.store.replies_in_flight():
+            if reply.state == "undelivered":  # answered, but Slack had not taken it: deliver
+                if await self.store.claim("deliver", f"{reply.turn_id}:{reply.started_at}", DELIVER_RETRY_S):
+                    self._spawn(self.deliver(reply))
+                continue
             if reply.owner == self.o.replica_id or reply.state == "queued":
                 continue  # ours; or waiting in a queue, which the loop below looks after
             if await self.store.lease_owner(f"replica:{reply.owner}"):
                 continue  # its owner is alive
-            if not await self.store.claim("takeover", reply.turn_id, 600):
+            if not await self.store.claim("takeover", f"{reply.turn_id}:{reply.owner}", 600):
                 continue  # another replica took it
-            if reply.state == "received" and reply.payload:
-                reply.owner = self.o.replica_id
-                await self.store.record_reply(reply)
-                log(logger, "recovery.requeued", turn=reply.turn_id, channel=reply.channel)
-                self._spawn(self.o.enqueue(reply))
+            never_started = reply.state == "running" and not reply.run_id and not reply.agent_thread_id
+            if reply.payload and (reply.state == "received" or never_started):
+                await self.requeue(reply)  # it never reached the agent: answer it afresh
             else:
                 self._spawn(self.finish(reply))
         for key in await self.store.queued_conversations():
             if await self.store.lease_owner(f"conv:{key.as_str()}") is None:
                 self._spawn(self.o.drain(key))
+
+    async def requeue(self, reply: InFlight) -> None:
+        payload = json.loads(reply.payload)
+        payload["attempt"] = int(payload.get("attempt") or 0) + 1  # a fresh claim to answer it
+        reply.payload = json.dumps(payload)
+        reply.owner = self.o.replica_id
+        reply.state = "received"
+        await self.store.record_reply(reply)
+        log(logger, "recovery.requeued", turn=reply.turn_id, channel=reply.channel)
+        self._spawn(self.o.enqueue(reply))
+
+    async def deliver(self, reply: InFlight) -> None:
+        """Post (or edit into place) a reply Slack did not take before its deadline."""
+        body = str(json.loads(reply.payload or "{}").get("body") or RESTART_LINE)
+        writer = self.o.writer_for(reply)
+        await writer.finish(body)
+        if writer.undelivered:
+            await self.o.keep_undelivered(reply, writer, body)  # tried again at the next sweep
+            return
+        await self.store.finish_reply(reply.turn_id)
+        self.o.metrics.recovered.labels("delivered").inc()
+        log(logger, "recovery.delivered", turn=reply.turn_id, channel=reply.channel)
 
     async def finish(self, reply: InFlight) -> None:
         """Finish a reply its owner left: the run's stored answer, or a clear line."""
@@ -123,7 +149,10 @@ class Recovery:
             log(logger, "recovery.run_unavailable", logging.WARNING, error=str(exc), **fields)
         writer = self.o.writer_for(reply)
         await writer.finish(body)
-        await self.store.finish_reply(reply.turn_id)
+        if writer.undelivered:
+            await self.o.keep_undelivered(reply, writer, body)
+        else:
+            await self.store.finish_reply(reply.turn_id)
         self.o.metrics.recovered.labels(how).inc()
         self.recovered.append({"turn_id": reply.turn_id, "how": how, "s": time.monotonic() - started})
         log(logger, "recovery.finished", how=how, ms=round((time.monotonic() - started) * 1000), **fields)

@@ -140,6 +140,11 @@ class Reply:
         return body or "_The agent returned no text._"
 
 
+def _fields(turn: Turn, turn_id: str) -> dict[str, Any]:
+    """The log fields an operator follows one conversation by."""
+    return {"event_id": turn.event_id, "channel": turn.channel, "thread_ts": turn.thread_ts, "turn": turn_id}
+
+
 def service_failure_line(exc: AgentServiceError, ref: str) -> str:
     """What Slack shows for an agent-service error: what kind, the status and the service's
     code, and a reference into the log; never the host, the path or a body."""
@@ -225,7 +230,9 @@ class TurnOrchestrator:
         allow_mass_mentions: bool = False,
         lease_ttl_s: float = 15.0,
         approver: Approver | None = None,
+        delivery_deadline_s: float = 900.0,
     ) -> None:
+        self.delivery_deadline_s = delivery_deadline_s
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.metrics = metrics or Metrics()
         self.allow_mass_mentions = allow_mass_mentions
@@ -245,6 +252,7 @@ class TurnOrchestrator:
         self.busy_wait_s = busy_wait_s
         self.users = UserDirectory(slack)
         self._active: dict[str, _Active] = {}
+        self._records: dict[str, InFlight] = {}  # the reply record of each turn being answered
         self.in_flight: set[asyncio.Task[None]] = set()
 
     # -- entry points ---------------------------------------------------------------------
@@ -252,20 +260,21 @@ class TurnOrchestrator:
     async def handle(self, turn: Turn) -> None:
         """Answer one message. Never raises: every failure ends as a clear line in Slack.
 
-        The placeholder goes up at once; then the turn joins its conversation's queue and
-        whichever process owns the conversation (a lease in the store) answers the queue
-        in order, so two replicas never run one agent thread at the same time.
+        The turn is durable first (another process answers it if this one dies), the
+        placeholder goes up as soon as Slack takes it (retried until the delivery deadline,
+        never given up after a number of tries), and the turn joins its conversation's queue:
+        whichever process owns the conversation (a lease in the store) answers it in order,
+        whether or not Slack has shown the placeholder yet.
         """
-        received = time.monotonic()
+        record = await self.receive(turn)
+        await self.answer_received(record, turn)
+
+    async def receive(self, turn: Turn) -> InFlight:
+        """The durable intake: the turn written to the store (cheap, so it can run before Slack
+        gets its ack)."""
         turn_id = uuid.uuid4().hex[:12]
-        fields = {
-            "event_id": turn.event_id,
-            "channel": turn.channel,
-            "thread_ts": turn.thread_ts,
-            "turn": turn_id,
-        }
         self.metrics.turns_started.inc()
-        payload = {**asdict(turn), "turn_id": turn_id, "message_ts": ""}
+        payload = {**asdict(turn), "turn_id": turn_id, "message_ts": "", "attempt": 0}
         record = InFlight(
             turn_id,
             turn.team,
@@ -278,25 +287,50 @@ class TurnOrchestrator:
             state="received",
             payload=json.dumps(payload),
         )
-        writer = self._writer(turn, turn_id, fields)
-        log(logger, "turn.received", **fields)
-        try:
-            # durable at once (if this process dies, another one answers the turn), written
-            # while the placeholder goes up rather than before it
-            _, record.message_ts = await asyncio.gather(self.store.record_reply(record), writer.start())
-            payload["message_ts"] = record.message_ts
-        except Exception as exc:
-            log(logger, "turn.no_placeholder", logging.ERROR, error=repr(exc), **fields)
-            self.metrics.turns_ended.labels("error").inc()
-            await self.store.finish_reply(turn_id)
-            return
-        self.metrics.first_write.observe(time.monotonic() - received)
-        self._writers[turn_id] = writer
+        await self.store.record_reply(record)
+        log(logger, "turn.received", **_fields(turn, turn_id))
+        return record
+
+    async def answer_received(self, record: InFlight, turn: Turn) -> None:
+        received = time.monotonic()
+        fields = _fields(turn, record.turn_id)
+        writer = self._writer(turn, record.turn_id, fields)
+        writer.on_posted = lambda ts: self._placeholder_posted(record.turn_id, ts, received)
+        writer.begin()
+        self._writers[record.turn_id] = writer
         # the bot is in this thread from now on: follow-ups need no mention (any replica)
         await self.store.acquire_lease(f"bot-thread:{turn.key.as_str()}", "bot", BOT_THREAD_TTL_S)
-        record.payload = json.dumps(payload)
-        await self.store.record_reply(record)
         await self.enqueue(record)
+        if record.turn_id not in self._writers:
+            return  # answered here
+        owner = await self.store.lease_owner(f"conv:{turn.key.as_str()}") or ""
+        if owner.startswith(f"{self.replica_id}:"):
+            return  # our own queue answers it next, with this writer
+        leftover = self._writers.pop(record.turn_id, None)
+        if leftover is not None:  # another replica owns the conversation and answers the turn
+            await self._hand_off(leftover, record.turn_id)
+
+    async def _placeholder_posted(self, turn_id: str, ts: str, received: float) -> None:
+        """The first message is up: remember where it is (for whoever finishes the reply)."""
+        self.metrics.first_write.observe(time.monotonic() - received)
+        current = self._records.get(turn_id) or await self.store.reply(turn_id)
+        mine = current is not None and (
+            current.state in ("received", "queued") or current.owner == self.replica_id
+        )
+        if current is not None and mine and not current.message_ts:
+            current.message_ts = ts
+            current.pages = [ts]
+            await self.store.record_reply(current)
+
+    async def _hand_off(self, writer: ReplyWriter, turn_id: str) -> None:
+        """This replica took the message but another one answers it: leave no task behind. A
+        placeholder of ours that the owner did not adopt (it posted its own) is removed."""
+        ts = await writer.start(within_s=max(0.0, writer.deadline - time.monotonic()))
+        await writer.aclose()
+        current = await self.store.reply(turn_id)
+        if ts and (current is None or current.message_ts != ts):
+            with contextlib.suppress(SlackApiError):
+                await self.slack.chat_delete(channel=writer.channel, ts=ts)
 
     async def enqueue(self, record: InFlight) -> None:
         """Put a received turn in its conversation's queue and answer the queue if free."""
@@ -315,7 +349,7 @@ class TurnOrchestrator:
                 return  # its owner answers it, in order
             renewal = asyncio.get_running_loop().create_task(self._keep_lease(lease, owner))
             try:
-                while not renewal.done() and (payload := await self.store.pop_turn(key)) is not None:
+                while not renewal.done() and (payload := await self.store.pop_turn(key, self.replica_id)):
                     await self._answer(json.loads(payload))
             finally:
                 renewal.cancel()
@@ -332,7 +366,7 @@ class TurnOrchestrator:
                 return
 
     def _writer(
-        self, turn: Turn, turn_id: str, fields: dict[str, Any], existing_ts: str | None = None
+        self, turn: Turn, turn_id: str, fields: dict[str, Any], existing_pages: list[str] | None = None
     ) -> ReplyWriter:
         return ReplyWriter(
             self.slack,
@@ -341,50 +375,49 @@ class TurnOrchestrator:
             turn.thread_ts,
             stop_value=turn_id,
             log_fields=fields,
-            existing_ts=existing_ts,
+            existing_pages=existing_pages,
             allow_mass_mentions=self.allow_mass_mentions,
             on_rate_limited=self.metrics.slack_rate_limited.inc,
+            deadline_s=self.delivery_deadline_s,
         )
 
     def writer_for(self, reply: InFlight) -> ReplyWriter:
         """A writer for a message another process started (recovery, restart)."""
         turn = Turn(reply.team, reply.channel, reply.thread_ts, reply.message_ts, reply.user, "")
         fields = {"channel": reply.channel, "thread_ts": reply.thread_ts, "turn": reply.turn_id}
-        return self._writer(turn, reply.turn_id, fields, existing_ts=reply.message_ts)
+        pages = reply.pages or ([reply.message_ts] if reply.message_ts else [])
+        return self._writer(turn, reply.turn_id, fields, existing_pages=pages)
 
     async def _answer(self, item: dict[str, Any]) -> None:
-        turn_id, message_ts = item.pop("turn_id"), item.pop("message_ts") or None
-        if not await self.store.claim("answer", turn_id, 86400):
+        turn_id, attempt = item.pop("turn_id"), int(item.pop("attempt", 0) or 0)
+        queued_ts = item.pop("message_ts", "") or ""
+        if not await self.store.claim("answer", f"{turn_id}:{attempt}", 86400):
             return  # queued twice (a takeover re-queued it): answered once
         item["files"] = tuple(item.get("files") or ())
         turn = Turn(**item)
-        fields = {
-            "event_id": turn.event_id,
-            "channel": turn.channel,
-            "thread_ts": turn.thread_ts,
-            "turn": turn_id,
-        }
-        writer = self._writers.pop(turn_id, None) or self._writer(
-            turn, turn_id, fields, existing_ts=message_ts
-        )
-        if writer.ts is None:  # taken over before its placeholder went up: post one now
-            try:
-                message_ts = await writer.start()
-            except Exception as exc:
-                log(logger, "turn.no_placeholder", logging.ERROR, error=repr(exc), **fields)
-                await self.store.finish_reply(turn_id)
-                return
+        fields = _fields(turn, turn_id)
+        current = await self.store.reply(turn_id)
+        pages = (current.pages or [current.message_ts]) if current and current.message_ts else []
+        if not pages and queued_ts:
+            pages = [queued_ts]
+        writer = self._writers.pop(turn_id, None) or self._writer(turn, turn_id, fields, existing_pages=pages)
+        writer.begin()  # (re)post the placeholder if Slack has not taken one yet
         record = InFlight(
             turn_id,
             turn.team,
             turn.channel,
             turn.thread_ts,
-            message_ts or "",
+            writer.ts or "",
             self.replica_id,
             time.time(),
             user=turn.user,
             state="running",
+            payload=current.payload if current is not None else json.dumps({**item, "turn_id": turn_id}),
+            pages=[p.ts for p in writer.pages if p.ts],
         )
+        self._records[turn_id] = record
+        if writer.on_posted is None:
+            writer.on_posted = lambda ts: self._placeholder_posted(turn_id, ts, time.monotonic())
         await self.store.record_reply(record)
         started = time.monotonic()
         active = self._active[turn_id] = _Active(turn.user, record=record)
@@ -419,8 +452,13 @@ class TurnOrchestrator:
                 self.answering.discard(task)
         if outcome != "completed" and active.thread_id:
             await self._leave_usable(active, outcome, fields)
-        await writer.finish(reply.body(ending), deadline_s=10.0 if outcome == "interrupted" else 120.0)
-        await self.store.finish_reply(turn_id)
+        body = reply.body(ending)
+        await writer.finish(body, deadline_s=10.0 if outcome == "interrupted" else None)
+        self._records.pop(turn_id, None)
+        if writer.undelivered:
+            await self.keep_undelivered(record, writer, body)
+        else:
+            await self.store.finish_reply(turn_id)
         self.metrics.turns_ended.labels(outcome).inc()
         self.metrics.stream_duration.observe(time.monotonic() - started)
         log(
@@ -432,6 +470,18 @@ class TurnOrchestrator:
             pages=len(writer.pages),
             **fields,
         )
+
+    async def keep_undelivered(self, record: InFlight, writer: ReplyWriter, body: str) -> None:
+        """Slack did not take the reply before its deadline: keep it, with its text, for
+        recovery to deliver later (counted in the log and in /metrics)."""
+        record.state = "undelivered"
+        record.message_ts = writer.ts or record.message_ts
+        record.pages = [page.ts for page in writer.pages if page.ts]
+        record.payload = json.dumps({"body": body})
+        record.started_at = time.time()
+        await self.store.record_reply(record)
+        self.metrics.undelivered.inc()
+        log(logger, "turn.undelivered", logging.WARNING, turn=record.turn_id, channel=record.channel)
 
     async def stop(self, turn_id: str, user: str) -> str:
         """The Stop button. Returns a short answer for the person who clicked."""

@@ -141,3 +141,16 @@ async def test_unknown_store_url_is_a_clear_error() -> None:
 async def test_concurrent_hits_each_see_their_own_count(store: Any) -> None:
     counts = await asyncio.gather(*(store.hit("user", "U9", 60) for _ in range(5)))
     assert sorted(counts) == [1, 2, 3, 4, 5]
+
+
+async def test_popping_a_turn_records_it_running_by_the_new_owner_in_one_step(store: Any) -> None:
+    import json
+
+    record = InFlight("turn-pop", "T1", "C1", KEY.thread_ts, "", "replica-a", time.time(), state="queued")
+    await store.record_reply(record)
+    await store.push_turn(KEY, json.dumps({"turn_id": "turn-pop", "text": "hi"}))
+    payload = await store.pop_turn(KEY, owner="replica-b")
+    assert json.loads(payload)["turn_id"] == "turn-pop"
+    now = await store.reply("turn-pop")
+    assert now is not None and now.state == "running" and now.owner == "replica-b"
+    assert await store.pop_turn(KEY, owner="replica-b") is None

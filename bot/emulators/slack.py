@@ -161,6 +161,7 @@ class SlackEmulator:
         self._rr = 0
         self.listeners: list[Any] = []  # callables taking one dict: messages and calls, as they happen
         self.forced: dict[str, list[tuple[str, float | None]]] = {}  # method -> [(error, retry_after)]
+        self.storms: dict[str, float] = {}  # method -> monotonic time its 429 storm ends
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._ts = itertools.count(1)
         self._epoch = int(time.time())
@@ -264,6 +265,12 @@ class SlackEmulator:
     ) -> None:
         """Make the next ``times`` calls of ``method`` fail (``ratelimited`` answers 429)."""
         self.forced.setdefault(method, []).extend([(error, retry_after)] * times)
+
+    def storm(self, methods: list[str], seconds: float) -> None:
+        """Every call of these methods answers 429 (with Retry-After) for ``seconds``."""
+        until = time.monotonic() + seconds
+        for method in methods:
+            self.storms[method] = until
 
     # -- queries for tests --------------------------------------------------------------
 
@@ -376,6 +383,9 @@ class SlackEmulator:
             return self._answer(method, params, {"ok": False, "error": "not_authed"})
         if token != self.bot_token:
             return self._answer(method, params, {"ok": False, "error": "invalid_auth"})
+        storm_left = self.storms.get(method, 0.0) - time.monotonic()
+        if storm_left > 0:
+            return self._rate_limited(method, params, min(storm_left, 5.0))
         forced = self.forced.get(method)
         if forced:
             error, retry_after = forced.pop(0)

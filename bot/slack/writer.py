@@ -9,7 +9,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +50,11 @@ class ReplyWriter:
         min_interval: float = 0.3,
         log_fields: dict[str, Any] | None = None,
         existing_ts: str | None = None,
+        existing_pages: list[str] | None = None,
         allow_mass_mentions: bool = False,
         on_rate_limited: Callable[[], None] | None = None,
+        deadline_s: float = 900.0,
+        on_posted: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.budget = budget
@@ -61,10 +64,17 @@ class ReplyWriter:
         self.page_limit = page_limit
         self.min_interval = min_interval
         self.log_fields = log_fields or {}
-        self.pages: list[Page] = [Page(ts=existing_ts)]
+        known = list(existing_pages or ([existing_ts] if existing_ts else []))
+        self.pages: list[Page] = [Page(ts=known[0] if known else None)]
+        self._adopt = known[1:]  # messages a previous writer already posted for later pages
         self.allow_mass_mentions = allow_mass_mentions
         self.on_rate_limited = on_rate_limited
         self.first_write_at: float | None = None
+        # delivery is retried (honouring Retry-After, through the pacer) until this moment, not
+        # for a number of tries; a reply that misses it is undelivered and recovery takes over
+        self.deadline = time.monotonic() + deadline_s
+        self.undelivered = False
+        self.on_posted = on_posted
         self.calls = 0
         self.rate_limited = 0
         self.staleness: list[float] = []  # seconds each update waited before Slack showed it
@@ -76,6 +86,7 @@ class ReplyWriter:
         self._pending_updates: list[tuple[float, int]] = []  # (when, body length)
         self._changed = asyncio.Event()
         self._done = asyncio.Event()
+        self._posted = asyncio.Event()
         self._ticket: Ticket | None = None
         self._last_edit = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -87,18 +98,24 @@ class ReplyWriter:
 
     # -- what callers do ----------------------------------------------------------------
 
-    async def start(self) -> str:
-        """Post the placeholder now (first write), then keep the reply in step."""
-        first = self.pages[0]
-        self._mark_dirty(first)
-        for _ in range(5):  # a 429 waits for its Retry-After inside _send's pacer
-            await self._send(first)
-            if first.ts is not None:
+    def begin(self) -> None:
+        """Post the placeholder as soon as Slack takes it, then keep the reply in step. Never
+        waits and never fails: text is buffered until Slack accepts the first message."""
+        self._mark_dirty(self.pages[0])
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def start(self, within_s: float = 10.0) -> str | None:
+        """``begin()``, then wait up to ``within_s`` for the placeholder; its ts, or None when
+        Slack has not taken it yet (it keeps trying until the delivery deadline)."""
+        self.begin()
+        end = time.monotonic() + within_s
+        while self.pages[0].ts is None and not self._done.is_set() and time.monotonic() < end:
+            try:
+                await asyncio.wait_for(self._posted.wait(), max(0.0, end - time.monotonic()))
+            except TimeoutError:
                 break
-        if first.ts is None:
-            raise RuntimeError(f"could not post in {self.channel}")
-        self._task = asyncio.get_running_loop().create_task(self._flush_loop())
-        return first.ts
+        return self.pages[0].ts
 
     def update(self, body: str) -> None:
         if self._finished or body == self._body:
@@ -112,8 +129,9 @@ class ReplyWriter:
             self._status = line
             self._mark_dirty(self.pages[-1])
 
-    async def finish(self, body: str, *, deadline_s: float = 120.0) -> None:
-        """Show the complete reply; returns once Slack has every final message."""
+    async def finish(self, body: str, *, deadline_s: float | None = None) -> None:
+        """Show the complete reply; returns once Slack has every final message, or when the
+        delivery deadline (or ``deadline_s``, if sooner) passes: then ``undelivered`` is set."""
         self._body = body
         self._pending_updates.append((time.monotonic(), len(body)))
         self._finished = True
@@ -124,10 +142,19 @@ class ReplyWriter:
             self._mark_dirty(page)
         if self._ticket is not None:
             self.budget.update.promote(self._ticket)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_loop())
+        wait = self.deadline - time.monotonic()
+        if deadline_s is not None:
+            wait = min(wait, deadline_s)
         try:
-            await asyncio.wait_for(self._done.wait(), deadline_s)
+            await asyncio.wait_for(self._done.wait(), max(0.0, wait))
         except TimeoutError:
-            log(logger, "writer.final_timeout", logging.ERROR, **self.log_fields)
+            self.undelivered = True
+        if any(page.ts is None or page.dirty_since is not None for page in self.pages):
+            self.undelivered = True  # a message Slack never took, or a final edit it never showed
+        if self.undelivered:
+            log(logger, "writer.undelivered", logging.WARNING, pages=len(self.pages), **self.log_fields)
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -149,7 +176,7 @@ class ReplyWriter:
             self._mark_dirty(page)
             self._tail += consumed - len(self._carry)
             self._carry = carry
-            self.pages.append(Page())
+            self.pages.append(Page(ts=self._adopt.pop(0) if self._adopt else None))
             open_text = self._carry + self._body[self._tail :]
         self.pages[-1].body = open_text
         self._mark_dirty(self.pages[-1])
@@ -184,6 +211,10 @@ class ReplyWriter:
 
     async def _flush_loop(self) -> None:
         while True:
+            if time.monotonic() > self.deadline:
+                self.undelivered = self._next_dirty() is not None
+                self._done.set()
+                return
             page = self._next_dirty()
             if page is None:
                 if self._finished:
@@ -235,6 +266,10 @@ class ReplyWriter:
                     **payload,
                 )
                 page.ts = response["ts"]
+                if page is self.pages[0]:
+                    self._posted.set()
+                    if self.on_posted is not None:
+                        await self.on_posted(page.ts)
             else:
                 await self.client.chat_update(channel=self.channel, ts=page.ts, **payload)
         except SlackApiError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 DEFAULT_RETENTION_S = 90 * 86400.0  # BOT_RETENTION_DAYS
@@ -34,8 +34,10 @@ class InFlight:
     run_id: str = ""
     user: str = ""
     # received: taken from Slack, not yet queued; queued: waiting for its conversation's
-    # owner; running: being answered
+    # owner; running: being answered; undelivered: answered, but Slack did not take it before
+    # the delivery deadline (``payload`` holds the final text; recovery delivers it)
     state: str = "queued"
+    pages: list[str] = field(default_factory=list)  # ts of every message of the reply, in order
     payload: str = ""  # the turn, as queued, so another process can queue it again
 
     def as_dict(self) -> dict[str, Any]:
@@ -67,7 +69,10 @@ class Store(Protocol):
     # per-conversation queue of turns waiting for the owner
     async def push_turn(self, key: ConversationKey, payload: str) -> None: ...
 
-    async def pop_turn(self, key: ConversationKey) -> str | None: ...
+    async def pop_turn(self, key: ConversationKey, owner: str | None = None) -> str | None:
+        """The next queued turn; with ``owner``, its reply is recorded as running by that owner
+        in the same atomic step."""
+        ...
 
     async def queue_length(self, key: ConversationKey) -> int: ...
 
@@ -77,6 +82,8 @@ class Store(Protocol):
     async def record_reply(self, reply: InFlight) -> None: ...
 
     async def finish_reply(self, turn_id: str) -> None: ...
+
+    async def reply(self, turn_id: str) -> InFlight | None: ...
 
     async def replies_in_flight(self) -> list[InFlight]: ...
 

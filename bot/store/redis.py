@@ -16,6 +16,23 @@ from .base import DEFAULT_RETENTION_S, ConversationKey, InFlight
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
 """
+# pop the next turn and record its reply as running by the new owner, in one step
+_POP_RUNNING = """
+local payload = redis.call('lpop', KEYS[1])
+if not payload then
+  redis.call('srem', KEYS[2], ARGV[2])
+  return false
+end
+local turn_id = cjson.decode(payload)['turn_id']
+local doc = redis.call('hget', KEYS[3], turn_id)
+if doc then
+  local reply = cjson.decode(doc)
+  reply['state'] = 'running'
+  reply['owner'] = ARGV[1]
+  redis.call('hset', KEYS[3], turn_id, cjson.encode(reply))
+end
+return payload
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
 """
@@ -94,12 +111,24 @@ class RedisStore:
             pipe.sadd(self._k("queues"), key.as_str())
             await pipe.execute()
 
-    async def pop_turn(self, key: ConversationKey) -> str | None:
-        value = await self.r.lpop(self._k("queue", key.as_str()))
-        if value is None:
-            await self.r.srem(self._k("queues"), key.as_str())
-            return None
-        return str(value)
+    async def pop_turn(self, key: ConversationKey, owner: str | None = None) -> str | None:
+        """The conversation's next turn; with ``owner``, its reply is recorded as running by
+        that owner in the same step (a Lua script: atomic on the server)."""
+        if owner is None:
+            value = await self.r.lpop(self._k("queue", key.as_str()))
+            if value is None:
+                await self.r.srem(self._k("queues"), key.as_str())
+            return None if value is None else str(value)
+        value = await self.r.eval(  # type: ignore[misc]
+            _POP_RUNNING,
+            3,
+            self._k("queue", key.as_str()),
+            self._k("queues"),
+            self._k("replies"),
+            owner,
+            key.as_str(),
+        )
+        return None if value is None else str(value)
 
     async def queue_length(self, key: ConversationKey) -> int:
         return int(await self.r.llen(self._k("queue", key.as_str())))
@@ -116,6 +145,10 @@ class RedisStore:
 
     async def finish_reply(self, turn_id: str) -> None:
         await self.r.hdel(self._k("replies"), turn_id)
+
+    async def reply(self, turn_id: str) -> InFlight | None:
+        doc = await self.r.hget(self._k("replies"), turn_id)
+        return InFlight(**json.loads(doc)) if doc else None
 
     async def replies_in_flight(self) -> list[InFlight]:
         return [InFlight(**json.loads(doc)) for doc in (await self.r.hgetall(self._k("replies"))).values()]

@@ -5,6 +5,7 @@ aiosqlite runs the sqlite3 calls on its own thread so the event loop never block
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -51,6 +52,9 @@ class SQLiteStore:
         self.retention_s = retention_s
         self._db: aiosqlite.Connection | None = None
         self._claims_since_sweep = 0
+        # one connection, one transaction at a time: a statement of another task must never
+        # join (and commit) a transaction half done
+        self._lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, retention_s: float = DEFAULT_RETENTION_S) -> SQLiteStore:
@@ -86,18 +90,20 @@ class SQLiteStore:
         return tuple(rows[0]) if rows else None  # type: ignore[index]
 
     async def _write(self, sql: str, args: tuple[object, ...]) -> int:
-        cursor = await self.db.execute(sql, args)
-        await self.db.commit()
-        return cursor.rowcount
+        async with self._lock:
+            cursor = await self.db.execute(sql, args)
+            await self.db.commit()
+            return cursor.rowcount
 
     async def get_agent_thread(self, key: ConversationKey) -> str | None:
         # ``created_at`` is kept as "last used": each use keeps the mapping another retention
-        row = await self._one(
-            "UPDATE conversations SET created_at = ? WHERE team=? AND channel=? AND thread_ts=? "
-            "AND created_at >= ? RETURNING agent_thread_id",
-            (time.time(), *key, time.time() - self.retention_s),
-        )
-        await self.db.commit()
+        async with self._lock:
+            row = await self._one(
+                "UPDATE conversations SET created_at = ? WHERE team=? AND channel=? AND thread_ts=? "
+                "AND created_at >= ? RETURNING agent_thread_id",
+                (time.time(), *key, time.time() - self.retention_s),
+            )
+            await self.db.commit()
         return str(row[0]) if row else None
 
     async def set_agent_thread(self, key: ConversationKey, agent_thread_id: str) -> None:
@@ -111,7 +117,7 @@ class SQLiteStore:
         self._claims_since_sweep += 1
         if self._claims_since_sweep >= 500:
             self._claims_since_sweep = 0
-            await self.db.execute("DELETE FROM claims WHERE expires_at < ?", (now,))
+            await self._write("DELETE FROM claims WHERE expires_at < ?", (now,))
         return (
             await self._write(
                 "INSERT INTO claims VALUES (?, ?, ?) ON CONFLICT(kind, ident) DO UPDATE "
@@ -164,13 +170,22 @@ class SQLiteStore:
             "INSERT INTO turn_queue (conversation, payload) VALUES (?, ?)", (key.as_str(), payload)
         )
 
-    async def pop_turn(self, key: ConversationKey) -> str | None:
-        row = await self._one(
-            "DELETE FROM turn_queue WHERE id = (SELECT id FROM turn_queue WHERE conversation = ? "
-            "ORDER BY id LIMIT 1) RETURNING payload",
-            (key.as_str(),),
-        )
-        await self.db.commit()
+    async def pop_turn(self, key: ConversationKey, owner: str | None = None) -> str | None:
+        """The conversation's next turn; with ``owner``, its reply is recorded as running by
+        that owner in the same transaction (a crash can never leave it popped but not running)."""
+        async with self._lock:
+            row = await self._one(
+                "DELETE FROM turn_queue WHERE id = (SELECT id FROM turn_queue WHERE conversation = ? "
+                "ORDER BY id LIMIT 1) RETURNING payload",
+                (key.as_str(),),
+            )
+            if row and owner is not None:
+                await self.db.execute(
+                    "UPDATE replies SET doc = json_set(doc, '$.state', 'running', '$.owner', ?) "
+                    "WHERE turn_id = json_extract(?, '$.turn_id')",
+                    (owner, row[0]),
+                )
+            await self.db.commit()
         return str(row[0]) if row else None
 
     async def queue_length(self, key: ConversationKey) -> int:
@@ -189,6 +204,10 @@ class SQLiteStore:
     async def finish_reply(self, turn_id: str) -> None:
         await self._write("DELETE FROM replies WHERE turn_id = ?", (turn_id,))
 
+    async def reply(self, turn_id: str) -> InFlight | None:
+        row = await self._one("SELECT doc FROM replies WHERE turn_id = ?", (turn_id,))
+        return InFlight(**json.loads(str(row[0]))) if row else None
+
     async def replies_in_flight(self) -> list[InFlight]:
         rows = await self.db.execute_fetchall("SELECT doc FROM replies")
         return [InFlight(**json.loads(row[0])) for row in rows]
@@ -196,6 +215,10 @@ class SQLiteStore:
     async def hit(self, kind: str, ident: str, window_s: float) -> int:
         window = int(time.time() // window_s)
         # RETURNING makes the count atomic with the increment (concurrent callers each see theirs)
+        async with self._lock:
+            return await self._hit(kind, ident, window, window_s)
+
+    async def _hit(self, kind: str, ident: str, window: int, window_s: float) -> int:
         row = await self._one(
             "INSERT INTO hits VALUES (?, ?, ?, 1, ?) "
             "ON CONFLICT(kind, ident, window) DO UPDATE SET count = count + 1 RETURNING count",
@@ -208,6 +231,10 @@ class SQLiteStore:
         return int(row[0]) if row else 0  # type: ignore[call-overload]
 
     async def sweep(self) -> int:
+        async with self._lock:
+            return await self._sweep()
+
+    async def _sweep(self) -> int:
         now = time.time()
         removed = 0
         for sql, args in (
