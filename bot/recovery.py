@@ -24,6 +24,7 @@ logger = logging.getLogger("bot.recovery")
 HEARTBEAT_TTL_S = 15.0
 FORGET_EVERY_S = 3600.0
 DELIVER_RETRY_S = 120.0  # an undelivered reply is tried again this often (by any replica)
+GIVE_UP_S = 86400.0  # ... for this long; then it is logged as undeliverable and dropped
 RESTART_LINE = "_This reply was interrupted when the bot restarted. Please ask again._"
 
 
@@ -119,7 +120,14 @@ class Recovery:
 
     async def deliver(self, reply: InFlight) -> None:
         """Post (or edit into place) a reply Slack did not take before its deadline."""
-        body = str(json.loads(reply.payload or "{}").get("body") or RESTART_LINE)
+        kept = json.loads(reply.payload or "{}")
+        body = str(kept.get("body") or RESTART_LINE)
+        if time.time() - float(kept.get("undelivered_since") or time.time()) > GIVE_UP_S:
+            # Slack refused it for a day (the channel is gone, the bot was removed): stop trying
+            await self.store.finish_reply(reply.turn_id)
+            self.o.metrics.recovered.labels("abandoned").inc()
+            log(logger, "recovery.undeliverable", logging.ERROR, turn=reply.turn_id, channel=reply.channel)
+            return
         writer = self.o.writer_for(reply)
         await writer.finish(body)
         if writer.undelivered:

@@ -26,7 +26,7 @@ from .slack.app import SlackSurface, http_app, ops_app
 from .slack.confirm import SlackConfirmer
 from .slack.pacing import Budgets
 from .store import Store, open_store
-from .turns import ToolRunner, TurnOrchestrator
+from .turns import Caps, ToolRunner, TurnOrchestrator
 
 logger = logging.getLogger("bot.runtime")
 
@@ -106,6 +106,12 @@ async def build_bot(
         allow_mass_mentions=settings.allow_mass_mentions,
         agents=agents,
         approver=confirmer,
+        delivery_deadline_s=settings.delivery_deadline_minutes * 60,
+        caps=Caps(
+            tool_rounds=settings.max_tool_rounds,
+            reply_chars=settings.max_reply_chars,
+            turn_seconds=settings.max_turn_minutes * 60,
+        ),
         store=store,
         slack=slack,
         budgets=budgets or Budgets(),

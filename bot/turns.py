@@ -9,6 +9,7 @@ answered after, so nobody ever sees "thread busy".
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
@@ -74,6 +75,7 @@ T = TypeVar("T")
 BOT_THREAD_TTL_S = 90 * 86400.0
 INTERRUPTED = "_This reply was interrupted (the bot was stopping). Please ask again._"
 STOPPED = "_Stopped._"
+MARKER_MAX = 42  # a citation marker (【...】) is at most this long
 TOO_LONG = (
     "_This conversation has grown too long for the agent to read in full. "
     "Mention me in a new thread (or start a new DM thread) to start fresh._"
@@ -106,23 +108,73 @@ class _Active:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-@dataclass
-class Reply:
-    """The agent's text so far, with citations resolved for display."""
+@dataclass(frozen=True)
+class Caps:
+    """Bounds on the work of one turn (settings); each hit ends the turn with a clear line."""
 
-    raw: str = ""
-    message_id: str | None = None
-    citations: Citations = field(default_factory=Citations)
+    tool_rounds: int = 10
+    reply_chars: int = 100_000
+    turn_seconds: float = 900.0
+
+
+class Reply:
+    """The agent's text so far, with citations resolved for display.
+
+    Rendered as it arrives: a delta costs time in proportion to the delta (text after the
+    last complete citation marker is rendered once and kept), and the writer reads only the
+    open page's tail (``tail``), never the whole reply."""
+
+    def __init__(self) -> None:
+        self.message_id: str | None = None
+        self.citations = Citations()
+        self._raw: list[str] = []
+        self.raw_length = 0
+        self._settled: list[str] = []  # rendered text, in chunks
+        self._ends: list[int] = []  # where each rendered chunk ends
+        self._pending = ""  # raw text after the last settled point (may hold half a marker)
+        self._shown_pending = ""
+
+    @property
+    def raw(self) -> str:
+        return "".join(self._raw)
 
     def add(self, delta: TextDelta) -> None:
-        if delta.message_id and self.message_id and delta.message_id != self.message_id and self.raw:
-            self.raw += "\n\n"
+        if delta.message_id and self.message_id and delta.message_id != self.message_id and self.raw_length:
+            self._append("\n\n")
         self.message_id = delta.message_id or self.message_id
-        self.raw += delta.text
         self.citations.add(delta.annotations)
+        self._append(delta.text)
+
+    def _append(self, text: str) -> None:
+        self._raw.append(text)
+        self.raw_length += len(text)
+        pending = self._pending + text
+        cut = len(pending)
+        start = pending.rfind("【")
+        if start >= 0 and "】" not in pending[start:] and len(pending) - start <= MARKER_MAX:
+            cut = start  # half a marker: keep it back until it closes
+        if cut:
+            chunk = self.citations.render(pending[:cut], final=True)
+            self._settled.append(chunk)
+            self._ends.append((self._ends[-1] if self._ends else 0) + len(chunk))
+        self._pending = pending[cut:]
+        self._shown_pending = self.citations.render(self._pending, final=False)
+
+    def __len__(self) -> int:
+        return (self._ends[-1] if self._ends else 0) + len(self._shown_pending)
+
+    def tail(self, start: int) -> str:
+        """The rendered text from ``start`` on, joining only the chunks it spans."""
+        index = bisect.bisect_right(self._ends, start)
+        before = self._ends[index - 1] if index else 0
+        return "".join(self._settled[index:])[start - before :] + self._shown_pending
 
     def render(self, *, final: bool) -> str:
-        return self.citations.render(self.raw, final=final)
+        return "".join(self._settled) + self.citations.render(self._pending, final=final)
+
+    def replace_with(self, other: Reply) -> None:
+        """Take a polled run's text in place of what streamed (after a dropped stream)."""
+        self.__dict__.update(other.__dict__)
 
     @classmethod
     def of(cls, snapshot: RunSnapshot) -> Reply:
@@ -138,6 +190,13 @@ class Reply:
         if ending:
             body = f"{body}\n\n{ending}" if body.strip() else ending
         return body or "_The agent returned no text._"
+
+
+def _undelivered_since(payload: str) -> float:
+    try:
+        return float(json.loads(payload or "{}").get("undelivered_since") or time.time())
+    except (ValueError, TypeError, AttributeError):
+        return time.time()
 
 
 def _fields(turn: Turn, turn_id: str) -> dict[str, Any]:
@@ -231,8 +290,10 @@ class TurnOrchestrator:
         lease_ttl_s: float = 15.0,
         approver: Approver | None = None,
         delivery_deadline_s: float = 900.0,
+        caps: Caps | None = None,
     ) -> None:
         self.delivery_deadline_s = delivery_deadline_s
+        self.caps = caps or Caps()
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.metrics = metrics or Metrics()
         self.allow_mass_mentions = allow_mass_mentions
@@ -429,8 +490,13 @@ class TurnOrchestrator:
         if task is not None:
             self.answering.add(task)
         try:
-            ending = await self._run_turn(turn, writer, reply, active, fields)
+            async with asyncio.timeout(self.caps.turn_seconds):
+                ending = await self._run_turn(turn, writer, reply, active, fields)
             outcome = "stopped" if ending == STOPPED else "failed" if ending else "completed"
+        except TimeoutError:
+            log(logger, "turn.cap", logging.WARNING, cap="turn_seconds", **fields)
+            minutes = self.caps.turn_seconds / 60
+            ending, outcome = f"_The answer took longer than {minutes:g} minutes and was stopped._", "failed"
         except ContextTooLongError:
             ending, outcome = TOO_LONG, "failed"
         except RateLimitedError:
@@ -477,7 +543,8 @@ class TurnOrchestrator:
         record.state = "undelivered"
         record.message_ts = writer.ts or record.message_ts
         record.pages = [page.ts for page in writer.pages if page.ts]
-        record.payload = json.dumps({"body": body})
+        since = _undelivered_since(record.payload)
+        record.payload = json.dumps({"body": body, "undelivered_since": since})
         record.started_at = time.time()
         await self.store.record_reply(record)
         self.metrics.undelivered.inc()
@@ -563,12 +630,18 @@ class TurnOrchestrator:
                 "slack_event_id": turn.event_id[:64],
             },
         )
+        rounds = 0
         while True:
             paused = await self._stream_until_pause(stream, thread_id, reply, writer, active, fields)
             if isinstance(paused, str):
                 return paused
             if active.stop_requested:
                 return STOPPED
+            rounds += 1
+            if rounds > self.caps.tool_rounds:
+                log(logger, "turn.cap", logging.WARNING, cap="tool_rounds", rounds=rounds - 1, **fields)
+                limit = self.caps.tool_rounds
+                return f"_Stopped: the agent asked for tools more than {limit} times in one turn._"
             answered = await _unless_stopped(
                 self._answer_pause(paused, stream.expires_at, thread_id, context, writer, fields), active
             )
@@ -639,8 +712,12 @@ class TurnOrchestrator:
     ) -> str | None:
         """Show one event; returns the ending line when the run has ended."""
         if isinstance(event, TextDelta):
-            reply.add(event)
-            writer.update(reply.render(final=False))
+            room = self.caps.reply_chars - reply.raw_length
+            if room <= 0:
+                log(logger, "turn.cap", logging.WARNING, cap="reply_chars", **fields)
+                return f"_The reply was cut at {self.caps.reply_chars:,} characters._"
+            reply.add(TextDelta(event.text[:room], event.annotations, event.message_id))
+            writer.update(reply)
             return None
         if isinstance(event, StreamError):
             log(logger, "turn.stream_error", logging.WARNING, code=event.code, error=event.message, **fields)
@@ -731,8 +808,7 @@ class TurnOrchestrator:
         if snapshot is None:
             return "_The connection to the agent broke and the run did not finish in time._"
         if snapshot.text:
-            fresh = Reply.of(snapshot)
-            reply.raw, reply.citations = fresh.raw, fresh.citations
+            reply.replace_with(Reply.of(snapshot))
             writer.update(reply.render(final=False))
         if snapshot.tool_calls:
             return ToolCallsRequested(snapshot.run_id, thread_id, snapshot.tool_calls)

@@ -49,3 +49,109 @@ async def test_thirty_mentions_at_once_under_a_workspace_post_limit_are_all_answ
 
 
 _ = Any
+
+
+async def test_a_crash_between_pop_and_run_is_recovered(tmp_path: Path) -> None:
+    """A replica popped a turn (recorded running, atomically) and died before its run started:
+    another replica answers it afresh."""
+    import json
+    import time
+
+    from bot.store import InFlight
+
+    stack = await start_stack(tmp_path=tmp_path)
+    try:
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", "were you there?")  # no mention: not answered
+        turn = {
+            "team": "T0EMU", "channel": "C0GENERAL", "thread_ts": ts, "ts": ts, "user": "U0ALICE",
+            "text": f"{BOT} were you there?", "event_id": "Ev1", "files": [],
+            "turn_id": "turn-ghost", "message_ts": "", "attempt": 0,
+        }  # fmt: skip
+        await stack.bot.store.record_reply(
+            InFlight(
+                "turn-ghost", "T0EMU", "C0GENERAL", turn["thread_ts"], "", "dead-replica", time.time(),
+                user="U0ALICE", state="running", payload=json.dumps(turn),
+            )
+        )  # fmt: skip
+        await stack.bot.recovery.sweep()
+        for _ in range(300):
+            if stack.reply_text("C0GENERAL", turn["thread_ts"]) == "You said: were you there?":
+                break
+            await asyncio.sleep(0.02)
+        assert stack.reply_text("C0GENERAL", turn["thread_ts"]) == "You said: were you there?"
+        assert await stack.bot.store.reply("turn-ghost") is None  # finished, nothing left behind
+    finally:
+        await stack.close()
+
+
+import asyncio  # noqa: E402
+
+
+async def test_the_caps_end_a_turn_with_a_clear_line(tmp_path: Path) -> None:
+    from tests.test_slack_e2e import WeatherTools
+
+    loop_forever = {"tool_calls": [{"name": "get_weather", "arguments": {}}]}
+    script = {
+        "turns": [
+            {"match": "tools", "actions": [loop_forever] * 4 + [{"text": "never shown"}]},
+            {"match": "long", "actions": [{"text": "x" * 5000, "deltas": 10}]},
+            {"match": "slow", "actions": [{"sleep": 30}, {"text": "too late"}]},
+        ]
+    }
+    stack = await start_stack(
+        script,
+        tmp_path=tmp_path,
+        tools=WeatherTools(),
+        settings_overrides={"max_tool_rounds": 2, "max_reply_chars": 1000, "max_turn_minutes": 0.1},
+    )
+    try:
+        ts1 = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} tools")
+        ts2 = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} long")
+        ts3 = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow")
+        await stack.settle(within_s=60)
+        assert stack.reply_text("C0GENERAL", ts1).endswith("more than 2 times in one turn._")
+        cut = stack.reply_text("C0GENERAL", ts2)
+        assert (
+            cut.startswith("x" * 1000) and "x" * 1001 not in cut and cut.endswith("cut at 1,000 characters._")
+        )
+        assert stack.reply_text("C0GENERAL", ts3).endswith("longer than 0.1 minutes and was stopped._")
+        runs = list(stack.agent.runs.values())
+        assert all(run.status in ("cancelled", "completed", "cancelling") for run in runs)
+    finally:
+        await stack.close()
+
+
+def test_rendering_is_incremental_and_equals_rendering_the_whole_reply() -> None:
+    """Each delta is rendered once (text after the last complete citation marker); the writer
+    reads only the open page's tail. The result is the same as rendering everything at once."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from bot.agents.events import Annotation, TextDelta
+    from bot.turns import Reply
+
+    annotations = (
+        Annotation("url_citation", marker="【3:0†source】", url="https://a.example", title="A"),
+        Annotation("url_citation", marker="【1:1†src】", url="https://b.example", title="B"),
+    )
+    pieces = st.lists(
+        st.sampled_from(["Hello ", "【3:0†source】", "【1:1†src】", "【", "】", "world", "\n"]), max_size=40
+    )
+
+    @settings(max_examples=200)
+    @given(pieces, st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=20))
+    def check(parts: list[str], cuts: list[int]) -> None:
+        text = "".join(parts)
+        streamed, whole = Reply(), Reply()
+        position, index = 0, 0
+        while position < len(text):
+            size = cuts[index % len(cuts)]
+            streamed.add(
+                TextDelta(text[position : position + size], annotations if position == 0 else (), "m")
+            )
+            position, index = position + size, index + 1
+            assert streamed.tail(0) == streamed.render(final=False)
+        whole.add(TextDelta(text, annotations, "m"))
+        assert streamed.render(final=True) == whole.render(final=True)
+
+    check()

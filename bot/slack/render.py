@@ -18,8 +18,8 @@ from ..agents.events import Annotation
 from ..mentions import neutralise_mentions
 
 MARKDOWN_LIMIT = 12_000
-_MARKER = re.compile(r"【[^】\n]{0,40}】")
-_PARTIAL_MARKER = re.compile(r"【[^】\n]{0,40}$")
+_MARKER = re.compile(r"【[^】【\n]{0,40}】")
+_PARTIAL_MARKER = re.compile(r"【[^】【\n]{0,40}$")
 _FENCE = re.compile(r"^ {0,3}(```+|~~~+)(.*)$")
 
 

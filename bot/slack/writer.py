@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -25,6 +25,27 @@ logger = logging.getLogger("bot.slack.writer")
 PLACEHOLDER = "_Thinking…_"
 STOP_ACTION = "stop_run"
 PAGE_LIMIT = MARKDOWN_LIMIT - 1_000  # room for the status line and a closing fence
+
+
+class TextSource(Protocol):
+    """A reply's text as it grows, read by its tail: the writer only ever needs the text of
+    the page still open, so a long reply costs each update the size of that page, not of the
+    whole reply."""
+
+    def __len__(self) -> int: ...
+
+    def tail(self, start: int) -> str: ...
+
+
+@dataclass(frozen=True)
+class _Whole:
+    text: str
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def tail(self, start: int) -> str:
+        return self.text[start:]
 
 
 @dataclass(eq=False)
@@ -78,7 +99,8 @@ class ReplyWriter:
         self.calls = 0
         self.rate_limited = 0
         self.staleness: list[float] = []  # seconds each update waited before Slack showed it
-        self._body = ""
+        self._source: TextSource = _Whole("")
+        self._length = 0
         self._tail = 0  # where the open page starts in the body
         self._carry = ""  # a reopened code fence that starts the open page
         self._status: str | None = None
@@ -117,11 +139,19 @@ class ReplyWriter:
                 break
         return self.pages[0].ts
 
-    def update(self, body: str) -> None:
-        if self._finished or body == self._body:
+    def update(self, body: str | TextSource) -> None:
+        if self._finished:
             return
-        self._body = body
-        self._pending_updates.append((time.monotonic(), len(body)))
+        if isinstance(body, str):
+            if isinstance(self._source, _Whole) and body == self._source.text:
+                return
+            source: TextSource = _Whole(body)
+        elif len(body) == self._length:
+            return  # a growing text that has not grown
+        else:
+            source = body
+        self._source, self._length = source, len(source)
+        self._pending_updates.append((time.monotonic(), self._length))
         self._layout()
 
     def status(self, line: str | None) -> None:
@@ -132,7 +162,7 @@ class ReplyWriter:
     async def finish(self, body: str, *, deadline_s: float | None = None) -> None:
         """Show the complete reply; returns once Slack has every final message, or when the
         delivery deadline (or ``deadline_s``, if sooner) passes: then ``undelivered`` is set."""
-        self._body = body
+        self._source, self._length = _Whole(body), len(body)
         self._pending_updates.append((time.monotonic(), len(body)))
         self._finished = True
         self._status = None
@@ -168,7 +198,7 @@ class ReplyWriter:
     # -- layout -------------------------------------------------------------------------
 
     def _layout(self) -> None:
-        open_text = self._carry + self._body[self._tail :]
+        open_text = self._carry + self._source.tail(self._tail)
         while len(open_text) > self.page_limit:
             head, carry, consumed = split_page(open_text, self.page_limit)
             page = self.pages[-1]
@@ -177,7 +207,7 @@ class ReplyWriter:
             self._tail += consumed - len(self._carry)
             self._carry = carry
             self.pages.append(Page(ts=self._adopt.pop(0) if self._adopt else None))
-            open_text = self._carry + self._body[self._tail :]
+            open_text = self._carry + self._source.tail(self._tail)
         self.pages[-1].body = open_text
         self._mark_dirty(self.pages[-1])
 
@@ -252,7 +282,7 @@ class ReplyWriter:
             page.dirty_since = None
             pacer.refund()
             return
-        sent_length = len(self._body)
+        sent_length = self._length
         dirty_since = page.dirty_since
         page.dirty_since = None
         try:
