@@ -75,6 +75,7 @@ T = TypeVar("T")
 BOT_THREAD_TTL_S = 90 * 86400.0
 INTERRUPTED = "_This reply was interrupted (the bot was stopping). Please ask again._"
 STOPPED = "_Stopped._"
+PLACEHOLDER_WAIT_S = 5.0  # how long an owner waits for the receiving replica's placeholder
 MARKER_MAX = 42  # a citation marker (【...】) is at most this long
 TOO_LONG = (
     "_This conversation has grown too long for the agent to read in full. "
@@ -335,7 +336,13 @@ class TurnOrchestrator:
         gets its ack)."""
         turn_id = uuid.uuid4().hex[:12]
         self.metrics.turns_started.inc()
-        payload = {**asdict(turn), "turn_id": turn_id, "message_ts": "", "attempt": 0}
+        payload = {
+            **asdict(turn),
+            "turn_id": turn_id,
+            "message_ts": "",
+            "attempt": 0,
+            "received_by": self.replica_id,
+        }
         record = InFlight(
             turn_id,
             turn.team,
@@ -349,6 +356,7 @@ class TurnOrchestrator:
             payload=json.dumps(payload),
         )
         await self.store.record_reply(record)
+        self._records[turn_id] = record  # one object per reply: every write carries what is known
         log(logger, "turn.received", **_fields(turn, turn_id))
         return record
 
@@ -357,6 +365,13 @@ class TurnOrchestrator:
         fields = _fields(turn, record.turn_id)
         writer = self._writer(turn, record.turn_id, fields)
         writer.on_posted = lambda ts: self._placeholder_posted(record.turn_id, ts, received)
+        owner = await self.store.lease_owner(f"conv:{turn.key.as_str()}") or ""
+        if owner and not owner.startswith(f"{self.replica_id}:"):
+            # another replica owns the conversation: it posts the placeholder when it answers
+            await self.store.acquire_lease(f"bot-thread:{turn.key.as_str()}", "bot", BOT_THREAD_TTL_S)
+            await self.enqueue(record)
+            self._records.pop(record.turn_id, None)
+            return
         writer.begin()
         self._writers[record.turn_id] = writer
         # the bot is in this thread from now on: follow-ups need no mention (any replica)
@@ -370,18 +385,27 @@ class TurnOrchestrator:
         leftover = self._writers.pop(record.turn_id, None)
         if leftover is not None:  # another replica owns the conversation and answers the turn
             await self._hand_off(leftover, record.turn_id)
+        if self._records.get(record.turn_id) is record:
+            del self._records[record.turn_id]
 
     async def _placeholder_posted(self, turn_id: str, ts: str, received: float) -> None:
         """The first message is up: remember where it is (for whoever finishes the reply)."""
         self.metrics.first_write.observe(time.monotonic() - received)
         current = self._records.get(turn_id) or await self.store.reply(turn_id)
-        mine = current is not None and (
-            current.state in ("received", "queued") or current.owner == self.replica_id
-        )
-        if current is not None and mine and not current.message_ts:
+        if current is not None and not current.message_ts:
             current.message_ts = ts
             current.pages = [ts]
             await self.store.record_reply(current)
+
+    async def _placeholder_of(self, turn_id: str, *, waiting: bool) -> InFlight | None:
+        """The turn's record; when another replica took the message, give its placeholder a
+        moment to appear, so the reply continues there instead of in a second message."""
+        deadline = time.monotonic() + (PLACEHOLDER_WAIT_S if waiting else 0.0)
+        while True:
+            current = await self.store.reply(turn_id)
+            if current is None or current.message_ts or time.monotonic() >= deadline:
+                return current
+            await asyncio.sleep(0.1)
 
     async def _hand_off(self, writer: ReplyWriter, turn_id: str) -> None:
         """This replica took the message but another one answers it: leave no task behind. A
@@ -452,12 +476,13 @@ class TurnOrchestrator:
     async def _answer(self, item: dict[str, Any]) -> None:
         turn_id, attempt = item.pop("turn_id"), int(item.pop("attempt", 0) or 0)
         queued_ts = item.pop("message_ts", "") or ""
+        received_by = item.pop("received_by", "") or ""
         if not await self.store.claim("answer", f"{turn_id}:{attempt}", 86400):
             return  # queued twice (a takeover re-queued it): answered once
         item["files"] = tuple(item.get("files") or ())
         turn = Turn(**item)
         fields = _fields(turn, turn_id)
-        current = await self.store.reply(turn_id)
+        current = await self._placeholder_of(turn_id, waiting=received_by not in ("", self.replica_id))
         pages = (current.pages or [current.message_ts]) if current and current.message_ts else []
         if not pages and queued_ts:
             pages = [queued_ts]
