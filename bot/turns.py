@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -75,6 +76,7 @@ T = TypeVar("T")
 BOT_THREAD_TTL_S = 90 * 86400.0
 INTERRUPTED = "_This reply was interrupted (the bot was stopping). Please ask again._"
 STOPPED = "_Stopped._"
+CONTEXT_PAGES = 5  # pages of 200 read at most for a first mention's context
 PLACEHOLDER_WAIT_S = 5.0  # how long an owner waits for the receiving replica's placeholder
 MARKER_MAX = 42  # a citation marker (【...】) is at most this long
 TOO_LONG = (
@@ -890,23 +892,37 @@ class TurnOrchestrator:
         return thread_id
 
     async def _thread_context(self, turn: Turn) -> list[str]:
-        """Earlier messages of a human thread the bot is first mentioned in (bounded)."""
-        try:
-            response = await self.slack.conversations_replies(
-                channel=turn.channel, ts=turn.thread_ts, limit=self.context_messages + 1
+        """The latest messages before the first mention in a human thread (the thread's own
+        start matters less than what was just said), bounded by count and size; read once,
+        when the conversation starts."""
+        recent: deque[dict[str, Any]] = deque(maxlen=self.context_messages)
+        cursor: str | None = None
+        for _ in range(CONTEXT_PAGES):  # pages run oldest to newest: keep the tail
+            try:
+                response = await self.slack.conversations_replies(
+                    channel=turn.channel,
+                    ts=turn.thread_ts,
+                    latest=turn.ts,
+                    inclusive=False,
+                    limit=200,
+                    cursor=cursor,
+                )
+            except SlackApiError as exc:
+                log(logger, "turn.context_unavailable", logging.INFO, error=str(exc.response.get("error")))
+                break
+            recent.extend(
+                m
+                for m in response.get("messages") or []
+                if m.get("ts") != turn.ts and not m.get("bot_id") and not m.get("subtype")
             )
-        except SlackApiError as exc:
-            log(
-                logger,
-                "turn.context_unavailable",
-                logging.INFO,
-                error=str(exc.response.get("error")),
-            )
-            return []
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        return await self._context_lines(turn, list(recent))
+
+    async def _context_lines(self, turn: Turn, messages: list[dict[str, Any]]) -> list[str]:
         lines: list[str] = []
-        for message in response.get("messages") or []:
-            if message.get("ts") == turn.ts or message.get("bot_id") or message.get("subtype"):
-                continue
+        for message in messages:
             if message.get("user") not in self.admins:
                 await self._mark_others(turn.key)
             who = await self.users.display_name(message.get("user", "someone"))

@@ -155,3 +155,37 @@ def test_rendering_is_incremental_and_equals_rendering_the_whole_reply() -> None
         assert streamed.render(final=True) == whole.render(final=True)
 
     check()
+
+
+async def test_first_mention_context_is_the_latest_messages_before_it(tmp_path: Path) -> None:
+    from tests.stack import agent_inputs
+
+    stack = await start_stack(tmp_path=tmp_path)
+    try:
+        root = stack.slack.user_posts("U0BOB", "C0GENERAL", "message 0")
+        for i in range(1, 40):
+            stack.slack.user_posts("U0BOB", "C0GENERAL", f"message {i}", thread_ts=root)
+        stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} summarise", thread_ts=root)
+        await stack.settle()
+        (contents,) = agent_inputs(stack)
+        context = contents[0]
+        assert "@bob: message 39" in context and "@bob: message 25" in context
+        assert "message 0\\n" not in context and "@bob: message 10\\n" not in context
+        assert context.count("@bob:") == 15
+    finally:
+        await stack.close()
+
+
+async def test_a_plain_text_fallback_edit_clears_the_old_blocks(tmp_path: Path) -> None:
+    stack = await start_stack(
+        {"turns": [{"actions": [{"text": "hello there", "deltas": 1}]}]}, tmp_path=tmp_path
+    )
+    try:
+        stack.slack.force_error("chat.update", "invalid_blocks", times=1, retry_after=None)
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} hi")
+        await stack.settle()
+        [reply] = stack.replies("C0GENERAL", ts)
+        assert not reply.blocks  # no stale placeholder block or Stop button left behind
+        assert "hello there" in reply.text
+    finally:
+        await stack.close()

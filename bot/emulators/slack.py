@@ -549,6 +549,13 @@ class SlackEmulator:
         if root is None:
             return {"ok": False, "error": "thread_not_found"}
         thread = self.thread(params["channel"], root.thread_ts or root.ts)
+        inclusive = str(params.get("inclusive", "")).lower() in ("1", "true")
+        if params.get("latest"):  # only messages before (or at, inclusive) this ts
+            latest = float(params["latest"])
+            thread = [m for m in thread if float(m.ts) < latest or (inclusive and float(m.ts) == latest)]
+        if params.get("oldest"):
+            oldest = float(params["oldest"])
+            thread = [m for m in thread if float(m.ts) > oldest or (inclusive and float(m.ts) == oldest)]
         limit = int(params.get("limit") or 1000)
         start = int(params.get("cursor") or 0)
         page = thread[start : start + limit]

@@ -223,7 +223,12 @@ class ReplyWriter:
         markdown = page.body if page.body.strip() else (PLACEHOLDER if is_open else "…")
         markdown, text = slack_safe(markdown, allow_mass_mentions=self.allow_mass_mentions)
         if page.plain:  # mrkdwn, not Markdown: escaped like the fallback
-            return {"text": slack_safe(markdown[:39_000], allow_mass_mentions=self.allow_mass_mentions)[1]}
+            plain: dict[str, Any] = {
+                "text": slack_safe(markdown[:39_000], allow_mass_mentions=self.allow_mass_mentions)[1]
+            }
+            if page.ts is not None:
+                plain["blocks"] = []  # an edit without blocks would keep the old ones (and Stop)
+            return plain
         blocks: list[dict[str, Any]] = [{"type": "markdown", "text": markdown}]
         if is_open and self._status:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": self._status}]})
