@@ -23,6 +23,7 @@ test: $(STAMP)
 	@$(PY) -m pytest $(ARGS)
 
 bench: $(STAMP)
+	@$(PY) bench/intake.py
 	@$(PY) bench/sse_parse.py
 	@$(PY) bench/slack_stream.py
 

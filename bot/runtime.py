@@ -84,7 +84,9 @@ async def build_bot(
         client=slack,
         signing_secret=settings.secret("slack_signing_secret") or "",
         request_verification_enabled=bool(settings.slack_signing_secret),
-        process_before_response=False,
+        # the listener makes the turn durable before Slack gets its ack (a few ms, measured:
+        # bench/intake.py); the answer runs in the background
+        process_before_response=True,
     )
     registry = discover(settings.tools_dir)
     for spec in specs_in(list(extra_tools)):

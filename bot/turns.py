@@ -331,7 +331,7 @@ class TurnOrchestrator:
         whether or not Slack has shown the placeholder yet.
         """
         record = await self.receive(turn)
-        await self.answer_received(record, turn)
+        await self.answer(record, turn)
 
     async def receive(self, turn: Turn) -> InFlight:
         """The durable intake: the turn written to the store (cheap, so it can run before Slack
@@ -362,7 +362,7 @@ class TurnOrchestrator:
         log(logger, "turn.received", **_fields(turn, turn_id))
         return record
 
-    async def answer_received(self, record: InFlight, turn: Turn) -> None:
+    async def answer(self, record: InFlight, turn: Turn) -> None:
         received = time.monotonic()
         fields = _fields(turn, record.turn_id)
         writer = self._writer(turn, record.turn_id, fields)

@@ -189,3 +189,35 @@ async def test_a_plain_text_fallback_edit_clears_the_old_blocks(tmp_path: Path) 
         assert "hello there" in reply.text
     finally:
         await stack.close()
+
+
+async def test_a_turn_is_durable_before_slack_gets_its_ack(tmp_path: Path) -> None:
+    """When Slack's POST returns 200, the turn is already in the store: a crash right after the
+    ack cannot lose the event."""
+    import json
+
+    import httpx
+
+    stack = await start_stack({"turns": [{"actions": [{"sleep": 3}, {"text": "late"}]}]}, tmp_path=tmp_path)
+    try:
+        message_ts = "1795670000.000100"
+        envelope = stack.slack.event_envelope(
+            {
+                "type": "app_mention", "user": "U0ALICE", "text": f"{BOT} hello", "ts": message_ts,
+                "channel": "C0GENERAL", "team": stack.slack.team_id, "event_ts": message_ts,
+            },
+            event_id="EvDURABLE1",
+        )  # fmt: skip
+        body = json.dumps(envelope).encode()
+        async with httpx.AsyncClient() as http:
+            acked = await http.post(
+                f"{stack.url}/slack/events",
+                content=body,
+                headers={"Content-Type": "application/json", **stack.slack.sign(body)},
+            )
+        assert acked.status_code == 200
+        records = await stack.bot.store.replies_in_flight()  # no waiting: at the ack it is there
+        assert any(json.loads(r.payload or "{}").get("event_id") == "EvDURABLE1" for r in records)
+        await stack.settle()
+    finally:
+        await stack.close()

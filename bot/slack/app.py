@@ -99,8 +99,16 @@ class SlackSurface:
         )
         return fresh_event and fresh_post
 
-    def _start(self, turn: Turn) -> None:
-        task = asyncio.get_running_loop().create_task(self._admit(turn))
+    async def _start(self, turn: Turn) -> None:
+        """Run in the listener, before Bolt acks Slack (``process_before_response``): the run
+        limits and the durable intake; the answer itself goes on in the background."""
+        if not await self._admit(turn):
+            return
+        receipt = await self.sink.receive(turn)
+        self._spawn(self.sink.answer(receipt, turn))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -109,7 +117,7 @@ class SlackSurface:
             return False
         return not self.allowed_channels or channel in self.allowed_channels or channel.startswith("D")
 
-    async def _admit(self, turn: Turn) -> None:
+    async def _admit(self, turn: Turn) -> bool:
         """Per-user and per-channel limits on starting runs, with a friendly private note."""
         user_hits, channel_hits = await asyncio.gather(
             self.store.hit("user-runs", f"{turn.team}/{turn.user}", 60),
@@ -119,23 +127,26 @@ class SlackSurface:
             who = "you are" if user_hits > self.user_per_minute else "this channel is"
             log(logger, "turn.limited", user=turn.user, channel=turn.channel, event_id=turn.event_id)
             self.metrics.turns_ended.labels("limited").inc()
-            try:
-                await self.app.client.chat_postEphemeral(
-                    channel=turn.channel,
-                    user=turn.user,
-                    thread_ts=turn.thread_ts,
-                    text=f"Sorry, {who} asking faster than I can answer. Please try again in a minute.",
-                )
-            except Exception as exc:
-                log(logger, "turn.limit_note_failed", logging.INFO, error=repr(exc))
-            return
-        await self.sink.handle(turn)
+            self._spawn(self._limited_note(turn, who))
+            return False
+        return True
+
+    async def _limited_note(self, turn: Turn, who: str) -> None:
+        try:
+            await self.app.client.chat_postEphemeral(
+                channel=turn.channel,
+                user=turn.user,
+                thread_ts=turn.thread_ts,
+                text=f"Sorry, {who} asking faster than I can answer. Please try again in a minute.",
+            )
+        except Exception as exc:
+            log(logger, "turn.limit_note_failed", logging.INFO, error=repr(exc))
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         turn = turn_from_event(body, event)
         if turn is None or event.get("bot_id") or not await self._first_time(body, event):
             return
-        self._start(turn)
+        await self._start(turn)
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("bot_id") or event.get("subtype") not in ALLOWED_SUBTYPES or not event.get("user"):
@@ -154,7 +165,7 @@ class SlackSurface:
                 return
         if not await self._first_time(body, event):
             return
-        self._start(turn)
+        await self._start(turn)
 
     def _action_allowed(self, body: dict[str, Any]) -> bool:
         """Buttons obey the allow-lists too: a click from elsewhere is acked and ignored."""
@@ -167,8 +178,10 @@ class SlackSurface:
 
     async def _on_stop(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        if not self._action_allowed(body):
-            return
+        if self._action_allowed(body):
+            self._spawn(self._stop(body, client))
+
+    async def _stop(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         action = (body.get("actions") or [{}])[0]
         user = (body.get("user") or {}).get("id", "")
         answer = await self.sink.stop(action.get("value", ""), user)
@@ -182,8 +195,10 @@ class SlackSurface:
 
     async def _on_confirm(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        if not self._action_allowed(body):
-            return
+        if self._action_allowed(body):
+            self._spawn(self._confirm(body, client))
+
+    async def _confirm(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         action = (body.get("actions") or [{}])[0]
         user = (body.get("user") or {}).get("id", "")
         if self.confirmer is None:

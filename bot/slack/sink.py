@@ -32,8 +32,13 @@ class Turn:
 
 
 class TurnSink(Protocol):
-    async def handle(self, turn: Turn) -> None:
-        """Answer the turn; never raises (every failure ends as a clear line in Slack)."""
+    async def receive(self, turn: Turn) -> Any:
+        """Make the turn durable (before Slack is acked: cheap); returns a receipt for
+        ``answer``."""
+        ...
+
+    async def answer(self, receipt: Any, turn: Turn) -> None:
+        """Answer a received turn; never raises (every failure ends as a clear line in Slack)."""
         ...
 
     async def stop(self, turn_id: str, user: str) -> str:
