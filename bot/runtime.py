@@ -91,7 +91,7 @@ async def build_bot(
     registry = discover(settings.tools_dir)
     for spec in specs_in(list(extra_tools)):
         registry.add(spec, f"built in: {spec.source}")
-    confirmer = SlackConfirmer(slack, admins=settings.admin_ids, timeout_s=settings.confirm_timeout)
+    confirmer = SlackConfirmer(slack, store, admins=settings.admin_ids, timeout_s=settings.confirm_timeout)
     metrics = Metrics()
     if tools is None and registry.tools:
         tools = PluginToolRunner(

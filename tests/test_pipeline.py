@@ -221,3 +221,94 @@ async def test_a_turn_is_durable_before_slack_gets_its_ack(tmp_path: Path) -> No
         await stack.settle()
     finally:
         await stack.close()
+
+
+REDIS_APPROVALS_URL = "redis://127.0.0.1:6379/7"  # this test's own database, emptied before and after
+
+
+async def _fresh_redis(url: str) -> None:
+    import os
+
+    import pytest
+    from redis.asyncio import Redis
+
+    try:
+        redis = Redis.from_url(url)
+        await redis.flushdb()
+        await redis.aclose()
+    except Exception as exc:  # CI fails, never skips, without Redis
+        message = f"Redis at {url} is not reachable ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+async def test_an_approval_clicked_on_the_other_replica_decides_the_call() -> None:
+    from bot.devstack.stack import start_stack as start_replica
+    from bot.plugins import tool
+
+    ran: list[str] = []
+
+    @tool(confirm=True)
+    def restart_service(name: str) -> str:
+        """Restarts a service."""
+        ran.append(name)
+        return f"{name} restarted"
+
+    script = {
+        "turns": [
+            {
+                "repeat": True,
+                "actions": [
+                    {"tool_calls": [{"name": "restart_service", "arguments": {"name": "billing"}}]},
+                    {"text": "Result: ${output}"},
+                ],
+            }
+        ]
+    }
+    await _fresh_redis(REDIS_APPROVALS_URL)
+    a = await start_replica(
+        script, store_url=REDIS_APPROVALS_URL, extra_tools=[restart_service], admins="U0ADMIN"
+    )
+    b = await start_replica(
+        agent=a.agent,
+        slack=a.slack,
+        store_url=REDIS_APPROVALS_URL,
+        extra_tools=[restart_service],
+        admins="U0ADMIN",
+    )
+    slack = a.slack
+    try:
+        slack.add_user("U0ADMIN", "admin", "Ada Admin")
+        slack.events_url = a.url + "/slack/events"  # the mention reaches replica A
+        ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
+        prompt, key = await _approval_prompt(slack, ts)
+        slack.events_url = b.url + "/slack/events"  # the clicks reach replica B
+        await asyncio.gather(
+            slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_approve", key),
+            slack.click("U0ADMIN", "C0GENERAL", prompt.ts, "tool_deny", key),
+        )
+        await a.settle()
+        await b.settle()
+        final = slack.find("C0GENERAL", prompt.ts).text
+        answer = a.replies("C0GENERAL", ts)[0].visible_text
+        if ran:  # whichever click won, the prompt and the outcome agree
+            assert final == "<@U0ALICE> approved running *restart_service*."
+            assert ran == ["billing"] and answer == "Result: billing restarted"
+        else:
+            assert final == "<@U0ADMIN> declined running *restart_service*."
+            assert answer == "Result: the user declined: restart_service was not run"
+    finally:
+        await b.close()
+        await a.close()
+        await _fresh_redis(REDIS_APPROVALS_URL)
+
+
+async def _approval_prompt(slack: Any, ts: str) -> tuple[Any, str]:
+    for _ in range(500):
+        for message in slack.bot_replies("C0GENERAL", ts):
+            for block in message.blocks or []:
+                if block.get("block_id") == "confirm":
+                    return message, block["elements"][0]["value"]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no approval prompt")

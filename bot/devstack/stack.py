@@ -34,6 +34,7 @@ class EmulatedStack:
     url: str  # the public Slack port
     ops: web.AppRunner
     ops_url: str  # /metrics and /healthz
+    owns_emulators: bool = True
 
     async def settle(self, within_s: float = 30.0) -> None:
         """Wait until every delivered event's turn has finished."""
@@ -59,8 +60,9 @@ class EmulatedStack:
         await self.runner.cleanup()
         await self.ops.cleanup()
         await self.bot.aclose()
-        await self.slack.stop()
-        await self.agent.stop()
+        if self.owns_emulators:
+            await self.slack.stop()
+            await self.agent.stop()
 
 
 async def start_stack(
@@ -76,17 +78,23 @@ async def start_stack(
     confirm_timeout: float = 120.0,
     extra_tools: Sequence[Callable[..., Any]] = (),
     agent: AgentServiceEmulator | None = None,
+    slack: SlackEmulator | None = None,
     settings_overrides: dict[str, Any] | None = None,
     backend: str = "classic",
 ) -> EmulatedStack:
+    """The bot on emulated services; pass ``agent`` and ``slack`` to run a second replica on the
+    same emulators (it then shares them: closing it leaves them running)."""
     if script is not None and not isinstance(script, Script):
         script = Script.parse(script)
     if agent is None:
         agent = AgentServiceEmulator(script, **(agent_kwargs or {}))
     if not agent.base_url:
         await agent.start()
-    slack = SlackEmulator(**(slack_kwargs or {}))
-    await slack.start()
+    shared = slack is not None
+    if slack is None:
+        slack = SlackEmulator(**(slack_kwargs or {}))
+    if not slack.base_url:
+        await slack.start()
     settings = Settings(
         PROJECT_ENDPOINT=agent.endpoint,
         AGENT_ID="asst_demo",
@@ -117,4 +125,13 @@ async def start_stack(
     bot.ready.set()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     slack.events_url = f"{url}/slack/events"
-    return EmulatedStack(agent, slack, bot, runner, url, ops, f"http://127.0.0.1:{ops.addresses[0][1]}")
+    return EmulatedStack(
+        agent,
+        slack,
+        bot,
+        runner,
+        url,
+        ops,
+        f"http://127.0.0.1:{ops.addresses[0][1]}",
+        owns_emulators=not shared,
+    )

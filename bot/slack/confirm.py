@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -34,16 +35,47 @@ class _Pending:
     channel: str
     ts: str
     tool: str
-    answer: asyncio.Future[bool]
     admins_only: bool = False
+
+    def as_doc(self) -> dict[str, Any]:
+        return {
+            "requester": self.requester,
+            "channel": self.channel,
+            "ts": self.ts,
+            "tool": self.tool,
+            "admins_only": self.admins_only,
+        }
+
+
+class ApprovalStore(Protocol):
+    async def put_approval(self, key: str, doc: dict[str, Any], ttl_s: float) -> None: ...
+
+    async def get_approval(self, key: str) -> tuple[dict[str, Any], bool | None, str] | None: ...
+
+    async def decide_approval(self, key: str, approve: bool, by: str) -> bool: ...
 
 
 class SlackConfirmer:
-    def __init__(self, client: AsyncWebClient, *, admins: frozenset[str], timeout_s: float = 120.0) -> None:
+    """Approvals live in the store: a click that reaches any replica (HTTP behind a load
+    balancer, several Socket Mode connections) decides the call, and the first decision is
+    fixed atomically in the store before anything else happens, so two clicks can never show
+    "approved" while the tool was declined."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        store: ApprovalStore,
+        *,
+        admins: frozenset[str],
+        timeout_s: float = 120.0,
+        poll_s: float = 0.5,
+    ) -> None:
         self.client = client
+        self.store = store
         self.admins = admins
         self.timeout_s = timeout_s
-        self._pending: dict[str, _Pending] = {}
+        self.poll_s = poll_s
+        self._decided: dict[str, asyncio.Event] = {}  # asked here: woken when a click lands here
 
     async def confirm(
         self, context: ToolContext, spec: ToolSpec, arguments: dict[str, Any], *, admins_only: bool = False
@@ -110,38 +142,55 @@ class SlackConfirmer:
         response = await self.client.chat_postMessage(
             channel=context.channel, thread_ts=context.thread_ts, text=text, blocks=blocks
         )
-        pending = _Pending(
-            context.user_id,
-            context.channel,
-            response["ts"],
-            name,
-            asyncio.get_running_loop().create_future(),
-            admins_only,
-        )
-        self._pending[key] = pending
+        pending = _Pending(context.user_id, context.channel, response["ts"], name, admins_only)
+        await self.store.put_approval(key, pending.as_doc(), self.timeout_s + 60)
+        self._decided[key] = asyncio.Event()
         log(logger, "confirm.asked", tool=title, user=context.user_id, channel=context.channel)
         try:
-            approved = await asyncio.wait_for(asyncio.shield(pending.answer), self.timeout_s)
-        except TimeoutError:
-            approved = False
-            await self._close(pending, f"No answer in time, so *{name}* was not run.")
+            return await self._verdict(key, pending)
         finally:
-            self._pending.pop(key, None)
-        return approved
+            self._decided.pop(key, None)
+
+    async def _verdict(self, key: str, pending: _Pending) -> bool:
+        """Wait for the decision, whichever replica took the click; no answer in time declines
+        (unless a click won the race to the store first)."""
+        deadline = time.monotonic() + self.timeout_s
+        decided = self._decided[key]
+        while time.monotonic() < deadline:
+            found = await self.store.get_approval(key)
+            if found is not None and found[1] is not None:
+                return found[1]
+            try:
+                await asyncio.wait_for(
+                    decided.wait(), min(self.poll_s, max(0.0, deadline - time.monotonic()))
+                )
+            except TimeoutError:
+                pass
+        if await self.store.decide_approval(key, False, "timeout"):
+            await self._close(pending, f"No answer in time, so *{pending.tool}* was not run.")
+            return False
+        found = await self.store.get_approval(key)
+        return bool(found and found[1])
 
     async def answer(self, key: str, user: str, approve: bool) -> str | None:
-        """A click. Returns a private note for the clicker, or None when it was taken."""
-        pending = self._pending.get(key)
-        if pending is None or pending.answer.done():
+        """A click, on whichever replica Slack sent it to. Returns a private note for the
+        clicker, or None when the click decided the call."""
+        found = await self.store.get_approval(key)
+        if found is None or found[1] is not None:
             return "This request has already been answered."
+        pending = _Pending(**found[0])
         if pending.admins_only and user not in self.admins:
             return "Only an admin can approve this tool here."
         if user != pending.requester and user not in self.admins:
             return f"Only <@{pending.requester}> (or an admin) can answer this."
+        if not await self.store.decide_approval(key, approve, user):
+            return "This request has already been answered."  # another click won the race
+        decided = self._decided.get(key)
+        if decided is not None:
+            decided.set()
         verdict = "approved" if approve else "declined"
-        await self._close(pending, f"<@{user}> {verdict} running *{pending.tool}*.")
-        pending.answer.set_result(approve)
         log(logger, "confirm.answered", tool=pending.tool, user=user, approved=approve)
+        await self._close(pending, f"<@{user}> {verdict} running *{pending.tool}*.")
         return None
 
     async def _close(self, pending: _Pending, text: str) -> None:

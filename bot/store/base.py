@@ -87,6 +87,17 @@ class Store(Protocol):
 
     async def replies_in_flight(self) -> list[InFlight]: ...
 
+    # approvals asked in Slack: any replica can answer them; the first decision wins
+    async def put_approval(self, key: str, doc: dict[str, Any], ttl_s: float) -> None: ...
+
+    async def get_approval(self, key: str) -> tuple[dict[str, Any], bool | None, str] | None:
+        """(what was asked, the verdict or None while undecided, who decided)."""
+        ...
+
+    async def decide_approval(self, key: str, approve: bool, by: str) -> bool:
+        """Fix the verdict if nobody has: True for the decision that won."""
+        ...
+
     # rate limits: how many hits in the current window
     async def hit(self, kind: str, ident: str, window_s: float) -> int: ...
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -152,6 +153,24 @@ class RedisStore:
 
     async def replies_in_flight(self) -> list[InFlight]:
         return [InFlight(**json.loads(doc)) for doc in (await self.r.hgetall(self._k("replies"))).values()]
+
+    async def put_approval(self, key: str, doc: dict[str, Any], ttl_s: float) -> None:
+        await self.r.set(self._k("approval", key), json.dumps(doc), px=max(1, int(ttl_s * 1000)))
+
+    async def get_approval(self, key: str) -> tuple[dict[str, Any], bool | None, str] | None:
+        doc, verdict = await self.r.mget(self._k("approval", key), self._k("verdict", key))
+        if doc is None:
+            return None
+        if verdict is None:
+            return json.loads(doc), None, ""
+        decision, _, by = str(verdict).partition("|")
+        return json.loads(doc), decision == "1", by
+
+    async def decide_approval(self, key: str, approve: bool, by: str) -> bool:
+        ttl = await self.r.pttl(self._k("approval", key))
+        if ttl is None or ttl <= 0:
+            return False  # asked too long ago, or never
+        return bool(await self.r.set(self._k("verdict", key), f"{int(approve)}|{by}", nx=True, px=ttl))
 
     async def hit(self, kind: str, ident: str, window_s: float) -> int:
         key = self._k("hits", kind, ident, str(int(time.time() // window_s)))

@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -37,6 +38,10 @@ CREATE TABLE IF NOT EXISTS turn_queue (
 );
 CREATE TABLE IF NOT EXISTS replies (
     turn_id TEXT PRIMARY KEY, doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    key TEXT PRIMARY KEY, doc TEXT NOT NULL, verdict INTEGER, decided_by TEXT NOT NULL DEFAULT '',
+    expires_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hits (
     kind TEXT NOT NULL, ident TEXT NOT NULL, window INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -212,6 +217,31 @@ class SQLiteStore:
         rows = await self.db.execute_fetchall("SELECT doc FROM replies")
         return [InFlight(**json.loads(row[0])) for row in rows]
 
+    async def put_approval(self, key: str, doc: dict[str, Any], ttl_s: float) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO approvals (key, doc, verdict, decided_by, expires_at) "
+            "VALUES (?, ?, NULL, '', ?)",
+            (key, json.dumps(doc), time.time() + ttl_s),
+        )
+
+    async def get_approval(self, key: str) -> tuple[dict[str, Any], bool | None, str] | None:
+        row = await self._one(
+            "SELECT doc, verdict, decided_by FROM approvals WHERE key = ? AND expires_at >= ?",
+            (key, time.time()),
+        )
+        if row is None:
+            return None
+        verdict = None if row[1] is None else bool(row[1])
+        return json.loads(str(row[0])), verdict, str(row[2])
+
+    async def decide_approval(self, key: str, approve: bool, by: str) -> bool:
+        changed = await self._write(
+            "UPDATE approvals SET verdict = ?, decided_by = ? "
+            "WHERE key = ? AND verdict IS NULL AND expires_at >= ?",
+            (int(approve), by, key, time.time()),
+        )
+        return changed == 1
+
     async def hit(self, kind: str, ident: str, window_s: float) -> int:
         window = int(time.time() // window_s)
         # RETURNING makes the count atomic with the increment (concurrent callers each see theirs)
@@ -242,6 +272,7 @@ class SQLiteStore:
             ("DELETE FROM claims WHERE expires_at < ?", (now,)),
             ("DELETE FROM leases WHERE expires_at < ?", (now,)),
             ("DELETE FROM hits WHERE expires_at < ?", (now,)),
+            ("DELETE FROM approvals WHERE expires_at < ?", (now,)),
         ):
             cursor = await self.db.execute(sql, args)
             removed += max(cursor.rowcount, 0)
