@@ -1,0 +1,381 @@
+"""One turn being answered: its message to the agent, the run and its tool rounds, what the
+person sees as it streams, and a clear end whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..agents import (
+    AgentServiceError,
+    ApprovalDecision,
+    ContextTooLongError,
+    RateLimitedError,
+    RunStream,
+    StreamInterruptedError,
+    ThreadBusyError,
+    ToolOutput,
+)
+from ..agents.events import (
+    AgentEvent,
+    ApprovalRequest,
+    ApprovalsRequested,
+    Completed,
+    Failed,
+    StreamError,
+    TextDelta,
+    ToolCallsRequested,
+)
+from ..logs import log
+from ..mentions import escape_mrkdwn
+from ..plugins.context import ToolContext
+from ..plugins.runner import CannotAsk
+from ..slack.sink import Turn
+from ..slack.writer import ReplyWriter
+from ..store import InFlight
+from .reply import (
+    INTERRUPTED,
+    STOPPED,
+    TOO_LONG,
+    Outcome,
+    Reply,
+    ending_for,
+    service_failure_line,
+    wait_for_run,
+)
+
+if TYPE_CHECKING:
+    from .orchestrator import TurnOrchestrator
+
+logger = logging.getLogger("bot.turns")
+T = TypeVar("T")
+
+EXPIRY_MARGIN_S = 5.0  # tool outputs must reach the service this long before the run expires
+LEAVE_WITHIN_S = 15.0  # how long a turn that did not complete may take to leave its conversation usable
+
+
+def fields_of(turn: Turn, turn_id: str) -> dict[str, Any]:
+    """The log fields an operator follows one conversation by."""
+    return {"event_id": turn.event_id, "channel": turn.channel, "thread_ts": turn.thread_ts, "turn": turn_id}
+
+
+class TurnAnswer:
+    """The turn, its writer, the reply so far and its log fields, in one place. ``run`` never
+    raises: every end is an ``Outcome`` and a line the person can read."""
+
+    def __init__(
+        self, o: TurnOrchestrator, turn: Turn, turn_id: str, writer: ReplyWriter, record: InFlight
+    ) -> None:
+        self.o = o
+        self.turn = turn
+        self.turn_id = turn_id
+        self.writer = writer
+        self.record = record
+        self.reply = Reply()
+        self.fields = fields_of(turn, turn_id)
+        self.requester = turn.user
+        self.thread_id: str | None = None
+        self.run_id: str | None = None
+        self.stop_requested = False
+        self.stopped = asyncio.Event()
+
+    # -- from outside -------------------------------------------------------------------------
+
+    async def stop(self, user: str) -> None:
+        """The Stop button: stop showing at once, end the run on the service."""
+        self.stop_requested = True
+        self.stopped.set()
+        if self.thread_id and self.run_id:
+            await self.o.agents.cancel(self.thread_id, self.run_id)
+
+    async def run(self) -> tuple[Outcome, str]:
+        try:
+            async with asyncio.timeout(self.o.caps.turn_seconds):
+                ending = await self._run_turn()
+            outcome = (
+                Outcome.STOPPED if ending == STOPPED else Outcome.FAILED if ending else Outcome.COMPLETED
+            )
+        except TimeoutError:
+            log(logger, "turn.cap", logging.WARNING, cap="turn_seconds", **self.fields)
+            minutes = self.o.caps.turn_seconds / 60
+            ending, outcome = (
+                f"_The answer took longer than {minutes:g} minutes and was stopped._",
+                Outcome.FAILED,
+            )
+        except ContextTooLongError:
+            ending, outcome = TOO_LONG, Outcome.FAILED
+        except RateLimitedError:
+            ending = "_The agent service is busy right now. Please try again in a minute._"
+            outcome = Outcome.FAILED
+        except AgentServiceError as exc:
+            ref = uuid.uuid4().hex[:8]
+            ending, outcome = service_failure_line(exc, ref), Outcome.FAILED
+            log(logger, "turn.agent_error", logging.WARNING, error=str(exc), ref=ref, **self.fields)
+        except asyncio.CancelledError:
+            ending, outcome = INTERRUPTED, Outcome.INTERRUPTED
+        except Exception:
+            ref = uuid.uuid4().hex[:8]
+            logger.exception("turn failed", extra={"fields": {**self.fields, "ref": ref}})
+            ending, outcome = f"_Something went wrong (ref: {ref})._", Outcome.ERROR
+        if outcome is not Outcome.COMPLETED and self.thread_id:
+            await self._leave_usable(outcome)
+        return outcome, ending
+
+    async def _leave_usable(self, outcome: Outcome) -> None:
+        """A turn that did not complete must not leave its conversation stuck (a function call
+        without its output, a run left open, a message held for a run that never started)."""
+        reason = {
+            Outcome.STOPPED: "cancelled by the user",
+            Outcome.INTERRUPTED: "not run: the bot was stopping",
+        }.get(outcome, "not run: the request failed")
+        assert self.thread_id is not None
+        work = self.o.agents.abandon(self.thread_id, self.run_id, reason)
+        try:
+            await asyncio.wait_for(asyncio.shield(work), LEAVE_WITHIN_S)
+        except (AgentServiceError, TimeoutError, asyncio.CancelledError) as exc:
+            log(logger, "turn.leave_failed", logging.WARNING, error=repr(exc), **self.fields)
+
+    # -- the turn -------------------------------------------------------------------------------
+
+    async def _run_turn(self) -> str:
+        turn, context_reader = self.turn, self.o.context
+        self.thread_id = thread_id = await self._agent_thread()
+        self.record.agent_thread_id = thread_id
+        self.fields["thread_id"] = thread_id
+        await self._add_message((await context_reader.message_text(turn)) or "(empty message)")
+        if self.stop_requested:
+            return STOPPED
+        if turn.user not in self.o.admins:
+            await context_reader.mark_others(turn.key)
+        context = await context_reader.tool_context(turn)
+        stream = await self.o.agents.start_run(
+            thread_id,
+            context=await context_reader.turn_context(turn, context),
+            tools=await context_reader.function_tools(context),
+            metadata={
+                "slack_team": turn.team,
+                "slack_channel": turn.channel,
+                "slack_thread_ts": turn.thread_ts,
+                "slack_event_id": turn.event_id[:64],
+            },
+        )
+        rounds = 0
+        while True:
+            paused = await self._stream_until_pause(stream)
+            if isinstance(paused, str):
+                return paused
+            if self.stop_requested:
+                return STOPPED
+            rounds += 1
+            if rounds > self.o.caps.tool_rounds:
+                log(logger, "turn.cap", logging.WARNING, cap="tool_rounds", rounds=rounds - 1, **self.fields)
+                limit = self.o.caps.tool_rounds
+                return f"_Stopped: the agent asked for tools more than {limit} times in one turn._"
+            answered = await self._unless_stopped(self._answer_pause(paused, stream.expires_at, context))
+            if answered is None or self.stop_requested:
+                return STOPPED  # the tools were left running no longer than the click
+            stream = answered
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> T | None:
+        """The work's result, or None when Stop is clicked first (the work is then cancelled)."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self.stopped.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+
+    async def _stream_until_pause(self, stream: RunStream) -> str | ToolCallsRequested | ApprovalsRequested:
+        """Show one stream; returns the ending line, or what the run now waits for."""
+        paused: ToolCallsRequested | ApprovalsRequested | None = None
+        try:
+            async with stream:
+                async for event in stream.events():
+                    if stream.run_id and self.run_id != stream.run_id:
+                        await self._note_run(stream.run_id)
+                    if self.stop_requested:  # stop showing at once, whatever the service does
+                        return STOPPED
+                    if isinstance(event, (ToolCallsRequested, ApprovalsRequested)):
+                        paused = event
+                        continue
+                    ending = self._show(event)
+                    if ending is not None:
+                        return ending
+        except StreamInterruptedError as exc:
+            log(logger, "turn.stream_broken", logging.WARNING, error=str(exc), **self.fields)
+            return await self._recover(exc.run_id or self.run_id)
+        return paused if paused is not None else ""
+
+    async def _note_run(self, run_id: str) -> None:
+        self.run_id = self.record.run_id = self.fields["run_id"] = run_id
+        await self.o.store.record_reply(self.record)
+        if self.stop_requested and self.thread_id:
+            await self.o.agents.cancel(self.thread_id, run_id)
+
+    async def _answer_pause(
+        self, paused: ToolCallsRequested | ApprovalsRequested, expires_at: float | None, context: ToolContext
+    ) -> RunStream:
+        """Run the tools (or ask for the approvals) the run waits for, within the run's own
+        deadline, and stream what follows."""
+        assert self.thread_id is not None
+        budget = None if expires_at is None else expires_at - time.time() - EXPIRY_MARGIN_S
+        if isinstance(paused, ApprovalsRequested):
+            decisions = await self._decide(paused.approvals, context, budget)
+            self.writer.status(None)
+            return await self.o.agents.answer_approvals(self.thread_id, paused.run_id, decisions)
+        outputs = await self._run_tools(paused, context, budget)
+        self.writer.status(None)
+        return await self.o.agents.submit_tool_outputs(self.thread_id, paused.run_id, outputs)
+
+    def _show(self, event: AgentEvent) -> str | None:
+        """Show one event; returns the ending line when the run has ended."""
+        if isinstance(event, TextDelta):
+            room = self.o.caps.reply_chars - self.reply.raw_length
+            if room <= 0:
+                log(logger, "turn.cap", logging.WARNING, cap="reply_chars", **self.fields)
+                return f"_The reply was cut at {self.o.caps.reply_chars:,} characters._"
+            self.reply.add(TextDelta(event.text[:room], event.annotations, event.message_id))
+            self.writer.update(self.reply)
+            return None
+        if isinstance(event, StreamError):
+            log(
+                logger,
+                "turn.stream_error",
+                logging.WARNING,
+                code=event.code,
+                error=event.message,
+                **self.fields,
+            )
+            return None
+        if isinstance(event, Completed):
+            log(
+                logger,
+                "turn.completed",
+                usage=event.usage.total_tokens if event.usage else None,
+                **self.fields,
+            )
+        elif isinstance(event, Failed):
+            log(
+                logger,
+                "turn.run_failed",
+                logging.WARNING,
+                code=event.code,
+                error=event.message,
+                **self.fields,
+            )
+        return ending_for(event)
+
+    async def _run_tools(
+        self, requested: ToolCallsRequested, context: ToolContext, budget_s: float | None
+    ) -> list[ToolOutput]:
+        names = ", ".join(dict.fromkeys(call.name for call in requested.tool_calls))
+        known = {tool.name for tool in await self.o.context.function_tools(context)}
+        # only the registry's own names reach Slack, never text the agent made up
+        shown = dict.fromkeys(
+            escape_mrkdwn(c.name) if c.name in known else "an unknown tool" for c in requested.tool_calls
+        )
+        self.writer.status(f"Running {', '.join(shown)}…")
+        log(logger, "turn.tools", tools=names, budget_s=budget_s, **self.fields)
+        tools = self.o.context.tools
+        if tools is None:
+            return [
+                ToolOutput(c.id, f"error: no tool named {c.name!r} is installed")
+                for c in requested.tool_calls
+            ]
+        declined = [
+            ToolOutput(c.id, "error: not run: the agent's run would expire before this tool could finish")
+            for c in requested.tool_calls
+        ]
+        if budget_s is not None and budget_s <= 0:
+            log(logger, "turn.tools_declined", logging.WARNING, why="run expiring", **self.fields)
+            return declined
+        try:
+            async with asyncio.timeout(budget_s):
+                raw = await tools.run(requested.tool_calls, context)
+        except TimeoutError:
+            log(logger, "turn.tools_declined", logging.WARNING, why="run deadline reached", **self.fields)
+            return declined
+        return [ToolOutput(o["tool_call_id"], o["output"]) for o in raw]
+
+    async def _decide(
+        self, approvals: Sequence[ApprovalRequest], context: ToolContext, budget_s: float | None
+    ) -> list[ApprovalDecision]:
+        """Ask the person (Approve / Deny in Slack) about each MCP call the agent wants."""
+        self.writer.status("Waiting for approval…")
+        decisions = []
+        for request in approvals:
+            approved = False
+            if self.o.approver is not None:
+                try:
+                    arguments = json.loads(request.arguments or "{}")
+                except ValueError:
+                    arguments = {"arguments": request.arguments}
+                title = f"{request.server_label}: {request.name}" if request.server_label else request.name
+                try:
+                    async with asyncio.timeout(budget_s):
+                        approved = await self.o.approver.ask(context, title, arguments)
+                except (TimeoutError, CannotAsk):
+                    approved = False
+            log(logger, "turn.approval", tool=request.name, approved=approved, **self.fields)
+            decisions.append(ApprovalDecision(request.id, approved, "" if approved else "declined in Slack"))
+        return decisions
+
+    async def _recover(self, run_id: str | None) -> str | ToolCallsRequested | ApprovalsRequested:
+        """The stream broke: poll the run until it ends (show the stored answer) or waits."""
+        if run_id is None or self.thread_id is None:
+            return "_The connection to the agent broke before the run started. Please try again._"
+        snapshot = await wait_for_run(self.o.agents, self.thread_id, run_id, self.o.busy_wait_s)
+        if snapshot is None:
+            return "_The connection to the agent broke and the run did not finish in time._"
+        if snapshot.text:
+            self.reply.replace_with(Reply.of(snapshot))
+            self.writer.update(self.reply.render(final=False))
+        if snapshot.tool_calls:
+            return ToolCallsRequested(snapshot.run_id, self.thread_id, snapshot.tool_calls)
+        if snapshot.approvals:
+            return ApprovalsRequested(snapshot.run_id, self.thread_id, snapshot.approvals)
+        return ending_for(snapshot.final_event()) or ""
+
+    # -- the agent's conversation ----------------------------------------------------------------
+
+    async def _agent_thread(self) -> str:
+        turn, store = self.turn, self.o.store
+        existing = await store.get_agent_thread(turn.key)
+        if existing:
+            return existing
+        context = await self.o.context.thread_context(turn) if turn.thread_ts != turn.ts else []
+        thread_id = await self.o.agents.create_conversation(
+            context=context, metadata={"slack": f"{turn.team}/{turn.channel}/{turn.thread_ts}"}
+        )
+        await store.set_agent_thread(turn.key, thread_id)
+        log(logger, "turn.thread_created", agent_thread=thread_id, context=len(context), **self.fields)
+        return thread_id
+
+    async def _add_message(self, text: str) -> None:
+        """Add the message; if a run is still active on the thread (another process, a
+        stuck run), wait for it to end rather than show "thread busy"."""
+        assert self.thread_id is not None
+        deadline = time.monotonic() + self.o.busy_wait_s
+        while True:
+            try:
+                await self.o.agents.add_message(self.thread_id, text)
+                return
+            except ThreadBusyError as busy:
+                if time.monotonic() > deadline or not busy.active_run_id:
+                    raise
+                log(logger, "turn.thread_busy", logging.INFO, active_run=busy.active_run_id, **self.fields)
+                await wait_for_run(
+                    self.o.agents, self.thread_id, busy.active_run_id, deadline - time.monotonic()
+                )

@@ -1,0 +1,128 @@
+"""What a turn knows besides the message: earlier messages of the thread (read once, on the
+first mention), who asks and where (for the agent and for the tools), and which tools the
+bot offers."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from ..agents import FunctionTool, TurnContext, function_tool
+from ..logs import log
+from ..plugins.context import ToolContext
+from ..slack.sink import Turn
+from ..slack.text import UserDirectory, slack_to_agent_text
+from ..store import ConversationKey, Store
+from .ports import ToolRunner
+
+logger = logging.getLogger("bot.turns")
+
+BOT_THREAD_TTL_S = 90 * 86400.0
+CONTEXT_PAGES = 5  # pages of 200 read at most for a first mention's context
+
+
+@dataclass
+class ContextReader:
+    slack: AsyncWebClient
+    store: Store
+    users: UserDirectory
+    admins: frozenset[str]
+    bot_user_id: str | None
+    tools: ToolRunner | None
+    allow_mass_mentions: bool = False
+    context_messages: int = 15
+    context_chars: int = 8_000
+
+    async def message_text(self, turn: Turn) -> str:
+        """The message as the agent should read it."""
+        return await slack_to_agent_text(
+            turn.text, bot_user_id=self.bot_user_id, names=self.users.display_name, files=list(turn.files)
+        )
+
+    async def mark_others(self, key: ConversationKey) -> None:
+        """Someone who is not an admin wrote in this thread (admin-only tools then ask first)."""
+        await self.store.acquire_lease(f"others:{key.as_str()}", "1", BOT_THREAD_TTL_S)
+
+    async def tool_context(self, turn: Turn) -> ToolContext:
+        others = await self.store.lease_owner(f"others:{turn.key.as_str()}") is not None
+        return ToolContext(
+            user_id=turn.user,
+            user_name=await self.users.display_name(turn.user),
+            team=turn.team,
+            channel=turn.channel,
+            thread_ts=turn.thread_ts,
+            slack=self.slack,
+            logger=logging.getLogger("bot.tools"),
+            is_admin=turn.user in self.admins,
+            allow_mass_mentions=self.allow_mass_mentions,
+            thread_has_others=others,
+        )
+
+    async def turn_context(self, turn: Turn, context: ToolContext) -> TurnContext:
+        direct = turn.channel.startswith("D")
+        return TurnContext(
+            user_id=turn.user,
+            user_name=context.user_name,
+            timezone=await self.users.timezone(turn.user),
+            channel_id=turn.channel,
+            channel_name="" if direct else await self.users.channel_name(turn.channel),
+            is_direct_message=direct,
+        )
+
+    async def function_tools(self, context: ToolContext) -> list[FunctionTool]:
+        if self.tools is None:
+            return []
+        return [function_tool(d) for d in await self.tools.definitions(context)]
+
+    async def thread_context(self, turn: Turn) -> list[str]:
+        """The latest messages before the first mention in a human thread (the thread's own
+        start matters less than what was just said), bounded by count and size; read once,
+        when the conversation starts."""
+        recent: deque[dict[str, Any]] = deque(maxlen=self.context_messages)
+        cursor: str | None = None
+        for _ in range(CONTEXT_PAGES):  # pages run oldest to newest: keep the tail
+            try:
+                response = await self.slack.conversations_replies(
+                    channel=turn.channel,
+                    ts=turn.thread_ts,
+                    latest=turn.ts,
+                    inclusive=False,
+                    limit=200,
+                    cursor=cursor,
+                )
+            except SlackApiError as exc:
+                log(logger, "turn.context_unavailable", logging.INFO, error=str(exc.response.get("error")))
+                break
+            recent.extend(
+                m
+                for m in response.get("messages") or []
+                if m.get("ts") != turn.ts and not m.get("bot_id") and not m.get("subtype")
+            )
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        return await self._lines(turn, list(recent))
+
+    async def _lines(self, turn: Turn, messages: list[dict[str, Any]]) -> list[str]:
+        lines: list[str] = []
+        for message in messages:
+            if message.get("user") not in self.admins:
+                await self.mark_others(turn.key)
+            who = await self.users.display_name(message.get("user", "someone"))
+            text = await slack_to_agent_text(
+                message.get("text", ""),
+                bot_user_id=self.bot_user_id,
+                names=self.users.display_name,
+                files=message.get("files"),
+            )
+            lines.append(f"@{who}: {text}")
+        while lines and sum(len(line) + 1 for line in lines) > self.context_chars:
+            lines.pop(0)  # keep the most recent
+        if not lines:
+            return []
+        return ["Earlier messages in this Slack thread, for context:\n" + "\n".join(lines)]

@@ -1,0 +1,341 @@
+"""The pipeline's front: a Slack message in, durably received, queued in its conversation,
+answered (``TurnAnswer``) and delivered, whatever Slack or the agent service do meanwhile.
+
+It joins the layers without letting them leak into each other: the Slack side gives it a
+``Turn`` and takes a writer; the agent side gives it backend-neutral events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import asdict
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from ..agents import AgentBackend
+from ..logs import log
+from ..metrics import Metrics
+from ..slack.pacing import Budgets
+from ..slack.sink import Turn
+from ..slack.text import UserDirectory
+from ..slack.writer import ReplyWriter
+from ..store import ConversationKey, InFlight, Store
+from .answer import TurnAnswer, fields_of
+from .context import BOT_THREAD_TTL_S, ContextReader
+from .ports import Approver, ToolRunner
+from .queue import ConversationQueue
+from .reply import Caps, Outcome
+
+logger = logging.getLogger("bot.turns")
+
+PLACEHOLDER_WAIT_S = 5.0  # how long an owner waits for the receiving replica's placeholder
+INTERRUPTED_FINISH_S = 10.0  # a reply cut by shutdown gets this long to show its last line
+
+
+class TurnOrchestrator:
+    def __init__(
+        self,
+        *,
+        agents: AgentBackend,
+        store: Store,
+        slack: AsyncWebClient,
+        budgets: Budgets,
+        bot_user_id: str | None = None,
+        tools: ToolRunner | None = None,
+        admins: frozenset[str] = frozenset(),
+        context_messages: int = 15,
+        context_chars: int = 8_000,
+        busy_wait_s: float = 120.0,
+        replica_id: str | None = None,
+        metrics: Metrics | None = None,
+        allow_mass_mentions: bool = False,
+        lease_ttl_s: float = 15.0,
+        approver: Approver | None = None,
+        delivery_deadline_s: float = 900.0,
+        caps: Caps | None = None,
+    ) -> None:
+        self.agents = agents
+        self.store = store
+        self.slack = slack
+        self.budgets = budgets
+        self.admins = admins
+        self.approver = approver
+        self.busy_wait_s = busy_wait_s
+        self.caps = caps or Caps()
+        self.delivery_deadline_s = delivery_deadline_s
+        self.allow_mass_mentions = allow_mass_mentions
+        self.replica_id = replica_id or uuid.uuid4().hex[:12]
+        self.metrics = metrics or Metrics()
+        self.context = ContextReader(
+            slack,
+            store,
+            UserDirectory(slack),
+            admins,
+            bot_user_id,
+            tools,
+            allow_mass_mentions=allow_mass_mentions,
+            context_messages=context_messages,
+            context_chars=context_chars,
+        )
+        self.queue = ConversationQueue(store, self.replica_id, self._answer, lease_ttl_s=lease_ttl_s)
+        self.answering: set[asyncio.Task[Any]] = set()
+        self._writers: dict[str, ReplyWriter] = {}  # placeholders posted here, not yet answered
+        self._records: dict[str, InFlight] = {}  # one record object per reply being handled here
+        self._active: dict[str, TurnAnswer] = {}
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    async def handle(self, turn: Turn) -> None:
+        """Answer one message. Never raises: every failure ends as a clear line in Slack.
+
+        The turn is durable first (another process answers it if this one dies), the
+        placeholder goes up as soon as Slack takes it (retried until the delivery deadline,
+        never given up after a number of tries), and the turn joins its conversation's queue:
+        whichever process owns the conversation (a lease in the store) answers it in order,
+        whether or not Slack has shown the placeholder yet.
+        """
+        record = await self.receive(turn)
+        await self.answer(record, turn)
+
+    async def receive(self, turn: Turn) -> InFlight:
+        """The durable intake: the turn written to the store (cheap, so it can run before Slack
+        gets its ack)."""
+        turn_id = uuid.uuid4().hex[:12]
+        self.metrics.turns_started.inc()
+        payload = {
+            **asdict(turn),
+            "turn_id": turn_id,
+            "message_ts": "",
+            "attempt": 0,
+            "received_by": self.replica_id,
+        }
+        record = InFlight(
+            turn_id,
+            turn.team,
+            turn.channel,
+            turn.thread_ts,
+            "",
+            self.replica_id,
+            time.time(),
+            user=turn.user,
+            state="received",
+            payload=json.dumps(payload),
+        )
+        await self.store.record_reply(record)
+        self._records[turn_id] = record
+        log(logger, "turn.received", **fields_of(turn, turn_id))
+        return record
+
+    async def answer(self, record: InFlight, turn: Turn) -> None:
+        """Post the placeholder and queue the turn; answer it here if this process owns the
+        conversation, else leave it (and the placeholder) to the owner."""
+        received = time.monotonic()
+        # the bot is in this thread from now on: follow-ups need no mention (any replica)
+        await self.store.acquire_lease(f"bot-thread:{turn.key.as_str()}", "bot", BOT_THREAD_TTL_S)
+        if await self.queue.owned_here(turn.key) is False:
+            await self.queue.enqueue(record)  # the owner posts the placeholder when it answers
+            self._records.pop(record.turn_id, None)
+            return
+        writer = self._writer(turn, record.turn_id, fields_of(turn, record.turn_id))
+        writer.on_posted = lambda ts: self._placeholder_posted(record.turn_id, ts, received)
+        writer.begin()
+        self._writers[record.turn_id] = writer
+        await self.queue.enqueue(record)
+        if record.turn_id not in self._writers or await self.queue.owned_here(turn.key):
+            return  # answered here, or our own queue answers it next with this writer
+        leftover = self._writers.pop(record.turn_id, None)
+        if leftover is not None:  # another replica owns the conversation and answers the turn
+            await self._hand_off(leftover, record.turn_id)
+        if self._records.get(record.turn_id) is record:
+            del self._records[record.turn_id]
+
+    async def enqueue(self, record: InFlight) -> None:
+        await self.queue.enqueue(record)
+
+    async def drain(self, key: ConversationKey) -> None:
+        await self.queue.drain(key)
+
+    async def _placeholder_posted(self, turn_id: str, ts: str, received: float) -> None:
+        """The first message is up: remember where it is (for whoever finishes the reply)."""
+        self.metrics.first_write.observe(time.monotonic() - received)
+        current = self._records.get(turn_id) or await self.store.reply(turn_id)
+        if current is not None and not current.message_ts:
+            current.message_ts = ts
+            current.pages = [ts]
+            await self.store.record_reply(current)
+
+    async def _placeholder_of(self, turn_id: str, *, waiting: bool) -> InFlight | None:
+        """The turn's record; when another replica took the message, give its placeholder a
+        moment to appear, so the reply continues there instead of in a second message."""
+        deadline = time.monotonic() + (PLACEHOLDER_WAIT_S if waiting else 0.0)
+        while True:
+            current = await self.store.reply(turn_id)
+            if current is None or current.message_ts or time.monotonic() >= deadline:
+                return current
+            await asyncio.sleep(0.1)
+
+    async def _hand_off(self, writer: ReplyWriter, turn_id: str) -> None:
+        """This replica took the message but another one answers it: leave no task behind. A
+        placeholder of ours that the owner did not adopt (it posted its own) is removed."""
+        ts = await writer.start(within_s=max(0.0, writer.deadline - time.monotonic()))
+        await writer.aclose()
+        current = await self.store.reply(turn_id)
+        if ts and (current is None or current.message_ts != ts):
+            with contextlib.suppress(SlackApiError):
+                await self.slack.chat_delete(channel=writer.channel, ts=ts)
+
+    # -- answering ------------------------------------------------------------------------------
+
+    def _writer(
+        self, turn: Turn, turn_id: str, fields: dict[str, Any], existing_pages: list[str] | None = None
+    ) -> ReplyWriter:
+        return ReplyWriter(
+            self.slack,
+            self.budgets.for_team(turn.team),
+            turn.channel,
+            turn.thread_ts,
+            stop_value=turn_id,
+            log_fields=fields,
+            existing_pages=existing_pages,
+            allow_mass_mentions=self.allow_mass_mentions,
+            on_rate_limited=self.metrics.slack_rate_limited.inc,
+            deadline_s=self.delivery_deadline_s,
+        )
+
+    def writer_for(self, reply: InFlight) -> ReplyWriter:
+        """A writer for a message another process started (recovery, restart)."""
+        turn = Turn(reply.team, reply.channel, reply.thread_ts, reply.message_ts, reply.user, "")
+        fields = {"channel": reply.channel, "thread_ts": reply.thread_ts, "turn": reply.turn_id}
+        pages = reply.pages or ([reply.message_ts] if reply.message_ts else [])
+        return self._writer(turn, reply.turn_id, fields, existing_pages=pages)
+
+    async def _answer(self, item: dict[str, Any]) -> None:
+        """Answer one queued turn (called by its conversation's queue, in order)."""
+        turn_id, attempt = item.pop("turn_id"), int(item.pop("attempt", 0) or 0)
+        queued_ts = item.pop("message_ts", "") or ""
+        received_by = item.pop("received_by", "") or ""
+        if not await self.store.claim("answer", f"{turn_id}:{attempt}", 86400):
+            return  # queued twice (a takeover re-queued it): answered once
+        item["files"] = tuple(item.get("files") or ())
+        turn = Turn(**item)
+        waiting = received_by not in ("", self.replica_id)
+        answer = await self._prepare(turn, turn_id, queued_ts, item, waiting=waiting)
+        started = time.monotonic()
+        self._active[turn_id] = answer
+        self.metrics.active_streams.inc()
+        task = asyncio.current_task()
+        if task is not None:
+            self.answering.add(task)
+        try:
+            outcome, ending = await answer.run()
+        finally:
+            self._active.pop(turn_id, None)
+            self.metrics.active_streams.dec()
+            if task is not None:
+                self.answering.discard(task)
+        await self._deliver(answer, outcome, ending, started)
+
+    async def _prepare(
+        self, turn: Turn, turn_id: str, queued_ts: str, item: dict[str, Any], *, waiting: bool
+    ) -> TurnAnswer:
+        """The writer (continuing any placeholder already up) and the reply's record."""
+        current = await self._placeholder_of(turn_id, waiting=waiting)
+        pages = (current.pages or [current.message_ts]) if current and current.message_ts else []
+        if not pages and queued_ts:
+            pages = [queued_ts]
+        writer = self._writers.pop(turn_id, None) or self._writer(
+            turn, turn_id, fields_of(turn, turn_id), existing_pages=pages
+        )
+        writer.begin()  # (re)post the placeholder if Slack has not taken one yet
+        record = InFlight(
+            turn_id,
+            turn.team,
+            turn.channel,
+            turn.thread_ts,
+            writer.ts or "",
+            self.replica_id,
+            time.time(),
+            user=turn.user,
+            state="running",
+            payload=current.payload if current is not None else json.dumps({**item, "turn_id": turn_id}),
+            pages=[p.ts for p in writer.pages if p.ts],
+        )
+        self._records[turn_id] = record
+        if writer.on_posted is None:
+            writer.on_posted = lambda ts: self._placeholder_posted(turn_id, ts, time.monotonic())
+        await self.store.record_reply(record)
+        return TurnAnswer(self, turn, turn_id, writer, record)
+
+    async def _deliver(self, answer: TurnAnswer, outcome: Outcome, ending: str, started: float) -> None:
+        """The final text, delivered (or kept for recovery if Slack will not take it)."""
+        writer, record = answer.writer, answer.record
+        body = answer.reply.body(ending)
+        await writer.finish(body, deadline_s=INTERRUPTED_FINISH_S if outcome is Outcome.INTERRUPTED else None)
+        self._records.pop(answer.turn_id, None)
+        if writer.undelivered:
+            await self.keep_undelivered(record, writer, body)
+        else:
+            await self.store.finish_reply(answer.turn_id)
+        self.metrics.turns_ended.labels(outcome.value).inc()
+        self.metrics.stream_duration.observe(time.monotonic() - started)
+        ms = round((time.monotonic() - started) * 1000)
+        log(
+            logger,
+            "turn.end",
+            outcome=outcome.value,
+            ms=ms,
+            slack_calls=writer.calls,
+            pages=len(writer.pages),
+            **answer.fields,
+        )
+
+    async def keep_undelivered(self, record: InFlight, writer: ReplyWriter, body: str) -> None:
+        """Slack did not take the reply before its deadline: keep it, with its text, for
+        recovery to deliver later (counted in the log and in /metrics)."""
+        record.state = "undelivered"
+        record.message_ts = writer.ts or record.message_ts
+        record.pages = [page.ts for page in writer.pages if page.ts]
+        since = _undelivered_since(record.payload)
+        record.payload = json.dumps({"body": body, "undelivered_since": since})
+        record.started_at = time.time()
+        await self.store.record_reply(record)
+        self.metrics.undelivered.inc()
+        log(logger, "turn.undelivered", logging.WARNING, turn=record.turn_id, channel=record.channel)
+
+    # -- Stop -----------------------------------------------------------------------------------
+
+    async def stop(self, turn_id: str, user: str) -> str:
+        """The Stop button. Returns a short answer for the person who clicked."""
+        answer = self._active.get(turn_id)
+        if answer is None:
+            return await self._stop_elsewhere(turn_id, user)
+        if user != answer.requester and user not in self.admins:
+            return f"Only <@{answer.requester}> (or an admin) can stop this reply."
+        await answer.stop(user)
+        return "Stopping…"
+
+    async def _stop_elsewhere(self, turn_id: str, user: str) -> str:
+        """The reply is being written by another replica: cancel its run directly."""
+        record = await self.store.reply(turn_id)
+        if record is None or record.state not in ("received", "queued", "running"):
+            return "This reply has already finished."
+        if user != record.user and user not in self.admins:
+            return f"Only <@{record.user}> (or an admin) can stop this reply."
+        if record.agent_thread_id and record.run_id:
+            await self.agents.cancel(record.agent_thread_id, record.run_id)
+            return "Stopping…"
+        return "This reply has not started yet; it will be answered in turn."
+
+
+def _undelivered_since(payload: str) -> float:
+    try:
+        return float(json.loads(payload or "{}").get("undelivered_since") or time.time())
+    except (ValueError, TypeError, AttributeError):
+        return time.time()

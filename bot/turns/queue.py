@@ -1,0 +1,74 @@
+"""Each conversation's queue of turns, answered in order by whichever process holds its
+lease (one run per agent thread, so nobody ever sees "thread busy")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..logs import log
+from ..store import ConversationKey, InFlight, Store
+
+logger = logging.getLogger("bot.turns")
+
+
+class ConversationQueue:
+    def __init__(
+        self,
+        store: Store,
+        replica_id: str,
+        answer: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        lease_ttl_s: float = 15.0,
+    ) -> None:
+        self.store = store
+        self.replica_id = replica_id
+        self.lease_ttl_s = lease_ttl_s
+        self._answer = answer
+
+    @staticmethod
+    def lease_name(key: ConversationKey) -> str:
+        return f"conv:{key.as_str()}"
+
+    async def owned_here(self, key: ConversationKey) -> bool | None:
+        """True if this process answers the conversation now, False if another one does,
+        None if nobody does."""
+        owner = await self.store.lease_owner(self.lease_name(key)) or ""
+        return owner.startswith(f"{self.replica_id}:") if owner else None
+
+    async def enqueue(self, record: InFlight) -> None:
+        """Put a received turn in its conversation's queue and answer the queue if free."""
+        key = ConversationKey(record.team, record.channel, record.thread_ts)
+        await self.store.push_turn(key, record.payload)
+        record.state = "queued"
+        await self.store.record_reply(record)
+        await self.drain(key)
+
+    async def drain(self, key: ConversationKey) -> None:
+        """Answer the conversation's queued turns, in order, if nobody else is."""
+        while True:
+            owner = f"{self.replica_id}:{uuid.uuid4().hex[:8]}"
+            lease = self.lease_name(key)
+            if not await self.store.acquire_lease(lease, owner, self.lease_ttl_s):
+                return  # its owner answers it, in order
+            renewal = asyncio.get_running_loop().create_task(self._keep_lease(lease, owner))
+            try:
+                while not renewal.done() and (payload := await self.store.pop_turn(key, self.replica_id)):
+                    await self._answer(json.loads(payload))
+            finally:
+                renewal.cancel()
+                await self.store.release_lease(lease, owner)
+            # a turn queued while the lease was being released found it taken: look again
+            if await self.store.queue_length(key) == 0:
+                return
+
+    async def _keep_lease(self, lease: str, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            if not await self.store.renew_lease(lease, owner, self.lease_ttl_s):
+                log(logger, "turn.lease_lost", logging.WARNING, lease=lease)
+                return
