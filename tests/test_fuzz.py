@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.agents.events import Annotation
-from bot.slack.app import turn_from_event
+from bot.slack.filters import turn_from_event
 from bot.slack.render import Citations, slack_safe
 from bot.slack.text import slack_to_agent_text
 

@@ -3,8 +3,11 @@ work per turn, queue correctness, approvals across replicas."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from bot.emulators.slack import Limit, default_limits
 from tests.stack import start_stack
@@ -312,3 +315,15 @@ async def _approval_prompt(slack: Any, ts: str) -> tuple[Any, str]:
                     return message, block["elements"][0]["value"]
         await asyncio.sleep(0.02)
     raise AssertionError("no approval prompt")
+
+
+def test_a_turn_round_trips_through_its_json_form_and_refuses_a_mangled_one() -> None:
+    from bot.slack.sink import Turn
+
+    turn = Turn("T1", "C1", "1.0", "1.1", "U1", "hi", "Ev1", files=({"name": "a.txt"},))
+    doc = json.loads(json.dumps({**turn.to_json(), "turn_id": "t1", "attempt": 2}))
+    assert Turn.from_json(doc) == turn
+    with pytest.raises(ValueError):
+        Turn.from_json({**doc, "channel": 5})
+    with pytest.raises(ValueError):
+        Turn.from_json({**doc, "files": "a.txt"})

@@ -1,8 +1,8 @@
 """The Slack surface: Bolt ``AsyncApp`` wiring, in Socket Mode or HTTP mode.
 
-Every event is acked at once (Bolt answers before the listener runs; Slack retries after
-3 s) and the turn runs after the ack. Retries and the double delivery of one mention
-(``app_mention`` plus ``message``) are deduplicated in the store.
+Bolt runs with ``process_before_response``: the filters (``filters``) and the durable
+intake run before Slack gets its ack (well inside Slack's 3 s); the answer runs after it.
+Buttons are acked at once and handled in the background.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from ..logs import log
@@ -21,13 +21,12 @@ from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from ..plugins.registry import Registry
 from ..store import Store
 from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
+from .filters import AllowList, RunLimits, first_delivery, follow_up_only, person_message
 from .sink import Turn, TurnSink
 from .writer import STOP_ACTION
 
 logger = logging.getLogger("bot.slack.app")
 
-DEDUPE_TTL_S = 3600.0
-ALLOWED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 TOOLS_COMMAND = "/agent-tools"
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -48,7 +47,9 @@ def _tool_listing(registry: Registry | None, disabled: set[str], *, admin: bool)
 
 
 class SlackSurface:
-    """Turns Slack events into ``Turn``s for the pipeline (a ``TurnSink``)."""
+    """Turns Slack events into ``Turn``s for the pipeline (a ``TurnSink``). What may reach a
+    listener (allow-lists, people's messages only, first delivery, run limits) is decided by
+    the Bolt middleware in ``filters``; the listeners only act."""
 
     def __init__(
         self,
@@ -66,10 +67,6 @@ class SlackSurface:
         user_per_minute: int = 10,
         channel_per_minute: int = 40,
     ) -> None:
-        self.allowed_teams = allowed_teams
-        self.allowed_channels = allowed_channels
-        self.user_per_minute = user_per_minute
-        self.channel_per_minute = channel_per_minute
         self.app = app
         self.sink = sink
         self.store = store
@@ -79,31 +76,32 @@ class SlackSurface:
         self.confirmer = confirmer
         self.registry = registry
         self.tasks: set[asyncio.Task[None]] = set()
-        app.event("app_mention")(self._on_mention)
-        app.event("message")(self._on_message)
+        self.allow_list = AllowList(allowed_teams, allowed_channels)
+        limits = RunLimits(
+            store,
+            metrics,
+            self._limited,
+            user_per_minute=user_per_minute,
+            channel_per_minute=channel_per_minute,
+        )
+        person, once = person_message(bot_user_id), first_delivery(store)
+        app.use(self.allow_list.middleware)
+        app.event("app_mention", middleware=[person, once, limits.middleware])(self._on_message)
+        app.event(
+            "message", middleware=[person, follow_up_only(store, bot_user_id), once, limits.middleware]
+        )(self._on_message)
         app.action(STOP_ACTION)(self._on_stop)
         app.action(APPROVE_ACTION)(self._on_confirm)
         app.action(DENY_ACTION)(self._on_confirm)
         app.command(TOOLS_COMMAND)(self._on_tools_command)
 
-    async def _first_time(self, body: dict[str, Any], event: dict[str, Any]) -> bool:
-        """False for a Slack retry, the second delivery of one post, or a place we do not serve."""
-        if not self.allowed(event.get("team") or body.get("team_id") or "", event.get("channel") or ""):
-            log(logger, "event.not_allowed", channel=event.get("channel"), team=body.get("team_id"))
-            return False
-        event_id = body.get("event_id") or ""
-        post = f"{event.get('channel')}:{event.get('ts')}"
-        fresh_event, fresh_post = await asyncio.gather(
-            self.store.claim("event", event_id, DEDUPE_TTL_S) if event_id else _true(),
-            self.store.claim("post", post, DEDUPE_TTL_S),
-        )
-        return fresh_event and fresh_post
+    def allowed(self, team: str, channel: str) -> bool:
+        return self.allow_list.allows(team, channel)
 
-    async def _start(self, turn: Turn) -> None:
-        """Run in the listener, before Bolt acks Slack (``process_before_response``): the run
-        limits and the durable intake; the answer itself goes on in the background."""
-        if not await self._admit(turn):
-            return
+    async def _on_message(self, context: AsyncBoltContext) -> None:
+        """Runs before Bolt acks Slack (``process_before_response``): the durable intake only;
+        the answer goes on in the background."""
+        turn: Turn = context["turn"]
         receipt = await self.sink.receive(turn)
         self._spawn(self.sink.answer(receipt, turn))
 
@@ -112,24 +110,8 @@ class SlackSurface:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def allowed(self, team: str, channel: str) -> bool:
-        if self.allowed_teams and team not in self.allowed_teams:
-            return False
-        return not self.allowed_channels or channel in self.allowed_channels or channel.startswith("D")
-
-    async def _admit(self, turn: Turn) -> bool:
-        """Per-user and per-channel limits on starting runs, with a friendly private note."""
-        user_hits, channel_hits = await asyncio.gather(
-            self.store.hit("user-runs", f"{turn.team}/{turn.user}", 60),
-            self.store.hit("channel-runs", f"{turn.team}/{turn.channel}", 60),
-        )
-        if user_hits > self.user_per_minute or channel_hits > self.channel_per_minute:
-            who = "you are" if user_hits > self.user_per_minute else "this channel is"
-            log(logger, "turn.limited", user=turn.user, channel=turn.channel, event_id=turn.event_id)
-            self.metrics.turns_ended.labels("limited").inc()
-            self._spawn(self._limited_note(turn, who))
-            return False
-        return True
+    async def _limited(self, turn: Turn, who: str) -> None:
+        self._spawn(self._limited_note(turn, who))
 
     async def _limited_note(self, turn: Turn, who: str) -> None:
         try:
@@ -142,44 +124,9 @@ class SlackSurface:
         except Exception as exc:
             log(logger, "turn.limit_note_failed", logging.INFO, error=repr(exc))
 
-    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        turn = turn_from_event(body, event)
-        if turn is None or event.get("bot_id") or not await self._first_time(body, event):
-            return
-        await self._start(turn)
-
-    async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if event.get("bot_id") or event.get("subtype") not in ALLOWED_SUBTYPES or not event.get("user"):
-            return
-        if event.get("user") == self.bot_user_id:
-            return
-        turn = turn_from_event(body, event)
-        if turn is None:
-            return
-        is_dm = event.get("channel_type") == "im"
-        bot_mention = f"<@{self.bot_user_id}>" in turn.text
-        if not is_dm:
-            if turn.thread_ts == turn.ts or bot_mention:
-                return  # a channel message is ours only as a follow-up in a thread we answer
-            if await self.store.lease_owner(f"bot-thread:{turn.key.as_str()}") is None:
-                return
-        if not await self._first_time(body, event):
-            return
-        await self._start(turn)
-
-    def _action_allowed(self, body: dict[str, Any]) -> bool:
-        """Buttons obey the allow-lists too: a click from elsewhere is acked and ignored."""
-        team = (body.get("team") or {}).get("id") or (body.get("user") or {}).get("team_id") or ""
-        channel = (body.get("channel") or {}).get("id") or ""
-        if self.allowed(team, channel):
-            return True
-        log(logger, "action.not_allowed", team=team, channel=channel)
-        return False
-
     async def _on_stop(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        if self._action_allowed(body):
-            self._spawn(self._stop(body, client))
+        self._spawn(self._stop(body, client))
 
     async def _stop(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         action = (body.get("actions") or [{}])[0]
@@ -195,8 +142,7 @@ class SlackSurface:
 
     async def _on_confirm(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        if self._action_allowed(body):
-            self._spawn(self._confirm(body, client))
+        self._spawn(self._confirm(body, client))
 
     async def _confirm(self, body: dict[str, Any], client: AsyncWebClient) -> None:
         action = (body.get("actions") or [{}])[0]
@@ -222,10 +168,6 @@ class SlackSurface:
             command.get("channel_id", ""),
             command.get("user_id", ""),
         )
-        if not self.allowed(team, channel):
-            log(logger, "command.not_allowed", team=team, channel=channel, user=user)
-            await ack(text="This bot is not available in this channel.")
-            return
         tools = self.registry.tools if self.registry is not None else {}
         if verb == "list":
             disabled = await self.store.disabled_tools(team, channel)
@@ -251,36 +193,6 @@ class SlackSurface:
     async def drain(self, grace_s: float = 30.0) -> None:
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=grace_s)
-
-
-def turn_from_event(body: Any, event: Any) -> Turn | None:
-    """A Slack message event as a ``Turn``; None for anything that is not a usable message
-    (Slack sends what it sends: a malformed event is ignored, never a crash)."""
-    if not isinstance(body, dict) or not isinstance(event, dict):
-        return None
-    channel, ts = event.get("channel"), event.get("ts")
-    if not isinstance(channel, str) or not channel or not isinstance(ts, str) or not ts:
-        return None
-    thread_ts = event.get("thread_ts")
-    files = event.get("files")
-    return Turn(
-        team=_text(event.get("team")) or _text(body.get("team_id")),
-        channel=channel,
-        thread_ts=thread_ts if isinstance(thread_ts, str) and thread_ts else ts,
-        ts=ts,
-        user=_text(event.get("user")),
-        text=_text(event.get("text")),
-        event_id=_text(body.get("event_id")),
-        files=tuple(f for f in files if isinstance(f, dict)) if isinstance(files, list) else (),
-    )
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-async def _true() -> bool:
-    return True
 
 
 def http_app(

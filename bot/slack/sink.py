@@ -30,6 +30,25 @@ class Turn:
     def key(self) -> ConversationKey:
         return ConversationKey(self.team, self.channel, self.thread_ts)
 
+    def to_json(self) -> dict[str, Any]:
+        """The turn as a JSON object (how it is queued and kept in the store)."""
+        return {name: getattr(self, name) for name in _FIELDS} | {"files": list(self.files)}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Turn:
+        """The turn back from ``to_json`` (other keys beside it are ignored); a value of the
+        wrong type is a ValueError, never a half-built turn."""
+        values = {name: doc.get(name, "") for name in _FIELDS}
+        if not all(isinstance(v, str) for v in values.values()):
+            raise ValueError("a queued turn has a field that is not text")
+        files = doc.get("files") or []
+        if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
+            raise ValueError("a queued turn's files are not a list of objects")
+        return cls(**values, files=tuple(files))
+
+
+_FIELDS = ("team", "channel", "thread_ts", "ts", "user", "text", "event_id")
+
 
 class TurnSink(Protocol):
     async def receive(self, turn: Turn) -> Any:

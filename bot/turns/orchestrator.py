@@ -13,7 +13,6 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import asdict
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -110,7 +109,7 @@ class TurnOrchestrator:
         turn_id = uuid.uuid4().hex[:12]
         self.metrics.turns_started.inc()
         payload = {
-            **asdict(turn),
+            **turn.to_json(),
             "turn_id": turn_id,
             "message_ts": "",
             "attempt": 0,
@@ -223,8 +222,12 @@ class TurnOrchestrator:
         received_by = item.pop("received_by", "") or ""
         if not await self.store.claim("answer", f"{turn_id}:{attempt}", 86400):
             return  # queued twice (a takeover re-queued it): answered once
-        item["files"] = tuple(item.get("files") or ())
-        turn = Turn(**item)
+        try:
+            turn = Turn.from_json(item)
+        except ValueError as exc:  # not ours to guess at: say so where an operator looks
+            log(logger, "turn.unreadable", logging.ERROR, turn=turn_id, error=str(exc))
+            await self.store.finish_reply(turn_id)
+            return
         waiting = received_by not in ("", self.replica_id)
         answer = await self._prepare(turn, turn_id, queued_ts, item, waiting=waiting)
         started = time.monotonic()
