@@ -26,6 +26,7 @@ bench: $(STAMP)
 	@$(PY) bench/intake.py
 	@$(PY) bench/sse_parse.py
 	@$(PY) bench/slack_stream.py
+	@$(PY) bench/load.py
 
 lint: $(STAMP)
 	@$(PY) -m ruff check bot tests bench tools
