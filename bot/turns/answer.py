@@ -5,26 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..agents import (
     AgentServiceError,
-    ApprovalDecision,
     ContextTooLongError,
     RateLimitedError,
     RunStream,
     StreamInterruptedError,
     ThreadBusyError,
-    ToolOutput,
 )
 from ..agents.events import (
     AgentEvent,
-    ApprovalRequest,
     ApprovalsRequested,
     Completed,
     Failed,
@@ -33,9 +29,7 @@ from ..agents.events import (
     ToolCallsRequested,
 )
 from ..logs import log
-from ..mentions import escape_mrkdwn
 from ..plugins.context import ToolContext
-from ..plugins.runner import CannotAsk
 from ..slack.sink import Turn
 from ..slack.writer import ReplyWriter
 from ..store import InFlight
@@ -49,6 +43,7 @@ from .reply import (
     service_failure_line,
     wait_for_run,
 )
+from .tool_round import decide, run_tools
 
 if TYPE_CHECKING:
     from .orchestrator import TurnOrchestrator
@@ -232,10 +227,14 @@ class TurnAnswer:
         assert self.thread_id is not None
         budget = None if expires_at is None else expires_at - time.time() - EXPIRY_MARGIN_S
         if isinstance(paused, ApprovalsRequested):
-            decisions = await self._decide(paused.approvals, context, budget)
+            decisions = await decide(
+                paused.approvals, context, budget, self.writer, self.o.approver, self.fields
+            )
             self.writer.status(None)
             return await self.o.agents.answer_approvals(self.thread_id, paused.run_id, decisions)
-        outputs = await self._run_tools(paused, context, budget)
+        tools = self.o.context.tools
+        known = {tool.name for tool in await self.o.context.function_tools(context)}
+        outputs = await run_tools(paused, context, budget, self.writer, tools, known, self.fields)
         self.writer.status(None)
         return await self.o.agents.submit_tool_outputs(self.thread_id, paused.run_id, outputs)
 
@@ -276,61 +275,6 @@ class TurnAnswer:
                 **self.fields,
             )
         return ending_for(event)
-
-    async def _run_tools(
-        self, requested: ToolCallsRequested, context: ToolContext, budget_s: float | None
-    ) -> list[ToolOutput]:
-        names = ", ".join(dict.fromkeys(call.name for call in requested.tool_calls))
-        known = {tool.name for tool in await self.o.context.function_tools(context)}
-        # only the registry's own names reach Slack, never text the agent made up
-        shown = dict.fromkeys(
-            escape_mrkdwn(c.name) if c.name in known else "an unknown tool" for c in requested.tool_calls
-        )
-        self.writer.status(f"Running {', '.join(shown)}…")
-        log(logger, "turn.tools", tools=names, budget_s=budget_s, **self.fields)
-        tools = self.o.context.tools
-        if tools is None:
-            return [
-                ToolOutput(c.id, f"error: no tool named {c.name!r} is installed")
-                for c in requested.tool_calls
-            ]
-        declined = [
-            ToolOutput(c.id, "error: not run: the agent's run would expire before this tool could finish")
-            for c in requested.tool_calls
-        ]
-        if budget_s is not None and budget_s <= 0:
-            log(logger, "turn.tools_declined", logging.WARNING, why="run expiring", **self.fields)
-            return declined
-        try:
-            async with asyncio.timeout(budget_s):
-                raw = await tools.run(requested.tool_calls, context)
-        except TimeoutError:
-            log(logger, "turn.tools_declined", logging.WARNING, why="run deadline reached", **self.fields)
-            return declined
-        return [ToolOutput(o["tool_call_id"], o["output"]) for o in raw]
-
-    async def _decide(
-        self, approvals: Sequence[ApprovalRequest], context: ToolContext, budget_s: float | None
-    ) -> list[ApprovalDecision]:
-        """Ask the person (Approve / Deny in Slack) about each MCP call the agent wants."""
-        self.writer.status("Waiting for approval…")
-        decisions = []
-        for request in approvals:
-            approved = False
-            if self.o.approver is not None:
-                try:
-                    arguments = json.loads(request.arguments or "{}")
-                except ValueError:
-                    arguments = {"arguments": request.arguments}
-                title = f"{request.server_label}: {request.name}" if request.server_label else request.name
-                try:
-                    async with asyncio.timeout(budget_s):
-                        approved = await self.o.approver.ask(context, title, arguments)
-                except (TimeoutError, CannotAsk):
-                    approved = False
-            log(logger, "turn.approval", tool=request.name, approved=approved, **self.fields)
-            decisions.append(ApprovalDecision(request.id, approved, "" if approved else "declined in Slack"))
-        return decisions
 
     async def _recover(self, run_id: str | None) -> str | ToolCallsRequested | ApprovalsRequested:
         """The stream broke: poll the run until it ends (show the stored answer) or waits."""
