@@ -129,15 +129,14 @@ async def run_ours(args: argparse.Namespace, script: Script, expected: str, back
     await agent.start()
     slack_emulator = SlackEmulator()
     await slack_emulator.start()
-    extra = {"AGENT_BACKEND": "foundry", "AGENT_NAME": "demo-agent"} if backend == "foundry" else {}
     with tempfile.TemporaryDirectory() as folder:
         bot = await start_bot(
             agent,
             slack_emulator,
             f"sqlite:///{folder}/bot.db",
             f"{folder}/bot.log",
+            backend=backend,
             BOT_LOG_LEVEL="WARNING",
-            **extra,
         )
         slack_emulator.events_url = bot.events_url
         # warm-up: a freshly started process pays one-time costs on its first event

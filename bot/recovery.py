@@ -46,6 +46,7 @@ class Recovery:
         self._work: set[asyncio.Task[Any]] = set()
         self.recovered: list[dict[str, Any]] = []
         self._forgot_at = 0.0
+        self._quiet_since: dict[str, float] = {}  # owner -> when its heartbeat was first missed
 
     @property
     def heartbeat(self) -> str:
@@ -88,15 +89,19 @@ class Recovery:
         task.add_done_callback(self._work.discard)
 
     async def sweep(self) -> None:
-        for reply in await self.store.replies_in_flight():
+        replies = await self.store.replies_in_flight()
+        owners = {reply.owner for reply in replies}
+        for owner in [o for o in self._quiet_since if o not in owners]:
+            del self._quiet_since[owner]  # nothing of theirs left to watch
+        for reply in replies:
             if reply.state == "undelivered":  # answered, but Slack had not taken it: deliver
                 if await self.store.claim("deliver", f"{reply.turn_id}:{reply.started_at}", DELIVER_RETRY_S):
                     self._spawn(self.deliver(reply))
                 continue
             if reply.owner == self.o.replica_id or reply.state == "queued":
                 continue  # ours; or waiting in a queue, which the loop below looks after
-            if await self.store.lease_owner(f"replica:{reply.owner}"):
-                continue  # its owner is alive
+            if not await self._owner_gone(reply.owner):
+                continue  # its owner is alive (or only just went quiet)
             if not await self.store.claim("takeover", f"{reply.turn_id}:{reply.owner}", 600):
                 continue  # another replica took it
             never_started = reply.state == "running" and not reply.run_id and not reply.agent_thread_id
@@ -107,6 +112,17 @@ class Recovery:
         for key in await self.store.queued_conversations():
             if await self.store.lease_owner(f"conv:{key.as_str()}") is None:
                 self._spawn(self.o.drain(key))
+
+    async def _owner_gone(self, owner: str) -> bool:
+        """An owner is gone when its heartbeat has stayed missing for a whole heartbeat TTL
+        more: a live replica whose event loop stalled past one TTL (a CPU spike, a long GC)
+        keeps its replies instead of seeing them written twice."""
+        if await self.store.lease_owner(f"replica:{owner}"):
+            self._quiet_since.pop(owner, None)
+            return False
+        now = time.monotonic()
+        first = self._quiet_since.setdefault(owner, now)
+        return now - first >= self.heartbeat_ttl_s
 
     async def requeue(self, reply: InFlight) -> None:
         payload = json.loads(reply.payload)
@@ -129,6 +145,7 @@ class Recovery:
             log(logger, "recovery.undeliverable", logging.ERROR, turn=reply.turn_id, channel=reply.channel)
             return
         writer = self.o.writer_for(reply)
+        await writer.adopt_posted()  # posted by the dead owner, but not yet recorded
         await writer.finish(body)
         if writer.undelivered:
             await self.o.keep_undelivered(reply, writer, body)  # tried again at the next sweep
@@ -156,6 +173,7 @@ class Recovery:
         except AgentServiceError as exc:
             log(logger, "recovery.run_unavailable", logging.WARNING, error=str(exc), **fields)
         writer = self.o.writer_for(reply)
+        await writer.adopt_posted()  # posted by the dead owner, but not yet recorded
         await writer.finish(body)
         if writer.undelivered:
             await self.o.keep_undelivered(reply, writer, body)

@@ -67,15 +67,23 @@ def client(emulator: AgentServiceEmulator, make_client: Callable[..., AgentsClie
     return make_client(emulator)
 
 
+@pytest.fixture(params=["classic", "foundry"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every end-to-end test that asks for it runs on both agent backends: classic
+    threads/runs and new Foundry agents over the Responses API (one emulator speaks both)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def stack_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """The whole product (both emulators and the real bot) on real sockets; closed after."""
+async def stack_factory(tmp_path: Path, backend: str) -> AsyncIterator[Callable[..., Any]]:
+    """The whole product (both emulators and the real bot) on real sockets, on each agent
+    backend; closed after."""
     from tests.stack import Stack, start_stack
 
     stacks: list[Stack] = []
 
     async def make(script: Any = None, **kwargs: Any) -> Stack:
-        stack = await start_stack(script, tmp_path=tmp_path, **kwargs)
+        stack = await start_stack(script, tmp_path=tmp_path, **{"backend": backend, **kwargs})
         stacks.append(stack)
         return stack
 

@@ -56,6 +56,23 @@ def agent_inputs(stack: Stack) -> list[list[str]]:
     ]
 
 
+def argument_deltas(stack: Stack) -> int:
+    """How many pieces the agent streamed function-call arguments in (either protocol)."""
+    if _foundry(stack):
+        return sum(
+            1
+            for r in stack.agent.responses_api.responses.values()
+            for e in r.events
+            if isinstance(e, dict) and e.get("type") == "response.function_call_arguments.delta"
+        )
+    return sum(
+        1
+        for r in stack.agent.runs.values()
+        for e in r.events
+        if isinstance(e, tuple) and e[0] == "thread.run.step.delta"
+    )
+
+
 def set_agent_tools(stack: Stack, tools: list[dict[str, Any]]) -> None:
     if _foundry(stack):
         stack.agent.responses_api.agents["demo-agent"][-1]["definition"]["tools"] = tools
@@ -75,6 +92,7 @@ def expected_run_tool_types(stack: Stack, classic: list[str]) -> list[str]:
 __all__ = [
     "Stack",
     "agent_inputs",
+    "argument_deltas",
     "conversation_count",
     "expected_run_tool_types",
     "run_bodies",

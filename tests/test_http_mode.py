@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-async def running(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+async def running(tmp_path: Path, backend: str) -> AsyncIterator[dict[str, Any]]:
     agent = AgentServiceEmulator()
     await agent.start()
     slack = SlackEmulator()
@@ -38,6 +38,7 @@ async def running(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         slack,
         f"sqlite:///{tmp_path}/bot.db",
         str(tmp_path / "bot.log"),
+        backend=backend,
         BOT_LOG_LEVEL="DEBUG",
         AGENTS_ACCESS_TOKEN="tok-agent-123",
     )
@@ -51,6 +52,7 @@ async def running(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         "SLACK_SIGNING_SECRET": slack.signing_secret,
         "SLACK_API_URL": slack.api_url,
         "BOT_STORE_URL": f"sqlite:///{tmp_path}/check.db",
+        **({"AGENT_BACKEND": "foundry", "AGENT_NAME": "demo-agent"} if backend == "foundry" else {}),
     }
     yield {"agent": agent, "slack": slack, "url": bot.url, "process": bot.process, "env": env, "bot": bot}
     bot.terminate()
@@ -122,8 +124,11 @@ async def test_check_reaches_slack_and_the_agent(running: dict[str, Any]) -> Non
     )
     out, _ = await asyncio.wait_for(process.communicate(), 30)
     text = out.decode()
-    assert process.returncode == 0, text
-    assert (
-        "ok classic agent (threads/runs) asst_demo" in text
-        and "ok Slack workspace Emulated as bot user agentbot" in text
-    )
+    assert "ok Slack workspace Emulated as bot user agentbot" in text
+    if "AGENT_BACKEND" not in running["env"]:
+        assert process.returncode == 0, text
+        assert "ok classic agent (threads/runs) asst_demo" in text
+    else:  # a new agent's tools are its version's: check says which are missing and how to fix it
+        assert process.returncode == 1, text
+        assert "ok new Foundry agent (Responses API) demo-agent v1" in text
+        assert "lacks the bot's tools" in text and "python -m bot tools sync" in text

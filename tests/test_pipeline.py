@@ -62,7 +62,7 @@ async def test_a_crash_between_pop_and_run_is_recovered(tmp_path: Path) -> None:
 
     from bot.store import InFlight
 
-    stack = await start_stack(tmp_path=tmp_path)
+    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 1.0})
     try:
         ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", "were you there?")  # no mention: not answered
         turn = {
@@ -76,11 +76,12 @@ async def test_a_crash_between_pop_and_run_is_recovered(tmp_path: Path) -> None:
                 user="U0ALICE", state="running", payload=json.dumps(turn),
             )
         )  # fmt: skip
-        await stack.bot.recovery.sweep()
-        for _ in range(300):
+        deadline = time.monotonic() + 30  # its owner's heartbeat stays missing a TTL, then: taken over
+        while time.monotonic() < deadline:
+            await stack.bot.recovery.sweep()
             if stack.reply_text("C0GENERAL", turn["thread_ts"]) == "You said: were you there?":
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.1)
         assert stack.reply_text("C0GENERAL", turn["thread_ts"]) == "You said: were you there?"
         assert await stack.bot.store.reply("turn-ghost") is None  # finished, nothing left behind
     finally:
@@ -327,3 +328,59 @@ def test_a_turn_round_trips_through_its_json_form_and_refuses_a_mangled_one() ->
         Turn.from_json({**doc, "channel": 5})
     with pytest.raises(ValueError):
         Turn.from_json({**doc, "files": "a.txt"})
+
+
+async def test_a_message_the_dead_owner_posted_but_never_recorded_is_reused(tmp_path: Path) -> None:
+    """The owner posted the placeholder (Slack took it) and died before writing down where:
+    the replica that answers the turn finds it by its metadata and answers in it, so the
+    person sees one reply, not two."""
+    import time
+
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.store import InFlight
+
+    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 1.0})
+    try:
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", "anyone?")
+        as_bot = AsyncWebClient(token=stack.slack.bot_token, base_url=stack.slack.api_url)
+        await as_bot.chat_postMessage(
+            channel="C0GENERAL",
+            thread_ts=ts,
+            text="Thinking…",
+            metadata={"event_type": "agent_reply", "event_payload": {"turn": "turn-orphan", "page": 0}},
+        )
+        turn = {
+            "team": "T0EMU", "channel": "C0GENERAL", "thread_ts": ts, "ts": ts, "user": "U0ALICE",
+            "text": f"{BOT} anyone?", "event_id": "Ev2", "files": [], "turn_id": "turn-orphan",
+            "message_ts": "", "attempt": 0,
+        }  # fmt: skip
+        await stack.bot.store.record_reply(
+            InFlight(
+                "turn-orphan", "T0EMU", "C0GENERAL", ts, "", "dead-replica", time.time(),
+                user="U0ALICE", state="running", payload=json.dumps(turn),
+            )
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and stack.reply_text("C0GENERAL", ts) != "You said: anyone?":
+            await stack.bot.recovery.sweep()
+            await asyncio.sleep(0.1)
+        replies = stack.slack.bot_replies("C0GENERAL", ts)
+        assert [m.visible_text for m in replies] == ["You said: anyone?"]  # one message, reused
+        assert await stack.bot.store.reply("turn-orphan") is None
+    finally:
+        await stack.close()
+
+
+async def test_slack_refuses_malformed_message_metadata(tmp_path: Path) -> None:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    stack = await start_stack(tmp_path=tmp_path)
+    try:
+        as_bot = AsyncWebClient(token=stack.slack.bot_token, base_url=stack.slack.api_url)
+        with pytest.raises(SlackApiError) as refused:
+            await as_bot.chat_postMessage(channel="C0GENERAL", text="x", metadata={"event_payload": {}})
+        assert refused.value.response["error"] == "invalid_metadata_format"
+    finally:
+        await stack.close()

@@ -65,10 +65,10 @@ def final_text(slack: SlackEmulator, channel: str, ts: str) -> str:
     return "".join(m.visible_text for m in slack.bot_replies(channel, ts))
 
 
-async def test_a_restart_finishes_the_reply_in_flight(emulators: Any, tmp_path: Path) -> None:
+async def test_a_restart_finishes_the_reply_in_flight(emulators: Any, tmp_path: Path, backend: str) -> None:
     agent, slack = emulators
     store = f"sqlite:///{tmp_path}/bot.db"
-    first = await start_bot(agent, slack, store, str(tmp_path / "first.log"))
+    first = await start_bot(agent, slack, store, str(tmp_path / "first.log"), backend=backend)
     slack.events_url = first.events_url
     ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow one please")
     await wait_until(lambda: any(len(m.history) >= 3 for m in slack.bot_replies("C0GENERAL", ts)))
@@ -78,7 +78,7 @@ async def test_a_restart_finishes_the_reply_in_flight(emulators: Any, tmp_path: 
     full = "A complete but slow answer, word by word. " * 6
     assert partial != full  # it really died mid-stream
     killed_at = time.monotonic()
-    second = await start_bot(agent, slack, store, str(tmp_path / "second.log"))
+    second = await start_bot(agent, slack, store, str(tmp_path / "second.log"), backend=backend)
     try:
         await wait_until(lambda: final_text(slack, "C0GENERAL", ts) == full, within_s=30)
         recovery_s = time.monotonic() - killed_at
@@ -99,11 +99,16 @@ async def test_a_restart_finishes_the_reply_in_flight(emulators: Any, tmp_path: 
     ],
 )
 async def test_sigterm_finishes_or_marks_the_reply_and_exits_zero(
-    emulators: Any, tmp_path: Path, grace: str, ending: str
+    emulators: Any, tmp_path: Path, grace: str, ending: str, backend: str
 ) -> None:
     agent, slack = emulators
     bot = await start_bot(
-        agent, slack, f"sqlite:///{tmp_path}/bot.db", str(tmp_path / "bot.log"), BOT_SHUTDOWN_GRACE=grace
+        agent,
+        slack,
+        f"sqlite:///{tmp_path}/bot.db",
+        str(tmp_path / "bot.log"),
+        backend=backend,
+        BOT_SHUTDOWN_GRACE=grace,
     )
     slack.events_url = bot.events_url
     ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow, then SIGTERM")
@@ -129,10 +134,15 @@ async def _redis_or_fail() -> None:
         await client.aclose()
 
 
-async def test_two_replicas_on_redis_answer_everything_once_in_order(emulators: Any, tmp_path: Path) -> None:
+async def test_two_replicas_on_redis_answer_everything_once_in_order(
+    emulators: Any, tmp_path: Path, backend: str
+) -> None:
     await _redis_or_fail()
     agent, slack = emulators
-    replicas = [await start_bot(agent, slack, REDIS_URL, str(tmp_path / f"r{i}.log")) for i in range(2)]
+    replicas = [
+        await start_bot(agent, slack, REDIS_URL, str(tmp_path / f"r{i}.log"), backend=backend)
+        for i in range(2)
+    ]
     slack.events_urls = [r.events_url for r in replicas]
     channels = [f"C{i:03d}" for i in range(8)]
     for channel in channels:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 from bot.emulators.agent_script import Script
 from bot.emulators.slack import Limit, default_limits
 from tests.stack import (
-    Stack,
     agent_inputs,
     conversation_count,
     expected_run_tool_types,
@@ -26,22 +24,6 @@ from tests.stack import (
 )
 
 BOT = "<@U0BOT>"
-
-
-@pytest.fixture(params=["classic", "foundry"])
-async def stack_factory(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    """The whole suite runs on both agent backends: classic threads/runs and new Foundry
-    agents over the Responses API (one emulator speaks both)."""
-    stacks: list[Stack] = []
-
-    async def make(script: Any = None, **kwargs: Any) -> Stack:
-        stack = await start_stack(script, tmp_path=tmp_path, backend=request.param, **kwargs)
-        stacks.append(stack)
-        return stack
-
-    yield make
-    for stack in stacks:
-        await stack.close()
 
 
 async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> None:

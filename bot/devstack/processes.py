@@ -50,8 +50,16 @@ class BotProcess:
 
 
 async def start_bot(
-    agent: AgentServiceEmulator, slack: SlackEmulator, store_url: str, log_path: str, **extra_env: str
+    agent: AgentServiceEmulator,
+    slack: SlackEmulator,
+    store_url: str,
+    log_path: str,
+    *,
+    backend: str = "classic",
+    **extra_env: str,
 ) -> BotProcess:
+    """The bot on ``backend`` ("classic" threads/runs, or "foundry": new agents over the
+    Responses API, which the same agent emulator answers as agent ``demo-agent``)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}
     env.update(
@@ -64,9 +72,10 @@ async def start_bot(
             "SLACK_API_URL": slack.api_url,
             "BOT_STORE_URL": store_url,
             "BOT_TOOLS_DIR": "",
-            "BOT_HEARTBEAT_TTL": "1",
+            "BOT_HEARTBEAT_TTL": "2",
             "BOT_USER_RUNS_PER_MINUTE": "1000",
             "BOT_CHANNEL_RUNS_PER_MINUTE": "1000",
+            **({"AGENT_BACKEND": "foundry", "AGENT_NAME": "demo-agent"} if backend == "foundry" else {}),
             **extra_env,
         }
     )

@@ -98,8 +98,9 @@ class Message:
     files: list[dict[str, Any]] | None = None
     deleted: bool = False
     history: list[tuple[float, str, list[dict[str, Any]] | None]] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, *, with_metadata: bool = False) -> dict[str, Any]:
         doc: dict[str, Any] = {
             "type": "message",
             "ts": self.ts,
@@ -115,6 +116,8 @@ class Message:
             doc["blocks"] = self.blocks
         if self.files:
             doc["files"] = self.files
+        if with_metadata and self.metadata is not None:
+            doc["metadata"] = self.metadata
         return doc
 
     @property
@@ -345,7 +348,7 @@ class SlackEmulator:
                     params.update(body)
             elif raw:
                 params.update(dict(parse_qsl(raw.decode(), keep_blank_values=True)))
-        for key in ("blocks", "attachments", "prompts"):  # form posts carry these as JSON text
+        for key in ("blocks", "attachments", "prompts", "metadata"):  # form posts: JSON text
             if isinstance(params.get(key), str):
                 try:
                     params[key] = json.loads(params[key])
@@ -477,6 +480,9 @@ class SlackEmulator:
         thread_ts = params.get("thread_ts") or None
         if thread_ts and not self.find(params["channel"], str(thread_ts)):
             return {"ok": False, "error": "thread_not_found"}
+        metadata = params.get("metadata")
+        if metadata is not None and not _valid_metadata(metadata):
+            return {"ok": False, "error": "invalid_metadata_format"}
         message = Message(
             params["channel"],
             self._next_ts(),
@@ -485,6 +491,7 @@ class SlackEmulator:
             self.bot_id,
             str(thread_ts) if thread_ts else None,
             params.get("blocks"),
+            metadata=metadata,
         )
         message.history.append((time.monotonic(), message.text, message.blocks))
         self.messages[message.channel].append(message)
@@ -550,6 +557,7 @@ class SlackEmulator:
             return {"ok": False, "error": "thread_not_found"}
         thread = self.thread(params["channel"], root.thread_ts or root.ts)
         inclusive = str(params.get("inclusive", "")).lower() in ("1", "true")
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
         if params.get("latest"):  # only messages before (or at, inclusive) this ts
             latest = float(params["latest"])
             thread = [m for m in thread if float(m.ts) < latest or (inclusive and float(m.ts) == latest)]
@@ -562,7 +570,7 @@ class SlackEmulator:
         more = start + limit < len(thread)
         return {
             "ok": True,
-            "messages": [m.as_dict() for m in page],
+            "messages": [m.as_dict(with_metadata=with_metadata) for m in page],
             "has_more": more,
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
@@ -821,3 +829,13 @@ class SlackEmulator:
 
         body = urlencode({"payload": json.dumps(payload)}).encode()
         return await self.post_signed(body, "application/x-www-form-urlencoded")
+
+
+def _valid_metadata(metadata: Any) -> bool:
+    """Slack's message metadata: an ``event_type`` string and an ``event_payload`` object."""
+    return (
+        isinstance(metadata, dict)
+        and isinstance(metadata.get("event_type"), str)
+        and bool(metadata["event_type"])
+        and isinstance(metadata.get("event_payload"), dict)
+    )

@@ -24,6 +24,8 @@ logger = logging.getLogger("bot.slack.writer")
 
 PLACEHOLDER = "_Thinking…_"
 STOP_ACTION = "stop_run"
+REPLY_EVENT = "agent_reply"  # the message metadata type that names a reply's turn and page
+ADOPT_READS = 5  # pages of 200 thread messages read at most to find a reply's own messages
 PAGE_LIMIT = MARKDOWN_LIMIT - 1_000  # room for the status line and a closing fence
 
 
@@ -119,6 +121,41 @@ class ReplyWriter:
         return self.pages[0].ts
 
     # -- what callers do ----------------------------------------------------------------
+
+    async def adopt_posted(self) -> bool:
+        """Find the messages an earlier process posted for this reply but died before
+        recording (each carries the turn in Slack's message metadata), so the reply goes on
+        in them instead of in a second copy. Before ``begin``; False when none are found."""
+        if self.pages[0].ts or not self.stop_value:
+            return False
+        found: dict[int, str] = {}
+        cursor: str | None = None
+        try:
+            for _ in range(ADOPT_READS):
+                response = await self.client.conversations_replies(
+                    channel=self.channel,
+                    ts=self.thread_ts,
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+                for message in response.get("messages") or []:
+                    meta = message.get("metadata") or {}
+                    payload = meta.get("event_payload") or {}
+                    if meta.get("event_type") == REPLY_EVENT and payload.get("turn") == self.stop_value:
+                        found.setdefault(int(payload.get("page") or 0), str(message["ts"]))
+                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+                if not cursor:
+                    break
+        except (SlackApiError, ValueError, TypeError, KeyError) as exc:
+            log(logger, "slack.adopt_failed", logging.INFO, error=repr(exc), **self.log_fields)
+            return False
+        if 0 not in found:
+            return False
+        self.pages[0].ts = found[0]
+        self._adopt = [found[i] for i in sorted(found) if i > 0]
+        log(logger, "slack.adopted", pages=len(found), **self.log_fields)
+        return True
 
     def begin(self) -> None:
         """Post the placeholder as soon as Slack takes it, then keep the reply in step. Never
@@ -218,6 +255,15 @@ class ReplyWriter:
         if self._task is None and self.pages[0].ts is not None:  # a message adopted from elsewhere
             self._task = asyncio.get_running_loop().create_task(self._flush_loop())
 
+    def _metadata(self, page: Page) -> dict[str, Any] | None:
+        """Which turn (and which of its pages) a message is: what ``adopt_posted`` finds."""
+        if not self.stop_value:
+            return None
+        return {
+            "event_type": REPLY_EVENT,
+            "event_payload": {"turn": self.stop_value, "page": self.pages.index(page)},
+        }
+
     def _payload(self, page: Page) -> dict[str, Any]:
         is_open = page is self.pages[-1] and not self._finished
         markdown = page.body if page.body.strip() else (PLACEHOLDER if is_open else "…")
@@ -298,6 +344,7 @@ class ReplyWriter:
                     thread_ts=self.thread_ts,
                     unfurl_links=False,
                     unfurl_media=False,
+                    metadata=self._metadata(page),
                     **payload,
                 )
                 page.ts = response["ts"]

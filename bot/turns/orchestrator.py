@@ -253,9 +253,11 @@ class TurnOrchestrator:
         pages = (current.pages or [current.message_ts]) if current and current.message_ts else []
         if not pages and queued_ts:
             pages = [queued_ts]
-        writer = self._writers.pop(turn_id, None) or self._writer(
-            turn, turn_id, fields_of(turn, turn_id), existing_pages=pages
-        )
+        writer = self._writers.pop(turn_id, None)
+        if writer is None:
+            writer = self._writer(turn, turn_id, fields_of(turn, turn_id), existing_pages=pages)
+            if not pages:  # another process may have posted it and died before saying where
+                await writer.adopt_posted()
         writer.begin()  # (re)post the placeholder if Slack has not taken one yet
         record = InFlight(
             turn_id,

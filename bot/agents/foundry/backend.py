@@ -15,6 +15,7 @@ live in the agent's version (``tools sync``).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Self
 
@@ -121,6 +122,8 @@ class FoundryBackend:
         self._http = http or httpx.AsyncClient(
             timeout=httpx.Timeout(stream_idle_timeout, connect=connect_timeout)
         )
+        self._http.event_hooks.setdefault("request", []).append(_request_started)
+        self._http.event_hooks.setdefault("response", []).append(_log_response)
         self.versions = AgentVersions(self.endpoint, self._token, self._http, api_version)
         if addressing == "agent_endpoint":
             base_url = f"{self.endpoint}/agents/{agent_name}/endpoint/protocols/openai"
@@ -372,4 +375,25 @@ def snapshot_of(response: Mapping[str, Any], conversation_id: str) -> RunSnapsho
         error_code=str(error.get("code")) if error.get("code") else None,
         error_message=str(error.get("message")) if error.get("message") else None,
         incomplete_reason=str((response.get("incomplete_details") or {}).get("reason") or "") or None,
+    )
+
+
+async def _request_started(request: httpx.Request) -> None:
+    request.extensions["bot_started"] = time.monotonic()
+
+
+async def _log_response(response: httpx.Response) -> None:
+    """One ``agent.http`` line per exchange, like the classic client's: what an operator
+    follows a conversation by (never a header that carries a secret)."""
+    request = response.request
+    started = request.extensions.get("bot_started")
+    log(
+        logger,
+        "agent.http",
+        logging.DEBUG if response.status_code < 400 else logging.INFO,
+        method=request.method,
+        path=request.url.path,
+        status=response.status_code,
+        ms=round((time.monotonic() - started) * 1000) if isinstance(started, float) else None,
+        service_request_id=response.headers.get("apim-request-id") or response.headers.get("x-request-id"),
     )
