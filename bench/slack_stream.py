@@ -273,6 +273,9 @@ def main() -> int:
     parser.add_argument("--chars", type=int, default=1200, help="characters per reply")
     parser.add_argument("--token-rate", type=float, default=40.0, help="agent deltas per second")
     parser.add_argument("--arrival", type=float, default=1.0, help="seconds over which events arrive")
+    parser.add_argument(
+        "--report-only", action="store_true", help="exit 0 when only a speed target is missed (smoke runs)"
+    )
     args = parser.parse_args()
     script = script_for(args.chars, args.token_rate)
     expected = script.turns[0].actions[0].text or ""
@@ -316,7 +319,13 @@ def main() -> int:
         f"text lost: ours {ours.lost}, new agents {ours_new.lost}, per-delta {per_delta.lost}, "
         f"fixed-1s {fixed.lost} (target: ours 0)"
     )
-    return 0 if ours.lost == 0 and ours_new.lost == 0 else 1
+    targets = (
+        max(ours.calls, ours_new.calls) / per_delta.calls <= 0.1
+        and max(ours.p(ours.first_write, 0.95), ours_new.p(ours_new.first_write, 0.95)) <= 0.150
+    )
+    if not targets:
+        print("a target above was missed")
+    return 0 if ours.lost == 0 and ours_new.lost == 0 and (targets or args.report_only) else 1
 
 
 if __name__ == "__main__":

@@ -98,6 +98,9 @@ def main() -> int:
     parser.add_argument("--size", type=float, default=5.0, help="stream size in MB (default 5)")
     parser.add_argument("--chunks", default="1,16,256,4096,65536", help="chunk sizes in bytes")
     parser.add_argument("--repeat", type=int, default=3, help="best of N runs (1-byte chunks: 1)")
+    parser.add_argument(
+        "--report-only", action="store_true", help="exit 0 when a target is missed (smoke runs)"
+    )
     args = parser.parse_args()
 
     unit = asyncio.run(record_run(REALISTIC_SCRIPT, "how fast can the bot edit?"))
@@ -138,11 +141,13 @@ def main() -> int:
         print("   is most of both figures there)")
 
     print("\nlinear growth (ours, full path): time for 10x the input")
+    growths = []
     for size in (256, 4096):
         small = stream_of(len(data) // 10, unit)
         t_small, _ = best_time(ours_full, chunked(small, size), max(args.repeat, 7))
         t_big, _ = best_time(ours_full, chunked(data, size), max(args.repeat, 7))
         growth = t_big / t_small * (len(small) / len(data)) * 10
+        growths.append(growth)
         print(
             f"  chunk {size:>5} B: {len(small) / MB:.2f} MB {t_small:.3f} s -> "
             f"{mb:.2f} MB {t_big:.3f} s: "
@@ -169,6 +174,9 @@ def main() -> int:
             f"  {label:>4}: {times[0]:.3f} s -> {times[1]:.3f} s "
             f"({times[1] / times[0]:.1f}x the time for 4x the input)"
         )
+    if max(growths) > 11:
+        print("the growth target (<= 11x for 10x the input) was missed")
+        return 0 if args.report_only else 1
     return 0
 
 

@@ -10,7 +10,17 @@ from pathlib import Path
 def test_sse_bench_runs_and_reports_ratios() -> None:
     script = Path(__file__).resolve().parent.parent / "bench" / "sse_parse.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--size", "0.05", "--chunks", "64,4096", "--repeat", "1"],
+        [
+            sys.executable,
+            str(script),
+            "--size",
+            "0.05",
+            "--chunks",
+            "64,4096",
+            "--repeat",
+            "1",
+            "--report-only",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -23,7 +33,17 @@ def test_sse_bench_runs_and_reports_ratios() -> None:
 def test_slack_stream_bench_runs_and_reports_baselines() -> None:
     script = Path(__file__).resolve().parent.parent / "bench" / "slack_stream.py"
     result = subprocess.run(
-        [sys.executable, str(script), "--replies", "3", "--chars", "120", "--token-rate", "200"],
+        [
+            sys.executable,
+            str(script),
+            "--replies",
+            "3",
+            "--chars",
+            "120",
+            "--token-rate",
+            "200",
+            "--report-only",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -40,6 +60,7 @@ def test_load_bench_runs_and_reports_cpu_and_memory_per_conversation() -> None:
             sys.executable,
             str(script),
             *("--replies", "4", "--baseline", "2", "--idle", "2", "--chars", "120", "--token-rate", "200"),
+            "--report-only",
         ],
         capture_output=True,
         text=True,
