@@ -76,6 +76,9 @@ async def test_a_crash_between_pop_and_run_is_recovered(tmp_path: Path) -> None:
                 user="U0ALICE", state="running", payload=json.dumps(turn),
             )
         )  # fmt: skip
+        await stack.bot.recovery.sweep()  # a heartbeat missed once may be a stall: not yet taken
+        kept = await stack.bot.store.reply("turn-ghost")
+        assert kept is not None and (kept.owner, kept.state) == ("dead-replica", "running")
         deadline = time.monotonic() + 30  # its owner's heartbeat stays missing a TTL, then: taken over
         while time.monotonic() < deadline:
             await stack.bot.recovery.sweep()
