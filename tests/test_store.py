@@ -16,7 +16,8 @@ import pytest
 
 from bot.store import ConversationKey, InFlight, SQLiteStore, open_store
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# its own database (keys under a per-test prefix, removed after each test)
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 KEY = ConversationKey("T1", "C1", "1700000000.000100")
 
 
