@@ -208,6 +208,9 @@ async def serve_http(settings: Settings, host: str, port: int) -> None:
             await ops.cleanup()
 
 
+SOCKET_PING_INTERVAL_S = 3.0
+
+
 async def serve_socket(settings: Settings) -> None:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -215,7 +218,9 @@ async def serve_socket(settings: Settings) -> None:
     if not app_token:
         raise ValueError("Socket Mode needs SLACK_APP_TOKEN (xapp-...)")
     bot = await build_bot(settings)
-    handler = AsyncSocketModeHandler(bot.bolt, app_token)
+    # a lost connection is noticed within a ping or two (the client's default is 10 s, long
+    # enough for Slack to spend a retry of an event on a dead socket)
+    handler = AsyncSocketModeHandler(bot.bolt, app_token, ping_interval=SOCKET_PING_INTERVAL_S)
     await handler.connect_async()
     ops = await serve_ops(settings, bot)
     bot.ready.set()

@@ -56,10 +56,12 @@ async def start_bot(
     log_path: str,
     *,
     backend: str = "classic",
+    mode: str = "http",
     **extra_env: str,
 ) -> BotProcess:
     """The bot on ``backend`` ("classic" threads/runs, or "foundry": new agents over the
-    Responses API, which the same agent emulator answers as agent ``demo-agent``)."""
+    Responses API, which the same agent emulator answers as agent ``demo-agent``), in HTTP
+    mode or, with ``mode="socket"``, in Socket Mode (its /healthz then on the ops port)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}
     env.update(
@@ -79,18 +81,19 @@ async def start_bot(
             **extra_env,
         }
     )
+    if mode == "socket":
+        env.update({"SLACK_APP_TOKEN": slack.app_token, "BOT_METRICS_PORT": str(port)})
+        slack.socket_mode = True
+        where = ["--mode", "socket"]
+    else:
+        where = ["--mode", "http", "--host", "127.0.0.1", "--port", str(port)]
     log_file = Path(log_path).open("ab")  # noqa: ASYNC230 (a local file, opened once)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
         "run",
-        "--mode",
-        "http",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+        *where,
         env=env,
         stdout=log_file,
         stderr=log_file,

@@ -30,6 +30,8 @@ from urllib.parse import parse_qsl
 import httpx
 from aiohttp import web
 
+from .socket_mode import SocketModeHub
+
 logger = logging.getLogger("bot.emulators.slack")
 
 TEXT_LIMIT = 40_000
@@ -143,6 +145,7 @@ class SlackEmulator:
         retry_delays: tuple[float, ...] = (1.0, 2.0, 4.0),
         ack_timeout: float = 3.0,
         latency: float = 0.0,
+        app_token: str = "xapp-1-A0EMUAPP-emulator",
     ) -> None:
         self.team_id = "T0EMU"
         self.bot_user = "U0BOT"
@@ -161,6 +164,10 @@ class SlackEmulator:
         self.deliveries: list[dict[str, Any]] = []  # every events request sent, with its answer
         self.events_url: str | None = None
         self.events_urls: list[str] = []  # set instead of events_url: a round-robin load balancer
+        self.app_token = app_token
+        # Socket Mode: once set, events, interactions and commands go out over websockets
+        self.socket_mode = False
+        self.sockets = SocketModeHub("A0EMUAPP", app_token, retry_delays)
         self._rr = 0
         self.listeners: list[Any] = []  # callables taking one dict: messages and calls, as they happen
         self.forced: dict[str, list[tuple[str, float | None]]] = {}  # method -> [(error, retry_after)]
@@ -236,6 +243,7 @@ class SlackEmulator:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/link/", self.sockets.websocket)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
@@ -384,6 +392,11 @@ class SlackEmulator:
         token = token or str(params.pop("token", ""))
         if not token:
             return self._answer(method, params, {"ok": False, "error": "not_authed"})
+        if method == "apps.connections.open":
+            ws_base = (self.base_url or "").replace("http://", "ws://", 1)
+            return self._answer(method, params, self.sockets.open_connection(token, ws_base))
+        if token == self.app_token:  # an app-level token opens connections, nothing else
+            return self._answer(method, params, {"ok": False, "error": "not_allowed_token_type"})
         if token != self.bot_token:
             return self._answer(method, params, {"ok": False, "error": "invalid_auth"})
         storm_left = self.storms.get(method, 0.0) - time.monotonic()
@@ -656,7 +669,7 @@ class SlackEmulator:
         return message.ts
 
     def _deliver_message_event(self, message: Message) -> None:
-        if self.events_url is None and not self.events_urls:
+        if self.events_url is None and not self.events_urls and not self.socket_mode:
             return
         is_im = self.channels[message.channel]["is_im"]
         self.deliver(
@@ -694,7 +707,12 @@ class SlackEmulator:
     def deliver(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
         """Send one event callback in the background, with Slack's retries."""
         envelope = self.event_envelope(event, event_id)
-        if self.events_url is not None or self.events_urls:
+        if self.socket_mode:
+            work = self.sockets.send("events_api", envelope, accepts_response_payload=False)
+            task = asyncio.get_running_loop().create_task(work)
+            self._delivery_tasks.add(task)
+            task.add_done_callback(self._delivery_tasks.discard)
+        elif self.events_url is not None or self.events_urls:
             task = asyncio.get_running_loop().create_task(self._send_with_retries(envelope))
             self._delivery_tasks.add(task)
             task.add_done_callback(self._delivery_tasks.discard)
@@ -771,7 +789,6 @@ class SlackEmulator:
         """A person runs a slash command; returns the app's (ephemeral) answer."""
         from urllib.parse import urlencode
 
-        assert self._http is not None and self.events_url is not None
         form = {
             "token": "emulator-verification-token",
             "team_id": self.team_id,
@@ -786,6 +803,10 @@ class SlackEmulator:
             "response_url": f"{self.base_url}/response",
             "trigger_id": secrets.token_hex(6),
         }
+        if self.socket_mode:
+            answer = await self.sockets.send("slash_commands", form, accepts_response_payload=True)
+            return {"status": 200 if answer is not None else 0, **(answer or {})}
+        assert self._http is not None and self.events_url is not None
         body = urlencode(form).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded", **self.sign(body)}
         response = await self._http.post(self.events_url, content=body, headers=headers)
@@ -827,6 +848,9 @@ class SlackEmulator:
         }
         from urllib.parse import urlencode
 
+        if self.socket_mode:
+            answer = await self.sockets.send("interactive", payload, accepts_response_payload=False)
+            return 200 if answer is not None else 0
         body = urlencode({"payload": json.dumps(payload)}).encode()
         return await self.post_signed(body, "application/x-www-form-urlencoded")
 
