@@ -158,31 +158,47 @@ async def test_admin_only_refuses_politely(runner: PluginToolRunner) -> None:
 
 
 async def test_calls_of_one_turn_run_concurrently() -> None:
+    """Each tool waits until the other two have started: run one after another, none of
+    them could see the others (each would give up after 10 s and say so)."""
+    started: set[str] = set()
+
+    def others_started(name: str) -> bool:
+        return started >= {"a", "b", "c"} - {name}
+
     @tool
     async def slow_a() -> str:
-        """Slow."""
-        await asyncio.sleep(0.3)
-        return "a"
+        """Waits for the others."""
+        started.add("a")
+        for _ in range(1000):
+            if others_started("a"):
+                return "a"
+            await asyncio.sleep(0.01)
+        return "alone"
 
     @tool
     def slow_b() -> str:
-        """Slow and blocking."""
-        time.sleep(0.3)
-        return "b"
+        """Waits for the others, blocking (it runs in a worker thread)."""
+        started.add("b")
+        for _ in range(1000):
+            if others_started("b"):
+                return "b"
+            time.sleep(0.01)
+        return "alone"
 
     @tool
     async def slow_c() -> str:
-        """Slow."""
-        await asyncio.sleep(0.3)
-        return "c"
+        """Waits for the others."""
+        started.add("c")
+        for _ in range(1000):
+            if others_started("c"):
+                return "c"
+            await asyncio.sleep(0.01)
+        return "alone"
 
     runner = PluginToolRunner(registry_of(slow_a, slow_b, slow_c))
     calls = [ToolCall(f"c{i}", name, "{}") for i, name in enumerate(["slow_a", "slow_b", "slow_c"])]
-    started = time.monotonic()
     outputs = await runner.run(calls, CTX)
-    elapsed = time.monotonic() - started
-    assert [o["output"] for o in outputs] == ["a", "b", "c"]
-    assert elapsed < 0.3 * 2  # about the slowest one's time, well under the sum (0.9 s)
+    assert [o["output"] for o in outputs] == ["a", "b", "c"]  # all three were running at once
 
 
 async def test_disabled_tools_are_hidden_and_refused() -> None:

@@ -126,9 +126,15 @@ async def test_confirm_deny_and_a_strangers_click(plugin_stack: Any) -> None:
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
     prompt, key = await wait_for_prompt(stack, "C0GENERAL", ts)
     assert await stack.slack.click("U0BOB", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
-    await asyncio.sleep(0.3)
-    refusal = [c for c in stack.slack.calls_of("chat.postEphemeral") if c.params.get("user") == "U0BOB"]
-    assert refusal and "Only <@U0ALICE> (or an admin) can answer" in refusal[0].params["text"]
+
+    def refusal() -> list[Any]:
+        return [c for c in stack.slack.calls_of("chat.postEphemeral") if c.params.get("user") == "U0BOB"]
+
+    for _ in range(400):  # the click is acked at once and answered in the background
+        if refusal():
+            break
+        await asyncio.sleep(0.025)
+    assert refusal() and "Only <@U0ALICE> (or an admin) can answer" in refusal()[0].params["text"]
     assert await stack.slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_deny", key) == 200
     await stack.settle()
     assert (

@@ -218,7 +218,10 @@ async def test_stop_button_cancels_the_run(stack_factory: Any) -> None:
     value = next(b for b in reply.blocks if b["type"] == "actions")["elements"][0]["value"]
     # someone else cannot stop it
     assert await stack.slack.click("U0BOB", "C0GENERAL", reply.ts, "stop_run", value) == 200
-    await asyncio.sleep(0.3)
+    for _ in range(400):  # acked at once, answered privately in the background
+        if any(c.method == "chat.postEphemeral" for c in stack.slack.calls):
+            break
+        await asyncio.sleep(0.025)
     assert any(c.method == "chat.postEphemeral" for c in stack.slack.calls)
     assert await stack.slack.click("U0ALICE", "C0GENERAL", reply.ts, "stop_run", value) == 200
     await stack.settle()
