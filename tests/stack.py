@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 from bot.devstack.stack import EmulatedStack as Stack
@@ -73,6 +75,21 @@ def argument_deltas(stack: Stack) -> int:
     )
 
 
+async def wait_for_prompt(
+    stack: Stack, channel: str, ts: str, *, missing: str = "no approval prompt", within_s: float = 6.0
+) -> tuple[Any, str]:
+    """The approval prompt posted in the thread and its button value, once it is up."""
+    deadline = time.monotonic() + within_s
+    while True:
+        for message in stack.replies(channel, ts):
+            for block in message.blocks or []:
+                if block.get("block_id") == "confirm":
+                    return message, block["elements"][0]["value"]
+        if time.monotonic() > deadline:
+            raise AssertionError(missing)
+        await asyncio.sleep(0.02)
+
+
 def set_agent_tools(stack: Stack, tools: list[dict[str, Any]]) -> None:
     if _foundry(stack):
         stack.agent.responses_api.agents["demo-agent"][-1]["definition"]["tools"] = tools
@@ -99,4 +116,5 @@ __all__ = [
     "run_count",
     "set_agent_tools",
     "start_stack",
+    "wait_for_prompt",
 ]

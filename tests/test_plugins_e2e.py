@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack import Stack, argument_deltas, run_bodies
+from tests.stack import Stack, argument_deltas, run_bodies, wait_for_prompt
 
 BOT = "<@U0BOT>"
 ADD = '''
@@ -98,16 +98,6 @@ def confirm_script() -> dict:
             }
         ]
     }
-
-
-async def wait_for_prompt(stack: Stack, channel: str, ts: str) -> Any:
-    for _ in range(200):
-        for message in stack.replies(channel, ts):
-            for block in message.blocks or []:
-                if block.get("block_id") == "confirm":
-                    return message, block["elements"][0]["value"]
-        await asyncio.sleep(0.02)
-    raise AssertionError("no approval prompt")
 
 
 async def test_confirm_approve(plugin_stack: Any) -> None:

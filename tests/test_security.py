@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bot.settings import Settings
-from tests.stack import start_stack
+from tests.stack import start_stack, wait_for_prompt
 
 BOT = "<@U0BOT>"
 TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
@@ -500,16 +500,9 @@ async def test_admin_only_tools_need_an_admins_approval_when_the_thread_has_non_
         ts = stack.slack.user_posts("U0BOB", "C0GENERAL", f"{BOT} hello, please purge every cache")
         await stack.settle()
         stack.slack.user_posts("U0ADMIN", "C0GENERAL", f"{BOT} go ahead", thread_ts=ts)
-        prompt, key = None, None
-        for _ in range(300):
-            for message in stack.replies("C0GENERAL", ts):
-                for block in message.blocks or []:
-                    if block.get("block_id") == "confirm":
-                        prompt, key = message, block["elements"][0]["value"]
-            if prompt is not None:
-                break
-            await asyncio.sleep(0.02)
-        assert prompt is not None and key is not None, "an admin tool ran without an admin's approval"
+        prompt, key = await wait_for_prompt(
+            stack, "C0GENERAL", ts, missing="an admin tool ran without an admin's approval"
+        )
         assert ran == []
         assert "not admins" in prompt.text
         # the non-admin who wrote in the thread cannot approve it

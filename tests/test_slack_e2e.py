@@ -21,6 +21,7 @@ from tests.stack import (
     run_tool_types,
     set_agent_tools,
     start_stack,
+    wait_for_prompt,
 )
 
 BOT = "<@U0BOT>"
@@ -545,16 +546,7 @@ async def test_new_agents_mcp_approval_is_asked_in_slack_and_answered(tmp_path: 
     stack = await start_stack(script, tmp_path=tmp_path, backend="foundry")
     try:
         ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} search the docs")
-        prompt, key = None, None
-        for _ in range(300):
-            for message in stack.replies("C0GENERAL", ts):
-                for block in message.blocks or []:
-                    if block.get("block_id") == "confirm":
-                        prompt, key = message, block["elements"][0]["value"]
-            if prompt is not None:
-                break
-            await asyncio.sleep(0.02)
-        assert prompt is not None and key is not None, "no approval prompt"
+        prompt, key = await wait_for_prompt(stack, "C0GENERAL", ts)
         assert "*docs: search*" in prompt.text and "pricing" in str(prompt.blocks)
         assert await stack.slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
         await stack.settle()
