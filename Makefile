@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint venv clean
+.PHONY: run test bench lint venv clean browser
 
 venv: $(STAMP)
 
@@ -18,9 +18,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@$(PY) -m bot run $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	@$(VENV)/bin/lint-imports --no-cache
-	@$(PY) -m pytest $(ARGS)
+	@$(PY) -m pytest --cov --cov-report=term $(ARGS)
+	@$(PY) tests/coverage_floor.py
+
+# The playground's browser test drives Debian's chromium (no browser download): installed
+# here, once, when missing and this user may (root with apt-get); never from inside a test.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make test: installing Debian's chromium for the browser test (once)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make test: chromium is missing; the browser test needs it: sudo apt-get install chromium"; \
+	  fi; \
+	fi
 
 bench: $(STAMP)
 	@$(PY) bench/intake.py

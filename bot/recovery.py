@@ -174,7 +174,8 @@ class Recovery:
             log(logger, "recovery.run_unavailable", logging.WARNING, error=str(exc), **fields)
         writer = self.o.writer_for(reply)
         await writer.adopt_posted()  # posted by the dead owner, but not yet recorded
-        await writer.finish(body)
+        again = how == "interrupted" and await self.o.again.keep(reply)
+        await writer.finish(body, ask_again=again)
         if writer.undelivered:
             await self.o.keep_undelivered(reply, writer, body)
         else:

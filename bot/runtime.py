@@ -76,10 +76,34 @@ async def build_bot(
         raise ValueError("SLACK_BOT_TOKEN is not set")
     if not settings.has_agent:
         raise ValueError("PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set")
-    store = await open_store(settings.store_url, retention_s=settings.retention_days * 86400)
-    agents = make_backend(settings)
     slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)
-    identity = await slack.auth_test()
+    identity = await slack.auth_test()  # first: a refused token leaves nothing open behind it
+    store = await open_store(settings.store_url, retention_s=settings.retention_days * 86400)
+    agents: AgentBackend | None = None
+    try:
+        agents = make_backend(settings)
+        return await _assemble(
+            settings, slack, identity, store, agents, tools=tools, budgets=budgets, extra_tools=extra_tools
+        )
+    except BaseException:  # nothing left open: a process that cannot start must exit
+        if agents is not None:
+            await agents.aclose()
+        await store.close()
+        raise
+
+
+async def _assemble(
+    settings: Settings,
+    slack: AsyncWebClient,
+    identity: Any,
+    store: Store,
+    agents: AgentBackend,
+    *,
+    tools: ToolRunner | None,
+    budgets: Budgets | None,
+    extra_tools: Sequence[Callable[..., Any]],
+) -> Bot:
+    """The bot's parts, wired: Bolt, tools, the pipeline, the Slack surface, recovery."""
     bolt = AsyncApp(
         client=slack,
         signing_secret=settings.secret("slack_signing_secret") or "",
@@ -144,6 +168,7 @@ async def build_bot(
     log(
         logger,
         "bot.ready",
+        replica=orchestrator.replica_id,
         team=identity.get("team_id"),
         bot_user=identity.get("user_id"),
         agent_id=settings.agent_ref,
@@ -194,12 +219,13 @@ async def serve_http(settings: Settings, host: str, port: int) -> None:
         bot.bolt, bot.ready, signing_secret=settings.secret("slack_signing_secret"), draining=bot.draining
     )
     runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    ops = await serve_ops(settings, bot)
-    bot.ready.set()
-    print(f"slack-agent-bot listening on http://{host}:{port}/slack/events", flush=True)
-    try:
+    ops: web.AppRunner | None = None
+    try:  # a port already taken ends here too, with nothing left running
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        ops = await serve_ops(settings, bot)
+        bot.ready.set()
+        print(f"slack-agent-bot listening on http://{host}:{port}/slack/events", flush=True)
         await _until_signal()
     finally:
         await bot.shutdown()
@@ -221,11 +247,12 @@ async def serve_socket(settings: Settings) -> None:
     # a lost connection is noticed within a ping or two (the client's default is 10 s, long
     # enough for Slack to spend a retry of an event on a dead socket)
     handler = AsyncSocketModeHandler(bot.bolt, app_token, ping_interval=SOCKET_PING_INTERVAL_S)
-    await handler.connect_async()
-    ops = await serve_ops(settings, bot)
-    bot.ready.set()
-    print("slack-agent-bot connected in Socket Mode", flush=True)
-    try:
+    ops: web.AppRunner | None = None
+    try:  # a refused app token or a taken ops port ends here too, with nothing left running
+        await handler.connect_async()
+        ops = await serve_ops(settings, bot)
+        bot.ready.set()
+        print("slack-agent-bot connected in Socket Mode", flush=True)
         await _until_signal()
     finally:
         await handler.close_async()  # stop taking events

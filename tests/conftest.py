@@ -75,7 +75,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def stack_factory(tmp_path: Path, backend: str) -> AsyncIterator[Callable[..., Any]]:
+def slack_mode() -> str:
+    """How Slack reaches the bot: HTTP unless a module runs its tests in both modes (the Slack
+    and plugin end-to-end suites do: they override this with ``http`` and ``socket``)."""
+    return "http"
+
+
+@pytest.fixture
+async def stack_factory(tmp_path: Path, backend: str, slack_mode: str) -> AsyncIterator[Callable[..., Any]]:
     """The whole product (both emulators and the real bot) on real sockets, on each agent
     backend; closed after."""
     from tests.stack import Stack, start_stack
@@ -83,7 +90,9 @@ async def stack_factory(tmp_path: Path, backend: str) -> AsyncIterator[Callable[
     stacks: list[Stack] = []
 
     async def make(script: Any = None, **kwargs: Any) -> Stack:
-        stack = await start_stack(script, tmp_path=tmp_path, **{"backend": backend, **kwargs})
+        stack = await start_stack(
+            script, tmp_path=tmp_path, **{"backend": backend, "mode": slack_mode, **kwargs}
+        )
         stacks.append(stack)
         return stack
 

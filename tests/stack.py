@@ -75,19 +75,52 @@ def argument_deltas(stack: Stack) -> int:
     )
 
 
-async def wait_for_prompt(
-    stack: Stack, channel: str, ts: str, *, missing: str = "no approval prompt", within_s: float = 6.0
-) -> tuple[Any, str]:
-    """The approval prompt posted in the thread and its button value, once it is up."""
+async def eventually(predicate: Any, what: str, *, within_s: float = 30.0, step: float = 0.02) -> None:
+    """Wait for an observable condition (a plain or async predicate) under a generous
+    deadline; fail naming ``what`` was never seen. No test sleeps a guessed time instead."""
     deadline = time.monotonic() + within_s
     while True:
-        for message in stack.replies(channel, ts):
-            for block in message.blocks or []:
-                if block.get("block_id") == "confirm":
-                    return message, block["elements"][0]["value"]
+        seen = predicate()
+        if asyncio.iscoroutine(seen):
+            seen = await seen
+        if seen:
+            return
         if time.monotonic() > deadline:
-            raise AssertionError(missing)
-        await asyncio.sleep(0.02)
+            raise AssertionError(f"never seen within {within_s:g} s: {what}")
+        await asyncio.sleep(step)
+
+
+def status_lines(stack: Stack, channel: str, ts: str) -> list[str]:
+    """Every status line (the context block under the text) the first reply has shown."""
+    replies = stack.replies(channel, ts)
+    if not replies:
+        return []
+    return [
+        blocks[1]["elements"][0]["text"]
+        for _, _, blocks in replies[0].history
+        if blocks and len(blocks) > 1 and blocks[1]["type"] == "context"
+    ]
+
+
+async def wait_for_prompt(
+    where: Any, channel: str, ts: str, *, missing: str = "no approval prompt", within_s: float = 30.0
+) -> tuple[Any, str]:
+    """The approval prompt posted in the thread and its button value, once it is up (``where``:
+    a stack or the Slack emulator)."""
+    slack = getattr(where, "slack", where)
+    found: list[tuple[Any, str]] = []
+
+    def posted() -> bool:
+        found[:] = [
+            (message, block["elements"][0]["value"])
+            for message in slack.bot_replies(channel, ts)
+            for block in message.blocks or []
+            if block.get("block_id") == "confirm"
+        ]
+        return bool(found)
+
+    await eventually(posted, missing, within_s=within_s)
+    return found[0]
 
 
 def set_agent_tools(stack: Stack, tools: list[dict[str, Any]]) -> None:

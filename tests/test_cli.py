@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from bot.emulators.agents import AgentServiceEmulator
 
@@ -74,3 +75,184 @@ def test_invalid_setting_is_a_clear_error() -> None:
     result = run_cli("check", env={"AGENTS_STREAM_IDLE_TIMEOUT": "soon"})
     assert result.returncode == 2
     assert "AGENTS_STREAM_IDLE_TIMEOUT" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_check_names_each_failure_and_its_fix(make_emulator: Callable) -> None:
+    """Every `check` failure is one clear line (and a fix), never a traceback."""
+    import asyncio
+
+    from bot.emulators.slack import SlackEmulator
+
+    emulator: AgentServiceEmulator = await make_emulator(token="cfg-token")
+    slack = SlackEmulator()
+    await slack.start()
+    agent = {
+        "PROJECT_ENDPOINT": emulator.endpoint,
+        "AGENT_ID": "asst_demo",
+        "AGENTS_ACCESS_TOKEN": "cfg-token",
+    }
+    try:
+        cases = [
+            ({"PROJECT_ENDPOINT": emulator.endpoint}, "x no agent: set AGENT_ID"),
+            (
+                {**agent, "SLACK_BOT_TOKEN": "xoxb-not-the-token", "SLACK_API_URL": slack.api_url},
+                "x Slack refused the bot token: invalid_auth",
+            ),
+            (
+                {**agent, "SLACK_BOT_TOKEN": slack.bot_token, "SLACK_API_URL": "http://127.0.0.1:9/api/"},
+                "x cannot reach Slack at http://127.0.0.1:9/api/",
+            ),
+        ]
+        for env, expected in cases:
+            result = await asyncio.to_thread(run_cli, "check", env=env)
+            assert result.returncode == 1 and expected in result.stdout, (env, result.stdout)
+            assert "Traceback" not in result.stderr
+        emulator.fail_next("GET", "/assistants/*", 500, times=50)
+        down = await asyncio.to_thread(run_cli, "check", env=agent)
+        assert down.returncode == 1 and "x the agent service failed" in down.stdout
+    finally:
+        await slack.stop()
+
+
+async def test_run_refuses_clearly_what_it_cannot_serve(make_emulator: Callable) -> None:
+    """`run` with an agent but a refused Slack token, or a port already taken: exit 2 and one
+    line saying what to do; `run` in Slack mode without an agent says what to set."""
+    import asyncio
+    import socket
+
+    from bot.emulators.slack import SlackEmulator
+
+    emulator: AgentServiceEmulator = await make_emulator(token="cfg-token")
+    slack = SlackEmulator()
+    await slack.start()
+    agent = {
+        "PROJECT_ENDPOINT": emulator.endpoint,
+        "AGENT_ID": "asst_demo",
+        "AGENTS_ACCESS_TOKEN": "cfg-token",
+    }
+    slack_env = {"SLACK_SIGNING_SECRET": slack.signing_secret, "SLACK_API_URL": slack.api_url}
+    try:
+        refused = await asyncio.to_thread(
+            run_cli, "run", "--mode", "http", env={**agent, **slack_env, "SLACK_BOT_TOKEN": "xoxb-wrong"}
+        )
+        assert refused.returncode == 2 and "Slack refused the bot token (invalid_auth)" in refused.stderr
+        no_agent = await asyncio.to_thread(
+            run_cli, "run", "--mode", "http", env={**slack_env, "SLACK_BOT_TOKEN": slack.bot_token}
+        )
+        assert no_agent.returncode == 2 and "PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME)" in no_agent.stderr
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = str(taken.getsockname()[1])
+            busy = await asyncio.to_thread(
+                run_cli,
+                "run", "--mode", "http", "--host", "127.0.0.1", "--port", port,
+                env={**agent, **slack_env, "SLACK_BOT_TOKEN": slack.bot_token},
+            )  # fmt: skip
+            assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+            played = await asyncio.to_thread(run_cli, "playground", "--port", port)
+            assert played.returncode == 2 and "(try --port)" in played.stderr
+        for result in (refused, no_agent, busy, played):
+            assert "Traceback" not in result.stderr
+    finally:
+        await slack.stop()
+
+
+def test_the_playground_names_a_broken_script() -> None:
+    result = run_cli("playground", "--port", "0", "--script", "/nonexistent/script.yaml")
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+async def test_chat_shows_every_ending_and_runs_local_tools_safely(make_emulator: Callable) -> None:
+    """The terminal chat words each way a run ends, runs its local tool with arguments (and
+    survives a bad argument or an unknown tool), skips blank lines and stops at /quit."""
+    import asyncio
+
+    script = {
+        "turns": [
+            {"match": "offset", "actions": [
+                {"tool_calls": [{"name": "current_time", "arguments": {"timezone": "+02:00"}}]},
+                {"text": "got ${output}"},
+            ]},
+            {"match": "broken", "actions": [
+                {"tool_calls": [{"name": "current_time", "arguments": {"timezone": "+xx"}}]},
+                {"text": "tool said ${output}"},
+            ]},
+            {"match": "unknown", "actions": [
+                {"tool_calls": [{"name": "no_such_tool", "arguments": {}}]},
+                {"text": "tool said ${output}"},
+            ]},
+            {"match": "fail", "actions": [{"fail": {"code": "server_error", "message": "boom"}}]},
+            {"match": "short", "actions": [{"text": "half"}, {"incomplete": "max_output_tokens"}]},
+            {"match": "late", "actions": [{"expire": True}]},
+            {"match": "hiccup", "actions": [{"error_event": {"code": "server_error", "message": "hiccup"}}]},
+        ]
+    }  # fmt: skip
+    emulator: AgentServiceEmulator = await make_emulator(script, token="cfg-token")
+    env = {"PROJECT_ENDPOINT": emulator.endpoint, "AGENT_ID": "asst_demo", "AGENTS_ACCESS_TOKEN": "cfg-token"}
+    lines = "offset\nbroken\n\nunknown\nfail\nshort\nlate\nhiccup\n/quit\nnever sent\n"
+    result = await asyncio.to_thread(run_cli, "chat", stdin=lines, env=env)
+    out = result.stdout
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "got 20" in out and "+02:00" in out
+    assert "tool said error: ValueError" in out
+    assert "tool said error: no tool named 'no_such_tool'" in out
+    assert "[the run failed: boom (server_error)]" in out
+    assert "[the answer is incomplete: max_output_tokens]" in out
+    assert "[the run was expired]" in out
+    assert "[the agent service reported an error: hiccup]" in out
+    assert "never sent" not in str(emulator.requests)
+
+
+async def test_tools_commands_explain_every_refusal(tmp_path: Any, make_emulator: Callable) -> None:
+    """`python -m bot tools ...` as an admin meets it: an empty directory, a broken module, a
+    name defined twice, an unknown tool, a tool that fails, and sync with no agent or a
+    failing service each get one clear line and an exit code a script can test."""
+    import asyncio
+
+    empty, mixed, twice = tmp_path / "empty", tmp_path / "mixed", tmp_path / "twice"
+    for folder in (empty, mixed, twice):
+        folder.mkdir()
+    good = (
+        "from bot.plugins import tool\n\n"
+        "@tool\ndef halve(x: int) -> float:\n"
+        '    """Half of x."""\n'
+        "    return x / 0 if x == 0 else x / 2\n"
+    )
+    (mixed / "good.py").write_text(good)
+    (mixed / "broken.py").write_text("import nonexistent_module_for_the_test\n")
+    (twice / "a.py").write_text(good)
+    (twice / "b.py").write_text(good)
+
+    def tools(folder: Any, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("tools", *args, env={"BOT_TOOLS_DIR": str(folder), **env})
+
+    listed = await asyncio.to_thread(tools, empty, "list")
+    assert listed.returncode == 0 and "no tools found in" in listed.stdout
+    listed = await asyncio.to_thread(tools, mixed, "list")
+    assert listed.returncode == 1 and "halve" in listed.stdout and "(broken)" in listed.stdout
+    doubled = await asyncio.to_thread(tools, twice, "list")
+    assert doubled.returncode == 2 and doubled.stderr.startswith("error: ") and "halve" in doubled.stderr
+    unknown = await asyncio.to_thread(tools, mixed, "schema", "nope")
+    assert unknown.returncode == 2 and "no tool named 'nope'" in unknown.stderr
+    unknown = await asyncio.to_thread(tools, mixed, "call", "nope")
+    assert unknown.returncode == 2 and "no tool named 'nope'" in unknown.stderr
+    ok = await asyncio.to_thread(
+        tools, mixed, "call", "halve", "--json", '{"x": 8}', SLACK_BOT_TOKEN="xoxb-1"
+    )
+    assert ok.returncode == 0 and ok.stdout.strip() == "4.0"
+    failed = await asyncio.to_thread(tools, mixed, "call", "halve", "--json", '{"x": 0}')
+    assert failed.returncode == 1 and failed.stdout.startswith("error: halve failed (ZeroDivisionError")
+    no_agent = await asyncio.to_thread(tools, mixed, "sync")
+    assert no_agent.returncode == 2 and "must be set to sync tools" in no_agent.stderr
+    emulator: AgentServiceEmulator = await make_emulator(token="cfg-token")
+    emulator.fail_next("POST", "/assistants/*", 400, times=5, message="tools rejected")
+    agent = {
+        "PROJECT_ENDPOINT": emulator.endpoint,
+        "AGENT_ID": "asst_demo",
+        "AGENTS_ACCESS_TOKEN": "cfg-token",
+    }
+    refused = await asyncio.to_thread(tools, mixed, "sync", **agent)
+    assert refused.returncode == 1 and "tools rejected" in refused.stderr
+    for result in (listed, doubled, unknown, ok, failed, no_agent, refused):
+        assert "Traceback" not in result.stderr

@@ -251,3 +251,37 @@ async def test_missing_api_version_is_refused_by_emulator(emulator: AgentService
         )
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "api-version"
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after-ms": "1500"}, 1.5),
+        ({"x-ms-retry-after-ms": "250"}, 0.25),
+        ({"retry-after-ms": "soon", "retry-after": "3"}, 3.0),  # a bad ms value falls back
+        ({"Retry-After": "7"}, 7.0),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date in the past: now
+        ({"Retry-After": "whenever"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_reads_every_form_the_service_sends(
+    headers: dict[str, str], seconds: float | None
+) -> None:
+    import httpx
+
+    from bot.agents.retry import retry_after_seconds
+
+    assert retry_after_seconds(httpx.Headers(headers)) == seconds
+
+
+def test_retry_after_in_the_future_as_a_date() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    import httpx
+
+    from bot.agents.retry import retry_after_seconds
+
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= (retry_after_seconds(httpx.Headers({"Retry-After": when})) or 0) <= 30

@@ -445,3 +445,6 @@ async def test_many_concurrent_streams_share_one_pool(make_emulator: Callable, m
 
     results = await asyncio.gather(*(one(i) for i in range(30)))
     assert results == [f"You said: n{i}" for i in range(30)]
+    # 30 runs (about 90 requests), all on at most the pool's 10 connections, reused
+    assert len(emulator.requests) >= 90
+    assert 1 <= len(emulator.connections) <= 10

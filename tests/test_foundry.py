@@ -507,3 +507,49 @@ async def test_the_emulator_refuses_malformed_responses_requests_like_the_servic
         foreground = (await http.post(f"{ga}/responses", json={**AGENT, "input": "hi"}, headers=auth)).json()
         again = await http.get(f"{ga}/responses/{foreground['id']}", params={"stream": "true"}, headers=auth)
         assert again.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected", "retry_after"),
+    [
+        (401, None, "AuthenticationError", None),
+        (404, None, "NotFoundError", None),
+        (429, None, "RateLimitedError", 2.5),
+        (503, None, "ServiceError", None),
+        (
+            400,
+            '{"error": {"code": "context_length_exceeded", "message": "too long"}}',
+            "ContextTooLongError",
+            None,
+        ),
+        (400, '{"error": {"code": "invalid_value", "message": "no"}}', "BadRequestError", None),
+    ],
+)
+async def test_service_errors_reach_the_pipeline_as_typed_errors(
+    status: int, body: str | None, expected: str, retry_after: float | None
+) -> None:
+    """What the official client raises is mapped to the backend-neutral errors the pipeline
+    words its lines from (the service's ``retry-after-ms`` kept)."""
+    from bot.agents import AgentServiceError
+
+    async with AgentServiceEmulator(SCRIPT) as emulator:
+        emulator.fail_next(
+            "POST", "*conversations", status, retry_after=retry_after, body=body,
+            content_type="application/json" if body else None,
+        )  # fmt: skip
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent", max_retries=0) as backend:
+            with pytest.raises(AgentServiceError) as caught:
+                await backend.create_conversation()
+    assert type(caught.value).__name__ == expected
+    assert getattr(caught.value, "retry_after", None) == retry_after
+
+
+async def test_an_unreachable_service_is_a_connection_error() -> None:
+    from bot.agents import AgentServiceError
+
+    async with FoundryBackend(
+        "http://127.0.0.1:9/api/projects/p", "t", "demo-agent", max_retries=0
+    ) as backend:
+        with pytest.raises(AgentServiceError) as caught:
+            await backend.create_conversation()
+    assert type(caught.value).__name__ == "AgentConnectionError"

@@ -19,6 +19,7 @@ import pytest
 from bot.devstack.processes import start_bot
 from bot.emulators.agents import AgentServiceEmulator
 from bot.emulators.slack import SlackEmulator
+from tests.stack import eventually
 
 
 def _free_port() -> int:
@@ -68,19 +69,15 @@ async def running(tmp_path: Path, backend: str) -> AsyncIterator[dict[str, Any]]
 async def test_a_mention_is_answered_by_the_running_process(running: dict[str, Any]) -> None:
     slack: SlackEmulator = running["slack"]
     ts = slack.user_posts("U0ALICE", "C0GENERAL", "<@U0BOT> hello over HTTP")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        replies = slack.bot_replies("C0GENERAL", ts)
-        if replies and replies[0].visible_text == "You said: hello over HTTP":
-            break
-        await asyncio.sleep(0.1)
+    await eventually(
+        lambda: [m.visible_text for m in slack.bot_replies("C0GENERAL", ts)] == ["You said: hello over HTTP"],
+        "the answer over HTTP",
+    )
     assert slack.bot_replies("C0GENERAL", ts)[0].visible_text == "You said: hello over HTTP"
     assert all(d["ms"] < 3000 for d in slack.deliveries)  # acked well inside Slack's 3 s
-    for _ in range(100):  # turn.end is logged just after the final edit lands
-        logs = running["bot"].logs()
-        if "turn.end" in logs:
-            break
-        await asyncio.sleep(0.05)
+    # turn.end is logged just after the final edit lands
+    await eventually(lambda: "turn.end" in running["bot"].logs(), "turn.end logged")
+    logs = running["bot"].logs()
     assert "turn.received" in logs and "turn.end" in logs and "agent.http" in logs  # a whole turn, at DEBUG
 
 
@@ -110,10 +107,10 @@ async def test_unsigned_forged_and_stale_requests_are_refused(running: dict[str,
     assert response.status_code == 401
     # a genuine mention after it is answered, and is the only thing that ever was
     ts = slack.user_posts("U0ALICE", "C0GENERAL", "<@U0BOT> genuine")
-    for _ in range(600):
-        if any(m.visible_text == "You said: genuine" for m in slack.bot_replies("C0GENERAL", ts)):
-            break
-        await asyncio.sleep(0.05)
+    await eventually(
+        lambda: any(m.visible_text == "You said: genuine" for m in slack.bot_replies("C0GENERAL", ts)),
+        "the genuine mention answered",
+    )
     assert [m.visible_text for m in slack.bot_replies("C0GENERAL", ts)] == ["You said: genuine"]
     assert len(slack.calls_of("chat.postMessage")) == 1
 

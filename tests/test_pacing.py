@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from bot.slack.pacing import Pacer
+from tests.stack import eventually
 
 
 async def test_final_edits_first_then_the_stalest() -> None:
@@ -40,11 +41,16 @@ async def test_probes_upward_only_under_pressure() -> None:
     pacer = Pacer(per_minute=60, burst=10)
     pacer.succeeded()
     assert pacer.per_minute == 60  # nobody waiting: no reason to probe
-    waiter = asyncio.ensure_future(pacer.acquire(pacer.ticket()))
-    pacer._waiting.append(pacer.ticket())  # someone is queueing
-    pacer.succeeded()
+    for _ in range(10):  # the burst spent: the next callers queue
+        await pacer.acquire(pacer.ticket())
+    waiters = [asyncio.ensure_future(pacer.acquire(pacer.ticket())) for _ in range(2)]
+    await eventually(lambda: pacer.waiting == 2, "two callers queueing")
+    pacer.succeeded()  # a call went through while others wait: room to probe
     assert pacer.per_minute > 60
-    await waiter
+    for waiter in waiters:
+        waiter.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert pacer.waiting == 0
 
 
 async def test_refund_gives_the_slot_back_and_cancel_leaves_the_line() -> None:
@@ -53,7 +59,7 @@ async def test_refund_gives_the_slot_back_and_cancel_leaves_the_line() -> None:
     pacer.refund()
     await asyncio.wait_for(pacer.acquire(pacer.ticket()), 0.1)  # the refunded slot
     waiter = asyncio.ensure_future(pacer.acquire(pacer.ticket()))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: pacer.waiting == 1, "the caller in line")
     waiter.cancel()
-    await asyncio.sleep(0.01)
+    await asyncio.gather(waiter, return_exceptions=True)
     assert pacer.waiting == 0

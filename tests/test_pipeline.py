@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.emulators.slack import Limit, default_limits
-from tests.stack import start_stack
+from tests.stack import eventually, run_count, start_stack, wait_for_prompt
 
 BOT = "<@U0BOT>"
 WRITES = ["chat.postMessage", "chat.update", "chat.postEphemeral"]
@@ -289,7 +289,7 @@ async def test_an_approval_clicked_on_the_other_replica_decides_the_call() -> No
         slack.add_user("U0ADMIN", "admin", "Ada Admin")
         slack.events_url = a.url + "/slack/events"  # the mention reaches replica A
         ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
-        prompt, key = await _approval_prompt(slack, ts)
+        prompt, key = await wait_for_prompt(slack, "C0GENERAL", ts)
         slack.events_url = b.url + "/slack/events"  # the clicks reach replica B
         await asyncio.gather(
             slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_approve", key),
@@ -309,16 +309,6 @@ async def test_an_approval_clicked_on_the_other_replica_decides_the_call() -> No
         await b.close()
         await a.close()
         await _fresh_redis(REDIS_APPROVALS_URL)
-
-
-async def _approval_prompt(slack: Any, ts: str) -> tuple[Any, str]:
-    for _ in range(500):
-        for message in slack.bot_replies("C0GENERAL", ts):
-            for block in message.blocks or []:
-                if block.get("block_id") == "confirm":
-                    return message, block["elements"][0]["value"]
-        await asyncio.sleep(0.02)
-    raise AssertionError("no approval prompt")
 
 
 def test_a_turn_round_trips_through_its_json_form_and_refuses_a_mangled_one() -> None:
@@ -385,5 +375,78 @@ async def test_slack_refuses_malformed_message_metadata(tmp_path: Path) -> None:
         with pytest.raises(SlackApiError) as refused:
             await as_bot.chat_postMessage(channel="C0GENERAL", text="x", metadata={"event_payload": {}})
         assert refused.value.response["error"] == "invalid_metadata_format"
+    finally:
+        await stack.close()
+
+
+def _undelivered_mention(stack: Any, text: str) -> tuple[str, dict[str, Any]]:
+    """A mention Slack has, whose first delivery went to a process that then died."""
+    events_url, stack.slack.events_url = stack.slack.events_url, None
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} {text}")
+    stack.slack.events_url = events_url
+    event = {
+        "type": "app_mention", "user": "U0ALICE", "text": f"{BOT} {text}", "ts": ts,
+        "channel": "C0GENERAL", "event_ts": ts, "team": "T0EMU",
+    }  # fmt: skip
+    return ts, stack.slack.event_envelope(event)
+
+
+async def test_a_delivery_that_died_before_its_intake_is_taken_by_slacks_retry(tmp_path: Path) -> None:
+    """The dead delivery's marks were pending (its turn never written): Slack's retry waits
+    them out (seconds, inside Slack's 3 s) and the question is answered, once."""
+    stack = await start_stack(tmp_path=tmp_path)
+    try:
+        ts, envelope = _undelivered_mention(stack, "are you there?")
+        for name in (f"post:T0EMU:C0GENERAL:{ts}", f"event:{envelope['event_id']}"):
+            assert await stack.bot.store.acquire_lease(name, "delivery:dead", 2.0)
+        assert await stack.slack.redeliver(envelope, retry=1) == 200
+        await stack.settle()
+        assert [m.visible_text for m in stack.replies("C0GENERAL", ts)] == ["You said: are you there?"]
+        assert await stack.slack.redeliver(envelope, retry=2) == 200  # now a plain duplicate
+        await stack.settle()
+        assert len(stack.replies("C0GENERAL", ts)) == 1 and run_count(stack) == 1
+    finally:
+        await stack.close()
+
+
+async def test_a_delivery_that_died_after_its_intake_is_answered_once_by_recovery(tmp_path: Path) -> None:
+    """The dead process wrote the turn, then died before marking the delivery done: Slack's
+    retry finds the turn already taken in and takes nothing twice; recovery answers it."""
+    import json
+    import time
+
+    from bot.slack.sink import Turn
+    from bot.store import InFlight
+    from bot.turns.orchestrator import turn_id_of
+
+    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 1.0})
+    try:
+        ts, envelope = _undelivered_mention(stack, "still there?")
+        turn = Turn("T0EMU", "C0GENERAL", ts, ts, "U0ALICE", f"{BOT} still there?", envelope["event_id"])
+        turn_id = turn_id_of(turn)
+        payload = {
+            **turn.to_json(),
+            "turn_id": turn_id,
+            "message_ts": "",
+            "attempt": 0,
+            "received_by": "dead",
+        }
+        await stack.bot.store.record_reply(
+            InFlight(
+                turn_id, "T0EMU", "C0GENERAL", ts, "", "dead", time.time(),
+                user="U0ALICE", state="received", payload=json.dumps(payload),
+            )
+        )  # fmt: skip
+        assert await stack.slack.redeliver(envelope, retry=1) == 200
+        await stack.settle()
+        assert stack.replies("C0GENERAL", ts) == []  # not taken twice: it belongs to the dead process
+
+        async def recovered() -> bool:
+            await stack.bot.recovery.sweep()
+            return stack.reply_text("C0GENERAL", ts) == "You said: still there?"
+
+        await eventually(recovered, "the dead process's turn answered by recovery", step=0.1)
+        await stack.settle()
+        assert len(stack.replies("C0GENERAL", ts)) == 1 and run_count(stack) == 1
     finally:
         await stack.close()

@@ -138,7 +138,8 @@ def test_make_run_with_no_settings_starts_the_playground_and_ctrl_c_stops_it(tmp
             line = process.stdout.readline()
             assert line, "".join(lines)
             lines.append(line)
-        assert time.monotonic() - started < 30
+        # a hang guard, not a goal (the fresh-clone time is measured for the closing note)
+        assert time.monotonic() - started < 180
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert page.status_code == 200 and "slack-agent-bot playground" in page.text
         output = "".join([*lines, process.stdout.readline()])

@@ -242,3 +242,31 @@ def test_the_builtin_plugins_load() -> None:
     registry = discover(Path(__file__).resolve().parent.parent / "tools")
     assert set(registry.tools) == {"current_time", "read_slack_thread", "lookup_slack_user"}
     assert registry.broken == []
+
+
+async def test_a_tool_posts_in_its_thread_with_mass_mentions_defused() -> None:
+    """``ToolContext.post``: the message lands in the conversation's thread over the real
+    client; ``<!channel>`` and friends are defused unless the workspace allows them."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.emulators.slack import SlackEmulator
+    from bot.plugins.context import ToolContext
+
+    slack = SlackEmulator()
+    await slack.start()
+    try:
+        root = slack.user_posts("U0ALICE", "C0GENERAL", "a question")
+        client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+        context = ToolContext("U0ALICE", "alice", "T0EMU", "C0GENERAL", root, slack=client)
+        ts = await context.post("<!channel> the build is green")
+        [posted] = [m for m in slack.thread("C0GENERAL", root) if m.ts == ts]
+        assert "<!channel>" not in posted.text and "the build is green" in posted.text
+        loud = ToolContext(
+            "U0ALICE", "alice", "T0EMU", "C0GENERAL", root, slack=client, allow_mass_mentions=True
+        )
+        ts = await loud.post("<!here> deploy now")
+        assert [m.text for m in slack.thread("C0GENERAL", root) if m.ts == ts] == ["<!here> deploy now"]
+        with pytest.raises(RuntimeError, match="no Slack client"):
+            await ToolContext("U0ALICE", "alice", "T0EMU", "C0GENERAL", root).post("hi")
+    finally:
+        await slack.stop()

@@ -16,6 +16,7 @@ from bot.devstack.processes import start_bot
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
 from bot.emulators.slack import Limit, SlackEmulator, default_limits
+from bot.store import open_store
 
 BOT = "<@U0BOT>"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -46,11 +47,28 @@ async def emulators() -> AsyncIterator[tuple[AgentServiceEmulator, SlackEmulator
     await agent.start()
     limits = default_limits()
     limits["chat.update"] = Limit(600, 60)  # generous: these tests are about processes, not pacing
-    slack = SlackEmulator(limits=limits, retry_delays=(0.3, 0.6, 1.2, 2.4))
+    # Slack retries at once, after 1 min and after 5 min: here ten times faster
+    slack = SlackEmulator(limits=limits, retry_delays=(0.3, 6.0, 30.0))
     await slack.start()
     yield agent, slack
     await slack.stop()
     await agent.stop()
+
+
+def replica_id(bot: Any) -> str:
+    """The replica id a bot process logged when it came up."""
+    for line in bot.logs().splitlines():
+        if "bot.ready" in line and "replica=" in line:
+            return line.split("replica=", 1)[1].split()[0]
+    raise AssertionError("the bot did not log its replica id")
+
+
+async def wait_until_async(predicate: Any, within_s: float = 30.0, step: float = 0.05) -> None:
+    deadline = time.monotonic() + within_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(step)
 
 
 async def wait_until(predicate: Any, within_s: float = 30.0, step: float = 0.05) -> None:
@@ -118,6 +136,61 @@ async def test_sigterm_finishes_or_marks_the_reply_and_exits_zero(
     assert final_text(slack, "C0GENERAL", ts).endswith(ending)
 
 
+def buttons(message: Any) -> list[dict[str, Any]]:
+    return [e for b in message.blocks or [] if b.get("type") == "actions" for e in b.get("elements", [])]
+
+
+async def test_a_reply_cut_by_shutdown_is_asked_again_with_one_click(
+    emulators: Any, tmp_path: Path, backend: str
+) -> None:
+    """An interrupted reply is only not lost when the person is told and can ask again with
+    one click: the cut reply carries *Ask again*; a stranger's click is refused privately;
+    the asker's click (after a restart) answers the question in full, once."""
+    agent, slack = emulators
+    store = f"sqlite:///{tmp_path}/bot.db"
+    first = await start_bot(
+        agent, slack, store, str(tmp_path / "first.log"), backend=backend, BOT_SHUTDOWN_GRACE="0.2"
+    )
+    slack.events_url = first.events_url
+    ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow, then SIGTERM")
+    await wait_until(lambda: any(len(m.history) >= 2 for m in slack.bot_replies("C0GENERAL", ts)))
+    first.terminate()
+    assert await first.wait(40) == 0
+    [cut] = slack.bot_replies("C0GENERAL", ts)
+    assert cut.visible_text.endswith("Please ask again._")
+    [again] = [b for b in buttons(cut) if b["action_id"] == "ask_again"]
+    assert again["text"]["text"] == "Ask again"
+
+    second = await start_bot(agent, slack, store, str(tmp_path / "second.log"), backend=backend)
+    slack.events_url = second.events_url
+    try:
+        assert await slack.click("U0BOB", "C0GENERAL", cut.ts, "ask_again", again["value"]) == 200
+        await wait_until(
+            lambda: any(
+                c.method == "chat.postEphemeral" and c.params.get("user") == "U0BOB" for c in slack.calls
+            )
+        )
+        [refusal] = [c for c in slack.calls if c.method == "chat.postEphemeral"]
+        assert "Only <@U0ALICE> (or an admin) can ask this again" in refusal.params["text"]
+        assert len(slack.bot_replies("C0GENERAL", ts)) == 1  # the stranger asked nothing
+
+        full = "A complete but slow answer, word by word. " * 6
+        assert await slack.click("U0ALICE", "C0GENERAL", cut.ts, "ask_again", again["value"]) == 200
+        await wait_until(lambda: [m.visible_text for m in slack.bot_replies("C0GENERAL", ts)][1:] == [full])
+        await wait_until(lambda: not buttons(slack.find("C0GENERAL", cut.ts)))  # no second ask
+        assert "asked again" in str(slack.find("C0GENERAL", cut.ts).blocks)
+        assert await slack.click("U0ALICE", "C0GENERAL", cut.ts, "ask_again", again["value"]) == 200
+        await wait_until(lambda: len([c for c in slack.calls if c.method == "chat.postEphemeral"]) == 2)
+        assert (
+            "already asked this again"
+            in [c for c in slack.calls if c.method == "chat.postEphemeral"][1].params["text"]
+        )
+        assert len(slack.bot_replies("C0GENERAL", ts)) == 2
+    finally:
+        second.terminate()
+        assert await second.wait() == 0
+
+
 async def _redis_or_fail() -> None:
     from redis.asyncio import Redis
 
@@ -157,10 +230,27 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
     await wait_until(lambda: all(slack.bot_replies(c, ts) for c, ts, _, _ in conversations), within_s=60)
     for channel, root, i, _ in conversations:
         slack.user_posts("U0ALICE", channel, f"follow-up {i}", thread_ts=root)
-    await asyncio.sleep(0.5)
-    replicas[0].kill()  # mid-stream: the slow answers are still being written
-    killed_at = time.monotonic()
-    await replicas[0].wait()
+    # kill the first replica while it is writing replies, proven from the store, not the clock
+    victim = replica_id(replicas[0])
+    store = await open_store(REDIS_URL)
+    try:
+        in_flight: list[Any] = []
+
+        async def victim_is_writing() -> bool:
+            in_flight[:] = [
+                r
+                for r in await store.replies_in_flight()
+                if r.owner == victim and r.state == "running" and r.message_ts
+            ]
+            return len(in_flight) >= 3
+
+        await wait_until_async(victim_is_writing, within_s=60)
+        replicas[0].kill()
+        killed_at = time.monotonic()
+        await replicas[0].wait()
+    finally:
+        await store.close()
+    cut = {r.turn_id for r in in_flight}
 
     def finished(channel: str, root: str) -> bool:
         replies = slack.bot_replies(channel, root)
@@ -175,32 +265,59 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
             for channel, root, i, word in conversations:
                 if not finished(channel, root):
                     print(
-                        "UNFINISHED",
-                        i,
-                        word,
-                        [m.visible_text[:60] for m in slack.bot_replies(channel, root)],
-                        [m.text[:30] for m in slack.thread(channel, root)],
+                        "UNFINISHED", i, word, [m.visible_text[:60] for m in slack.bot_replies(channel, root)]
                     )
+                    posts = [m.ts for m in slack.thread(channel, root) if m.user == "U0ALICE"]
+                    print("   deliveries", [d for d in slack.deliveries if d.get("ts") in posts])
+                    for r in replicas:
+                        for line in r.logs().splitlines():
+                            if root in line or any(p in line for p in posts):
+                                print("   ", line[:330])
             raise
         recovery_s = time.monotonic() - killed_at
+        # the survivor finished replies the victim was writing when it died
+        recovered = [line for line in replicas[1].logs().splitlines() if "recovery.finished" in line]
+        taken_over = {t for t in cut if any(f"turn={t}" in line for line in recovered)}
+        assert taken_over, f"none of the victim's {len(cut)} replies in flight was taken over"
+
+        # an interrupted reply counts as lost unless it says so and *Ask again* answers it
+        asked_again = 0
+        for channel, root, _, _ in conversations:
+            for message in slack.bot_replies(channel, root):
+                if "interrupted" not in message.visible_text:
+                    continue
+                again = [b for b in buttons(message) if b["action_id"] == "ask_again"]
+                if again:
+                    await slack.click("U0ALICE", channel, message.ts, "ask_again", again[0]["value"])
+                    asked_again += 1
+        await wait_until(
+            lambda: sum(len(slack.bot_replies(c, ts)) for c, ts, _, _ in conversations) >= 80 + asked_again,
+            within_s=60,
+        )
         lost = duplicates = out_of_order = 0
         for channel, root, i, word in conversations:
             replies = [m.visible_text for m in slack.bot_replies(channel, root)]
+            answers = [r for r in replies if "interrupted" not in r]
             first = (
                 "A complete but slow answer, word by word. " * 6
                 if word == "slow"
                 else f"You said: {word} question {i}"
             )
             expected = [first, f"You said: follow-up {i}"]
-            interrupted = [r for r in replies if "interrupted" in r]
-            duplicates += max(0, len(replies) - 2)
-            if replies != expected and not interrupted:
-                if sorted(replies) == sorted(expected):
-                    out_of_order += 1
-                else:
-                    lost += 1
+            duplicates += max(0, len(answers) - 2)
+            if answers == expected:
+                continue
+            if sorted(answers) == sorted(expected) and len(answers) < len(replies):
+                continue  # asked again after the cut: its answer comes after the follow-up's
+            if sorted(answers) == sorted(expected):
+                out_of_order += 1
+            else:
+                lost += 1
+                print("LOST", i, word, replies)
         print(
-            f"\nreplicas: 80 turns, lost {lost}, duplicates {duplicates}, out of order {out_of_order}, "
+            f"\nreplicas: 80 turns, {len(cut)} replies in flight on the killed replica "
+            f"({len(taken_over)} finished by the survivor), asked again {asked_again}; "
+            f"lost {lost}, duplicates {duplicates}, out of order {out_of_order}, "
             f"recovery after the kill {recovery_s:.1f} s"
         )
         assert (lost, duplicates, out_of_order) == (0, 0, 0)

@@ -183,3 +183,8 @@ async def test_tool_rounds_are_bounded(make_emulator: Callable, make_client: Cal
     )
     events = [e async for e in stream.events()]
     assert type(events[-1]).__name__ == "Cancelled"
+    # exactly two rounds of tool outputs went back; the third request for tools was refused
+    submitted = [p for m, p, _ in emulator.requests if m == "POST" and p.endswith("/submit_tool_outputs")]
+    assert len(submitted) == 2
+    [run] = emulator.runs.values()
+    assert run.status in ("cancelling", "cancelled")

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from bot.settings import Settings
-from tests.stack import start_stack, wait_for_prompt
+from tests.stack import start_stack, status_lines, wait_for_prompt
 
 BOT = "<@U0BOT>"
 TOOLS_DIR = Path(__file__).resolve().parent.parent / "tools"
@@ -429,16 +429,13 @@ async def test_status_line_and_citations_the_status_names_only_registry_tools(tm
             }
         ]
     }
-    stack = await start_stack(script, tmp_path=tmp_path, tools=WeatherTools())
+    tools = WeatherTools()
+    stack = await start_stack(script, tmp_path=tmp_path, tools=tools)
     try:
         ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
+        tools.until = lambda: any("an unknown tool" in s for s in status_lines(stack, "C0GENERAL", ts))
         await stack.settle()
-        reply = stack.replies("C0GENERAL", ts)[0]
-        statuses = [
-            blocks[1]["elements"][0]["text"]
-            for _, _, blocks in reply.history
-            if blocks and len(blocks) > 1 and blocks[1]["type"] == "context"
-        ]
+        statuses = status_lines(stack, "C0GENERAL", ts)
         assert statuses and all("<!channel>" not in s and "urgent" not in s for s in statuses)
         assert any("an unknown tool" in s for s in statuses)
     finally:

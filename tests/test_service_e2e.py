@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.stack import eventually
 
 BOT = "<@U0BOT>"
 
@@ -118,10 +119,7 @@ async def test_graceful_shutdown_marks_what_it_cannot_finish(stack_factory: Any)
         {"turns": [{"actions": [{"text": "a slow reply " * 30, "deltas": 30, "delay": 0.2}]}]}
     )
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow")
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if stack.bot.orchestrator.answering:
-            break
+    await eventually(lambda: stack.bot.orchestrator.answering, "the reply being answered")
     await stack.bot.shutdown(grace_s=0.3)
     text = stack.reply_text("C0GENERAL", ts)
     assert text.endswith("_This reply was interrupted (the bot was stopping). Please ask again._")

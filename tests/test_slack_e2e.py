@@ -15,16 +15,24 @@ from bot.emulators.slack import Limit, default_limits
 from tests.stack import (
     agent_inputs,
     conversation_count,
+    eventually,
     expected_run_tool_types,
     run_bodies,
     run_count,
     run_tool_types,
     set_agent_tools,
     start_stack,
+    status_lines,
     wait_for_prompt,
 )
 
 BOT = "<@U0BOT>"
+
+
+@pytest.fixture(params=["http", "socket"])
+def slack_mode(request: pytest.FixtureRequest) -> str:
+    """This suite runs with events over HTTP and over Socket Mode."""
+    return str(request.param)
 
 
 async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> None:
@@ -210,20 +218,24 @@ async def test_stop_button_cancels_the_run(stack_factory: Any) -> None:
         {"turns": [{"actions": [{"text": "a long and slow answer " * 10, "deltas": 40, "delay": 0.1}]}]}
     )
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow")
-    for _ in range(100):
-        await asyncio.sleep(0.05)
+
+    def stoppable() -> bool:
         replies = stack.replies("C0GENERAL", ts)
-        if replies and any(b.get("type") == "actions" for b in replies[0].blocks or []) and run_count(stack):
-            break
+        return bool(replies and any(b.get("type") == "actions" for b in replies[0].blocks or []))
+
+    await eventually(lambda: stoppable() and run_count(stack), "a Stop button on a running reply")
     reply = stack.replies("C0GENERAL", ts)[0]
     value = next(b for b in reply.blocks if b["type"] == "actions")["elements"][0]["value"]
     # someone else cannot stop it
     assert await stack.slack.click("U0BOB", "C0GENERAL", reply.ts, "stop_run", value) == 200
-    for _ in range(400):  # acked at once, answered privately in the background
-        if any(c.method == "chat.postEphemeral" for c in stack.slack.calls):
-            break
-        await asyncio.sleep(0.025)
-    assert any(c.method == "chat.postEphemeral" for c in stack.slack.calls)
+
+    # acked at once, answered privately in the background
+    def told_bob() -> list[Any]:
+        return [c for c in stack.slack.calls_of("chat.postEphemeral") if c.params.get("user") == "U0BOB"]
+
+    await eventually(told_bob, "Bob told privately")
+    assert told_bob()[0].params["text"] == "Only <@U0ALICE> (or an admin) can stop this reply."
+    assert run_count(stack) == 1 and not stack.reply_text("C0GENERAL", ts).endswith("_Stopped._")
     assert await stack.slack.click("U0ALICE", "C0GENERAL", reply.ts, "stop_run", value) == 200
     await stack.settle()
     text = stack.reply_text("C0GENERAL", ts)
@@ -259,7 +271,7 @@ async def test_twenty_concurrent_conversations_no_cross_talk(stack_factory: Any)
 async def test_second_message_waits_its_turn_instead_of_thread_busy(stack_factory: Any) -> None:
     stack = await stack_factory({"delay": 0.05, "turns": []})
     root = stack.slack.user_posts("U0ALICE", "D0ALICE", "first")
-    await asyncio.sleep(0.05)
+    await eventually(lambda: stack.replies("D0ALICE", root), "the first answer under way")
     stack.slack.user_posts("U0ALICE", "D0ALICE", "second", thread_ts=root)
     await stack.settle()
     assert [r.visible_text for r in stack.replies("D0ALICE", root)] == [
@@ -289,6 +301,7 @@ class WeatherTools:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.contexts: list[Any] = []
+        self.until: Any = None  # runs until this holds (a status line seen), when set
 
     async def definitions(self, context: Any) -> list[dict[str, Any]]:
         return [
@@ -304,7 +317,8 @@ class WeatherTools:
 
     async def run(self, calls: Any, context: Any) -> list[dict[str, str]]:
         self.contexts.append(context)
-        await asyncio.sleep(0.6)  # long enough for the status line to be seen
+        if self.until is not None:
+            await eventually(self.until, "the status line shown while the tool runs")
         if self.fail:
             raise RuntimeError("tool runner bug")
         return [{"tool_call_id": call.id, "output": "sunny, 21C"} for call in calls]
@@ -328,14 +342,10 @@ async def test_a_tool_call_shows_a_status_line_then_the_answer(stack_factory: An
     )
     set_agent_tools(stack, [{"type": "code_interpreter"}])
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} weather?")
+    tools.until = lambda: "Running get_weather…" in status_lines(stack, "C0GENERAL", ts)
     await stack.settle()
     reply = stack.replies("C0GENERAL", ts)[0]
-    statuses = [
-        blocks[1]["elements"][0]["text"]
-        for _, _, blocks in reply.history
-        if blocks and len(blocks) > 1 and blocks[1]["type"] == "context"
-    ]
-    assert "Running get_weather…" in statuses
+    assert "Running get_weather…" in status_lines(stack, "C0GENERAL", ts)
     assert reply.visible_text == "Let me check.\n\nIt is sunny, 21C."
     assert run_tool_types(run_bodies(stack)[0]) == expected_run_tool_types(
         stack, ["code_interpreter", "function"]

@@ -63,7 +63,11 @@ async def test_a_mention_over_socket_mode_is_acked_and_answered(socket_bot: Any)
     await wait_until(lambda: answered(slack, "C0GENERAL", ts, "You said: hello over a socket"))
     events = [e for e in slack.sockets.envelopes if e["type"] == "events_api"]
     assert events and all(e["acked"] and e["ms"] < 3000 for e in events)  # acked inside Slack's 3 s
-    assert slack.deliveries == []  # nothing went over HTTP
+    # every event (the mention arrives as app_mention and as message) went over the socket,
+    # acked the first time; none over HTTP (there is no Request URL)
+    assert slack.events_url is None and not slack.events_urls
+    assert len(slack.deliveries) == len(events) >= 2
+    assert all(d["status"] == 200 and d["attempt"] == 0 for d in slack.deliveries)
 
 
 async def test_a_slash_command_and_a_button_over_socket_mode(socket_bot: Any) -> None:
@@ -78,6 +82,8 @@ async def test_a_slash_command_and_a_button_over_socket_mode(socket_bot: Any) ->
     status = await slack.click("U0ALICE", "C0GENERAL", reply.ts, "stop_run", "no-such-turn")
     assert status == 200  # acked; the finished reply's Stop answers privately
     await wait_until(lambda: any(c.method == "chat.postEphemeral" for c in slack.calls))
+    [note] = [c for c in slack.calls if c.method == "chat.postEphemeral"]
+    assert note.params["user"] == "U0ALICE" and note.params["text"] == "This reply has already finished."
 
 
 async def test_a_dropped_socket_is_reconnected_and_no_event_is_lost(socket_bot: Any) -> None:

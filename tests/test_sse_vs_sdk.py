@@ -25,6 +25,7 @@ from bot.agents.classic.client import AgentsClient
 from bot.agents.events import TextDelta
 from bot.agents.sse import ServerSentEvent, SSEDecoder
 from bot.emulators.recording import REALISTIC_SCRIPT, record_run
+from tests.stack import eventually
 
 
 class _SdkAsyncParser(BaseAsyncAgentEventHandler[Any]):
@@ -161,9 +162,12 @@ async def test_done_sdk_waits_for_the_socket_ours_stops_at_done() -> None:
                             seen.append(name)
 
                     loop_task = asyncio.create_task(sdk_loop())
-                    await asyncio.sleep(0.5)
+                    await eventually(lambda: "done" in seen, "the SDK parsing the done event")
                     assert seen == ["thread.message.delta", "done"]
-                    assert not loop_task.done()  # still waiting for the socket after done
+                    # a chance to return, which it does not take: it waits for the socket
+                    # (slowness cannot fake this; it could only hide the bug it documents)
+                    await asyncio.sleep(0.2)
+                    assert not loop_task.done()
                     release.set()
                     await asyncio.wait_for(loop_task, 2)
     finally:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bot.store import ConversationKey, InFlight, SQLiteStore, open_store
+from tests.stack import eventually
 
 # its own database (keys under a per-test prefix, removed after each test)
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -62,8 +63,7 @@ async def test_claims_are_exclusive_and_expire(store: Any) -> None:
     assert results.count(True) == 1
     assert await store.claim("post", "Ev1", 60) is True  # kinds are separate
     assert await store.claim("event", "short", 0.05) is True
-    await asyncio.sleep(0.12)
-    assert await store.claim("event", "short", 60) is True
+    await eventually(lambda: store.claim("event", "short", 60), "a 50 ms claim expiring")
 
 
 async def test_tool_settings(store: Any) -> None:
@@ -76,20 +76,27 @@ async def test_tool_settings(store: Any) -> None:
 
 
 async def test_leases_have_one_owner_renew_and_expire(store: Any) -> None:
-    assert await store.acquire_lease("conv", "a", 0.3) is True
-    assert await store.acquire_lease("conv", "b", 0.3) is False
-    assert await store.acquire_lease("conv", "a", 0.3) is True  # the owner may re-take it
+    # ownership on a lease that cannot expire during the checks, however slow the machine
+    assert await store.acquire_lease("conv", "a", 60) is True
+    assert await store.acquire_lease("conv", "b", 60) is False
+    assert await store.acquire_lease("conv", "a", 60) is True  # the owner may re-take it
     assert await store.lease_owner("conv") == "a"
-    assert await store.renew_lease("conv", "a", 0.3) is True
-    assert await store.renew_lease("conv", "b", 0.3) is False
-    await asyncio.sleep(0.4)
+    assert await store.renew_lease("conv", "a", 60) is True
+    assert await store.renew_lease("conv", "b", 60) is False
+    await store.release_lease("conv", "b")  # not the owner: no effect
+    assert await store.lease_owner("conv") == "a"
+    await store.release_lease("conv", "a")
     assert await store.lease_owner("conv") is None
-    assert await store.renew_lease("conv", "a", 0.3) is False  # too late: it expired
-    assert await store.acquire_lease("conv", "b", 5) is True
-    await store.release_lease("conv", "a")  # not the owner: no effect
-    assert await store.lease_owner("conv") == "b"
-    await store.release_lease("conv", "b")
-    assert await store.lease_owner("conv") is None
+    assert await store.acquire_lease("conv", "b", 60) is True
+    # expiry, observed rather than slept through
+    assert await store.acquire_lease("short", "a", 0.05) is True
+
+    async def expired() -> bool:
+        return await store.lease_owner("short") is None
+
+    await eventually(expired, "a 50 ms lease expiring")
+    assert await store.renew_lease("short", "a", 60) is False  # too late: it expired
+    assert await store.acquire_lease("short", "b", 60) is True
 
 
 async def test_turn_queue_is_fifo_per_conversation(store: Any) -> None:

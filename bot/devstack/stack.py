@@ -18,7 +18,7 @@ from aiohttp import web
 from ..emulators.agent_script import Script
 from ..emulators.agents import AgentServiceEmulator
 from ..emulators.slack import Message, SlackEmulator
-from ..runtime import Bot, build_bot
+from ..runtime import SOCKET_PING_INTERVAL_S, Bot, build_bot
 from ..settings import Settings
 from ..slack.app import http_app, ops_app
 from ..slack.pacing import Budgets
@@ -35,6 +35,11 @@ class EmulatedStack:
     ops: web.AppRunner
     ops_url: str  # /metrics and /healthz
     owns_emulators: bool = True
+    socket: Any = None  # the Socket Mode handler, when events come over Socket Mode
+
+    @property
+    def mode(self) -> str:
+        return "http" if self.socket is None else "socket"
 
     async def settle(self, within_s: float = 30.0) -> None:
         """Wait until every delivered event's turn has finished."""
@@ -46,7 +51,7 @@ class EmulatedStack:
                 await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
                 continue
             await asyncio.sleep(0.05)
-            if not self.bot.surface.tasks and not self.slack._delivery_tasks:
+            if not self.bot.surface.tasks and not self.slack.delivering:
                 return
         raise TimeoutError("turns did not finish in time")
 
@@ -57,6 +62,8 @@ class EmulatedStack:
         return "".join(m.visible_text for m in self.replies(channel, thread_ts))
 
     async def close(self) -> None:
+        if self.socket is not None:
+            await self.socket.close_async()
         await self.runner.cleanup()
         await self.ops.cleanup()
         await self.bot.aclose()
@@ -81,9 +88,12 @@ async def start_stack(
     slack: SlackEmulator | None = None,
     settings_overrides: dict[str, Any] | None = None,
     backend: str = "classic",
+    mode: str = "http",
 ) -> EmulatedStack:
     """The bot on emulated services; pass ``agent`` and ``slack`` to run a second replica on the
-    same emulators (it then shares them: closing it leaves them running)."""
+    same emulators (it then shares them: closing it leaves them running). ``mode="socket"``:
+    events, interactions and slash commands come over Socket Mode (the public Slack port
+    stays up for the tests of the HTTP surface)."""
     if script is not None and not isinstance(script, Script):
         script = Script.parse(script)
     if agent is None:
@@ -122,9 +132,17 @@ async def start_stack(
     ops = web.AppRunner(ops_app(bot.ready, draining=bot.draining, metrics=bot.orchestrator.metrics))
     await ops.setup()
     await web.TCPSite(ops, "127.0.0.1", 0).start()
-    bot.ready.set()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    slack.events_url = f"{url}/slack/events"
+    socket = None
+    if mode == "socket":
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        slack.socket_mode = True
+        socket = AsyncSocketModeHandler(bot.bolt, slack.app_token, ping_interval=SOCKET_PING_INTERVAL_S)
+        await socket.connect_async()
+    else:
+        slack.events_url = f"{url}/slack/events"
+    bot.ready.set()
     return EmulatedStack(
         agent,
         slack,
@@ -134,4 +152,5 @@ async def start_stack(
         ops,
         f"http://127.0.0.1:{ops.addresses[0][1]}",
         owns_emulators=not shared,
+        socket=socket,
     )

@@ -103,6 +103,7 @@ class AgentEmulatorState:
         self.script = script or Script()
         self.requests: list[tuple[str, str, Any]] = []  # (method, path, JSON body) seen
         self.request_log: list[dict[str, Any]] = []  # the same, with query and headers
+        self.connections: set[Any] = set()  # client (host, port) pairs requests came on
         self.faults: list[Fault] = []
         self.listeners: list[Any] = []  # callables taking one dict per agent event, as emitted
         self._used_turns: set[int] = set()

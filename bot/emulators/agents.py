@@ -163,6 +163,8 @@ class AgentServiceEmulator(ClassicAPI):
         request[BODY] = body if body is not None else {}
         route = request.path[len(prefix) :]
         self.requests.append((request.method, route, body))
+        if request.transport is not None:  # which client connection it came on (pooling is visible)
+            self.connections.add(request.transport.get_extra_info("peername"))
         self.request_log.append(
             {
                 "method": request.method,

@@ -37,6 +37,7 @@ logger = logging.getLogger("bot.emulators.slack")
 TEXT_LIMIT = 40_000
 MARKDOWN_LIMIT = 12_000
 MAX_BLOCKS = 50
+LB_DOWN_S = 10.0  # how long the emulated load balancer leaves out a replica that refused a connection
 BLOCK_TYPES = frozenset(
     {"section", "markdown", "actions", "context", "divider", "header", "rich_text", "image"}
 )
@@ -169,6 +170,7 @@ class SlackEmulator:
         self.socket_mode = False
         self.sockets = SocketModeHub("A0EMUAPP", app_token, retry_delays)
         self._rr = 0
+        self._down: dict[str, float] = {}  # Request URL -> when it last refused a connection
         self.listeners: list[Any] = []  # callables taking one dict: messages and calls, as they happen
         self.forced: dict[str, list[tuple[str, float | None]]] = {}  # method -> [(error, retry_after)]
         self.storms: dict[str, float] = {}  # method -> monotonic time its 429 storm ends
@@ -708,7 +710,19 @@ class SlackEmulator:
         """Send one event callback in the background, with Slack's retries."""
         envelope = self.event_envelope(event, event_id)
         if self.socket_mode:
-            work = self.sockets.send("events_api", envelope, accepts_response_payload=False)
+
+            def seen(attempt: int, acked: bool, ms: float) -> None:
+                self.deliveries.append(
+                    {
+                        "event_id": envelope["event_id"],
+                        "ts": envelope["event"].get("ts"),
+                        "attempt": attempt,
+                        "status": 200 if acked else 0,
+                        "ms": ms,
+                    }
+                )
+
+            work = self.sockets.send("events_api", envelope, accepts_response_payload=False, on_attempt=seen)
             task = asyncio.get_running_loop().create_task(work)
             self._delivery_tasks.add(task)
             task.add_done_callback(self._delivery_tasks.discard)
@@ -723,10 +737,21 @@ class SlackEmulator:
         while self._delivery_tasks:
             await asyncio.gather(*list(self._delivery_tasks), return_exceptions=True)
 
+    @property
+    def delivering(self) -> bool:
+        """An event delivery (or a retry of one) is still under way."""
+        return bool(self._delivery_tasks)
+
     def _next_url(self) -> str:
         """The app's Request URL; with several (replicas behind a load balancer), round robin."""
         if self.events_urls:
-            url = self.events_urls[self._rr % len(self.events_urls)]
+            # a replica that refused a connection is left out for a while, as a load
+            # balancer's health check does (unless every replica is out)
+            now = time.monotonic()
+            up = [
+                u for u in self.events_urls if now - self._down.get(u, -1e9) > LB_DOWN_S
+            ] or self.events_urls
+            url = up[self._rr % len(up)]
             self._rr += 1
             return url
         assert self.events_url is not None
@@ -753,7 +778,12 @@ class SlackEmulator:
         if retry:
             headers["X-Slack-Retry-Num"] = str(retry)
             headers["X-Slack-Retry-Reason"] = reason
-        response = await self._http.post(self._next_url(), content=body, headers=headers)
+        url = self._next_url()
+        try:
+            response = await self._http.post(url, content=body, headers=headers)
+        except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+            self._down[url] = time.monotonic()  # the load balancer's passive health check
+            raise
         return response.status_code
 
     async def _send_with_retries(self, envelope: dict[str, Any]) -> None:
@@ -771,6 +801,7 @@ class SlackEmulator:
             self.deliveries.append(
                 {
                     "event_id": envelope["event_id"],
+                    "ts": envelope["event"].get("ts"),
                     "attempt": attempt,
                     "status": status,
                     "ms": (time.monotonic() - started) * 1000,
@@ -782,7 +813,11 @@ class SlackEmulator:
                 await asyncio.sleep(self.retry_delays[attempt])
 
     async def redeliver(self, envelope: dict[str, Any], retry: int = 1) -> int:
-        """Resend an event exactly as Slack's retry would (same event_id)."""
+        """Resend an event exactly as Slack's retry would (same event_id); over the socket in
+        Socket Mode (200 when acked)."""
+        if self.socket_mode:
+            answer, _ = await self.sockets.attempt("events_api", envelope, False, retry, "timeout")
+            return 200 if answer is not None else 0
         return await self.post_signed(json.dumps(envelope).encode(), "application/json", retry=retry)
 
     async def slash_command(self, user: str, channel: str, command: str, text: str = "") -> dict[str, Any]:

@@ -16,7 +16,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -79,31 +79,34 @@ class SocketModeHub:
     # -- sending -------------------------------------------------------------------------
 
     async def send(
-        self, kind: str, payload: dict[str, Any], *, accepts_response_payload: bool
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool,
+        on_attempt: Callable[[int, bool, float], None] | None = None,
     ) -> dict | None:
         """One envelope, retried until acked (Slack's schedule); the ack's payload, or None
-        when every attempt went unacked."""
+        when every attempt went unacked. ``on_attempt(attempt, acked, ms)`` sees each try."""
         reason = ""
         for attempt in range(len(self.retry_delays) + 1):
             started = time.monotonic()
-            answer, reason = await self._attempt(kind, payload, accepts_response_payload, attempt, reason)
-            self.envelopes.append(
-                {
-                    "type": kind,
-                    "attempt": attempt,
-                    "acked": answer is not None,
-                    "ms": (time.monotonic() - started) * 1000,
-                }
-            )
+            answer, reason = await self.attempt(kind, payload, accepts_response_payload, attempt, reason)
+            ms = (time.monotonic() - started) * 1000
+            self.envelopes.append({"type": kind, "attempt": attempt, "acked": answer is not None, "ms": ms})
+            if on_attempt is not None:
+                on_attempt(attempt, answer is not None, ms)
             if answer is not None:
                 return answer
             if attempt < len(self.retry_delays):
                 await asyncio.sleep(self.retry_delays[attempt])
         return None
 
-    async def _attempt(
+    async def attempt(
         self, kind: str, payload: dict[str, Any], accepts: bool, attempt: int, reason: str
     ) -> tuple[dict[str, Any] | None, str]:
+        """One try of one envelope (``retry_attempt`` = ``attempt``): the ack's payload (or
+        None) and, when unacked, the reason Slack gives on the next try."""
         if not self.connections:
             return None, "no_connection"
         ws, _ = self.connections[self._rr % len(self.connections)]

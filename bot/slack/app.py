@@ -21,9 +21,9 @@ from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from ..plugins.registry import Registry
 from ..store import Store
 from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
-from .filters import AllowList, RunLimits, first_delivery, follow_up_only, person_message
+from .filters import AllowList, FirstDelivery, RunLimits, follow_up_only, person_message
 from .sink import Turn, TurnSink
-from .writer import STOP_ACTION
+from .writer import ASK_AGAIN_ACTION, STOP_ACTION
 
 logger = logging.getLogger("bot.slack.app")
 
@@ -84,13 +84,15 @@ class SlackSurface:
             user_per_minute=user_per_minute,
             channel_per_minute=channel_per_minute,
         )
-        person, once = person_message(bot_user_id), first_delivery(store)
+        person, self.once = person_message(bot_user_id), FirstDelivery(store)
+        once = self.once.middleware
         app.use(self.allow_list.middleware)
         app.event("app_mention", middleware=[person, once, limits.middleware])(self._on_message)
         app.event(
             "message", middleware=[person, follow_up_only(store, bot_user_id), once, limits.middleware]
         )(self._on_message)
         app.action(STOP_ACTION)(self._on_stop)
+        app.action(ASK_AGAIN_ACTION)(self._on_ask_again)
         app.action(APPROVE_ACTION)(self._on_confirm)
         app.action(DENY_ACTION)(self._on_confirm)
         app.command(TOOLS_COMMAND)(self._on_tools_command)
@@ -102,7 +104,12 @@ class SlackSurface:
         """Runs before Bolt acks Slack (``process_before_response``): the durable intake only;
         the answer goes on in the background."""
         turn: Turn = context["turn"]
-        receipt = await self.sink.receive(turn)
+        try:
+            receipt = await self.sink.receive(turn)
+        except BaseException:
+            await self.once.release(context)  # not taken in: Slack's retry may take it
+            raise
+        await self.once.received(context)
         self._spawn(self.sink.answer(receipt, turn))
 
     def _spawn(self, work: Any) -> None:
@@ -139,6 +146,39 @@ class SlackSurface:
                 await client.chat_postEphemeral(channel=channel, user=user, text=answer, thread_ts=thread_ts)
             except Exception as exc:
                 log(logger, "stop.ephemeral_failed", logging.INFO, error=repr(exc))
+
+    async def _on_ask_again(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        self._spawn(self._ask_again(body, client))
+
+    async def _ask_again(self, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Receive the kept question as a new turn (answered in the same thread), and take the
+        button off the cut reply so nobody asks twice; a refusal is told to the clicker only."""
+        action = (body.get("actions") or [{}])[0]
+        user = (body.get("user") or {}).get("id", "")
+        channel = (body.get("channel") or {}).get("id", "")
+        message = body.get("message") or {}
+        again = await self.sink.ask_again(action.get("value", ""), user)
+        if isinstance(again, str):
+            try:
+                await client.chat_postEphemeral(
+                    channel=channel, user=user, text=again, thread_ts=message.get("thread_ts")
+                )
+            except Exception as exc:
+                log(logger, "ask_again.ephemeral_failed", logging.INFO, error=repr(exc))
+            return
+        receipt = await self.sink.receive(again)
+        self._spawn(self.sink.answer(receipt, again))
+        blocks = [b for b in message.get("blocks") or [] if b.get("type") != "actions"]
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<@{user}> asked again."}]}
+        )
+        try:
+            await client.chat_update(
+                channel=channel, ts=message.get("ts", ""), text=message.get("text", ""), blocks=blocks
+            )
+        except Exception as exc:  # the question is asked again either way
+            log(logger, "ask_again.update_failed", logging.INFO, error=repr(exc))
 
     async def _on_confirm(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +26,8 @@ from .sink import Turn
 logger = logging.getLogger("bot.slack.filters")
 
 DEDUPE_TTL_S = 3600.0
+INTAKE_PENDING_S = 2.0  # a delivery's marks before its turn is durable (the intake takes ms)
+INTAKE_WAIT_S = 2.2  # a second delivery waits this long for the first (inside Slack's 3 s)
 ALLOWED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
 NOT_HERE = "This bot is not available in this channel."
 
@@ -107,7 +111,7 @@ def person_message(bot_user_id: str | None) -> Middleware:
             and turn.user != bot_user_id
         )
         if not usable:
-            return await ack()
+            return await _drop(ack, "not_a_person_message", body)
         context["turn"] = turn
         await next()
         return None
@@ -125,34 +129,90 @@ def follow_up_only(store: Store, bot_user_id: str | None) -> Middleware:
         turn: Turn = context["turn"]
         if event.get("channel_type") != "im":
             if turn.thread_ts == turn.ts or f"<@{bot_user_id}>" in turn.text:
-                return await ack()
+                return await _drop(ack, "not_a_follow_up", event_id=turn.event_id)
             if await store.lease_owner(f"bot-thread:{turn.key.as_str()}") is None:
-                return await ack()
+                return await _drop(ack, "not_a_bot_thread", event_id=turn.event_id)
         await next()
         return None
 
     return middleware
 
 
-def first_delivery(store: Store) -> Middleware:
+class FirstDelivery:
     """Slack retries an event it thinks was lost, and one mention arrives twice
-    (``app_mention`` and ``message``): each post is answered once, across replicas."""
+    (``app_mention`` and ``message``): each post is answered once, across replicas, and a
+    crash between taking a delivery and writing its turn loses nothing.
+
+    A delivery holds its marks (the post, the event) as short leases while the turn is
+    taken in, and the listener marks them done for ``DEDUPE_TTL_S`` once the turn is in the
+    store (Bolt runs a listener after its middleware returns, so only the listener knows).
+    Another delivery of the same post is acked and dropped once the first is done; while the
+    first is still being taken in it waits (the intake takes milliseconds); when the first
+    died mid-intake, its leases expire within ``INTAKE_PENDING_S`` and this delivery goes on
+    (the intake itself then finds a turn already written, and takes nothing twice). Still
+    undecided after ``INTAKE_WAIT_S``, it is refused unacked, so Slack delivers it again."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
 
     async def middleware(
-        body: dict[str, Any], context: AsyncBoltContext, ack: AsyncAck, next: Next
+        self, body: dict[str, Any], context: AsyncBoltContext, ack: AsyncAck, next: Next
     ) -> BoltResponse | None:
         turn: Turn = context["turn"]
         event_id = _text(body.get("event_id"))
-        fresh_event, fresh_post = await asyncio.gather(
-            store.claim("event", event_id, DEDUPE_TTL_S) if event_id else _true(),
-            store.claim("post", f"{turn.channel}:{turn.ts}", DEDUPE_TTL_S),
-        )
-        if not (fresh_event and fresh_post):
-            return await ack()
+        names = [f"post:{turn.team}:{turn.channel}:{turn.ts}"] + ([f"event:{event_id}"] if event_id else [])
+        holder = f"delivery:{uuid.uuid4().hex}"
+        taken = await self._take(names, holder)
+        if taken is None:
+            return await _drop(ack, "duplicate", event_id=event_id)  # taken in already
+        if not taken:
+            log(logger, "event.intake_undecided", logging.WARNING, event_id=event_id, channel=turn.channel)
+            return BoltResponse(status=503, body="")  # no ack: Slack delivers it again later
+        context["delivery_marks"] = (names, holder)
         await next()
         return None
 
-    return middleware
+    async def received(self, context: AsyncBoltContext) -> None:
+        """The turn is in the store: later deliveries of the post are duplicates."""
+        names, holder = context["delivery_marks"]
+        await asyncio.gather(
+            *(self.store.acquire_lease(f"done:{n}", "done", DEDUPE_TTL_S) for n in names),
+            # held on, so a later delivery fails to take them and finds them done
+            *(self.store.acquire_lease(n, holder, DEDUPE_TTL_S) for n in names),
+        )
+
+    async def release(self, context: AsyncBoltContext) -> None:
+        """Let another delivery of the post take it (this one did not, or is finished)."""
+        names, holder = context["delivery_marks"]
+        await asyncio.gather(*(self.store.release_lease(n, holder) for n in names), return_exceptions=True)
+
+    async def _take(self, names: list[str], holder: str) -> bool | None:
+        """True: this delivery holds every mark; None: another delivery took the post in;
+        False: another is still taking it in after ``INTAKE_WAIT_S``."""
+        deadline = time.monotonic() + INTAKE_WAIT_S
+        while True:
+            taken = await asyncio.gather(
+                *(self.store.acquire_lease(n, holder, INTAKE_PENDING_S) for n in names)
+            )
+            if all(taken):
+                return True
+            await asyncio.gather(*(self.store.release_lease(n, holder) for n in names))
+            if any(await asyncio.gather(*(self.store.lease_owner(f"done:{n}") for n in names))):
+                return None
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+
+async def _drop(
+    ack: AsyncAck, reason: str, body: dict[str, Any] | None = None, **fields: Any
+) -> BoltResponse:
+    """Acked (Slack must not retry it) and logged at DEBUG: channels are full of messages
+    that are not for the bot."""
+    if body is not None:
+        fields.setdefault("event_id", _text(body.get("event_id")))
+    log(logger, "event.ignored", logging.DEBUG, reason=reason, **fields)
+    return await ack()
 
 
 class RunLimits:

@@ -63,3 +63,8 @@ class TurnSink(Protocol):
     async def stop(self, turn_id: str, user: str) -> str:
         """The Stop button: a short answer for the person who clicked."""
         ...
+
+    async def ask_again(self, turn_id: str, user: str) -> Turn | str:
+        """The *Ask again* button under a reply cut short: the turn to receive and answer
+        again, or a short note for the person who clicked."""
+        ...

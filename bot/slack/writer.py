@@ -18,13 +18,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from ..logs import log
 from .pacing import Pacer, SlackBudget, Ticket
+from .reads import replies_page, retry_after
 from .render import MARKDOWN_LIMIT, slack_safe, split_page
 
 logger = logging.getLogger("bot.slack.writer")
 
 PLACEHOLDER = "_Thinking…_"
 STOP_ACTION = "stop_run"
+ASK_AGAIN_ACTION = "ask_again"
 REPLY_EVENT = "agent_reply"  # the message metadata type that names a reply's turn and page
+ADOPT_WAIT_S = 60.0  # how long a thread read waits out 429s before the reply goes on without it
 ADOPT_READS = 5  # pages of 200 thread messages read at most to find a reply's own messages
 PAGE_LIMIT = MARKDOWN_LIMIT - 1_000  # room for the status line and a closing fence
 
@@ -107,6 +110,7 @@ class ReplyWriter:
         self._carry = ""  # a reopened code fence that starts the open page
         self._status: str | None = None
         self._finished = False
+        self._ask_again = False
         self._pending_updates: list[tuple[float, int]] = []  # (when, body length)
         self._changed = asyncio.Event()
         self._done = asyncio.Event()
@@ -132,7 +136,9 @@ class ReplyWriter:
         cursor: str | None = None
         try:
             for _ in range(ADOPT_READS):
-                response = await self.client.conversations_replies(
+                response = await replies_page(
+                    self.client,
+                    give_up_at=min(self.deadline, time.monotonic() + ADOPT_WAIT_S),
                     channel=self.channel,
                     ts=self.thread_ts,
                     include_all_metadata=True,
@@ -196,9 +202,11 @@ class ReplyWriter:
             self._status = line
             self._mark_dirty(self.pages[-1])
 
-    async def finish(self, body: str, *, deadline_s: float | None = None) -> None:
+    async def finish(self, body: str, *, deadline_s: float | None = None, ask_again: bool = False) -> None:
         """Show the complete reply; returns once Slack has every final message, or when the
-        delivery deadline (or ``deadline_s``, if sooner) passes: then ``undelivered`` is set."""
+        delivery deadline (or ``deadline_s``, if sooner) passes: then ``undelivered`` is set.
+        ``ask_again`` puts an *Ask again* button under a reply that was cut short."""
+        self._ask_again = ask_again and bool(self.stop_value)
         self._source, self._length = _Whole(body), len(body)
         self._pending_updates.append((time.monotonic(), len(body)))
         self._finished = True
@@ -279,7 +287,9 @@ class ReplyWriter:
         if is_open and self._status:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": self._status}]})
         if is_open and self.stop_value:
-            blocks.append(_stop_button(self.stop_value))
+            blocks.append(_button(STOP_ACTION, "Stop", self.stop_value, style="danger"))
+        if self._ask_again and page is self.pages[-1] and self.stop_value:
+            blocks.append(_button(ASK_AGAIN_ACTION, "Ask again", self.stop_value, style="primary"))
         return {"text": text, "blocks": blocks}
 
     # -- sending ------------------------------------------------------------------------
@@ -383,13 +393,13 @@ class ReplyWriter:
             self.rate_limited += 1
             if self.on_rate_limited is not None:
                 self.on_rate_limited()
-            retry_after = float(exc.response.headers.get("Retry-After", "1") or 1)
-            pacer.rate_limited(retry_after)
+            wait = retry_after(exc)
+            pacer.rate_limited(wait)
             log(
                 logger,
                 "slack.rate_limited",
                 logging.INFO,
-                retry_after=retry_after,
+                retry_after=wait,
                 **self.log_fields,
             )
             return
@@ -402,17 +412,17 @@ class ReplyWriter:
             page.dirty_since = None  # cannot be fixed by retrying: stop trying this payload
 
 
-def _stop_button(value: str) -> dict[str, Any]:
+def _button(action_id: str, label: str, value: str, *, style: str) -> dict[str, Any]:
     return {
         "type": "actions",
         "block_id": "controls",
         "elements": [
             {
                 "type": "button",
-                "action_id": STOP_ACTION,
-                "style": "danger",
+                "action_id": action_id,
+                "style": style,
                 "value": value,
-                "text": {"type": "plain_text", "text": "Stop"},
+                "text": {"type": "plain_text", "text": label},
             }
         ],
     }

@@ -5,6 +5,7 @@ bot offers."""
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from ..agents import FunctionTool, TurnContext, function_tool
 from ..logs import log
 from ..plugins.context import ToolContext
+from ..slack.reads import replies_page
 from ..slack.sink import Turn
 from ..slack.text import UserDirectory, slack_to_agent_text
 from ..store import ConversationKey, Store
@@ -24,6 +26,7 @@ logger = logging.getLogger("bot.turns")
 
 BOT_THREAD_TTL_S = 90 * 86400.0
 CONTEXT_PAGES = 5  # pages of 200 read at most for a first mention's context
+CONTEXT_WAIT_S = 5.0  # how long a first mention waits out 429s to read its thread
 
 
 @dataclass
@@ -85,9 +88,12 @@ class ContextReader:
         when the conversation starts."""
         recent: deque[dict[str, Any]] = deque(maxlen=self.context_messages)
         cursor: str | None = None
+        give_up_at = time.monotonic() + CONTEXT_WAIT_S  # a 429 delays the answer this long at most
         for _ in range(CONTEXT_PAGES):  # pages run oldest to newest: keep the tail
             try:
-                response = await self.slack.conversations_replies(
+                response = await replies_page(
+                    self.slack,
+                    give_up_at=give_up_at,
                     channel=turn.channel,
                     ts=turn.thread_ts,
                     latest=turn.ts,

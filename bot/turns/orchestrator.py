@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -27,6 +28,7 @@ from ..slack.text import UserDirectory
 from ..slack.writer import ReplyWriter
 from ..store import ConversationKey, InFlight, Store
 from .answer import TurnAnswer, fields_of
+from .ask_again import AskAgain
 from .context import BOT_THREAD_TTL_S, ContextReader
 from .ports import Approver, ToolRunner
 from .queue import ConversationQueue
@@ -84,6 +86,7 @@ class TurnOrchestrator:
             context_chars=context_chars,
         )
         self.queue = ConversationQueue(store, self.replica_id, self._answer, lease_ttl_s=lease_ttl_s)
+        self.again = AskAgain(store, admins)
         self.answering: set[asyncio.Task[Any]] = set()
         self._writers: dict[str, ReplyWriter] = {}  # placeholders posted here, not yet answered
         self._records: dict[str, InFlight] = {}  # one record object per reply being handled here
@@ -105,8 +108,13 @@ class TurnOrchestrator:
 
     async def receive(self, turn: Turn) -> InFlight:
         """The durable intake: the turn written to the store (cheap, so it can run before Slack
-        gets its ack)."""
-        turn_id = uuid.uuid4().hex[:12]
+        gets its ack). A post already taken in (by a process that died before telling Slack)
+        is not taken twice: its record is returned, and whoever owns it answers it."""
+        turn_id = turn_id_of(turn)
+        existing = await self.store.reply(turn_id)
+        if existing is not None:
+            log(logger, "turn.already_received", owner=existing.owner, **fields_of(turn, turn_id))
+            return existing
         self.metrics.turns_started.inc()
         payload = {
             **turn.to_json(),
@@ -135,6 +143,8 @@ class TurnOrchestrator:
     async def answer(self, record: InFlight, turn: Turn) -> None:
         """Post the placeholder and queue the turn; answer it here if this process owns the
         conversation, else leave it (and the placeholder) to the owner."""
+        if record.owner != self.replica_id:
+            return  # taken in by another process: it answers, or recovery does if it died
         received = time.monotonic()
         # the bot is in this thread from now on: follow-ups need no mention (any replica)
         await self.store.acquire_lease(f"bot-thread:{turn.key.as_str()}", "bot", BOT_THREAD_TTL_S)
@@ -282,7 +292,9 @@ class TurnOrchestrator:
         """The final text, delivered (or kept for recovery if Slack will not take it)."""
         writer, record = answer.writer, answer.record
         body = answer.reply.body(ending)
-        await writer.finish(body, deadline_s=INTERRUPTED_FINISH_S if outcome is Outcome.INTERRUPTED else None)
+        cut = outcome is Outcome.INTERRUPTED
+        again = cut and await self.again.keep(record)
+        await writer.finish(body, deadline_s=INTERRUPTED_FINISH_S if cut else None, ask_again=again)
         self._records.pop(answer.turn_id, None)
         if writer.undelivered:
             await self.keep_undelivered(record, writer, body)
@@ -314,6 +326,10 @@ class TurnOrchestrator:
         self.metrics.undelivered.inc()
         log(logger, "turn.undelivered", logging.WARNING, turn=record.turn_id, channel=record.channel)
 
+    async def ask_again(self, turn_id: str, user: str) -> Turn | str:
+        """The *Ask again* button: the question to receive again, or a note for the clicker."""
+        return await self.again.take(turn_id, user)
+
     # -- Stop -----------------------------------------------------------------------------------
 
     async def stop(self, turn_id: str, user: str) -> str:
@@ -337,6 +353,14 @@ class TurnOrchestrator:
             await self.agents.cancel(record.agent_thread_id, record.run_id)
             return "Stopping…"
         return "This reply has not started yet; it will be answered in turn."
+
+
+def turn_id_of(turn: Turn) -> str:
+    """One id per post (both deliveries of a mention, and Slack's retries, get the same one);
+    a question asked again is a new turn."""
+    again = turn.event_id.count(":again")
+    key = f"{turn.team}:{turn.channel}:{turn.ts}:{again}"
+    return hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
 
 
 def _undelivered_since(payload: str) -> float:

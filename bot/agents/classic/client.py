@@ -62,6 +62,8 @@ RUN_OVERRIDES = frozenset(
         "metadata",
     }
 )
+REST_OF_BODY_S = 1.0  # how long the end of a stream's body may take after `done`
+
 _STREAM_END_STATUSES = frozenset(
     {"completed", "failed", "cancelled", "expired", "incomplete", "requires_action"}
 )
@@ -570,12 +572,14 @@ class RunStream:
     async def _read(self, response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
         """One HTTP response's events, up to and including ``done``."""
         decoder = SSEDecoder()
+        chunks = response.aiter_bytes()
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in chunks:
                 for sse in decoder.feed(chunk):
                     name = sse.event
                     if name == "done":
                         yield "done", sse.data
+                        await _rest_of_body(chunks)
                         return
                     data = self._parse(name, sse.data)
                     if name in RUN_EVENTS and isinstance(data, dict):
@@ -617,3 +621,16 @@ class RunStream:
             if name == "error":
                 return data  # some errors arrive as plain text
             raise BadResponseError(f"malformed JSON in {name!r} event: {_snippet(data, 120)}") from None
+
+
+async def _rest_of_body(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows ``done`` (the end of the body, normally already on its way) so the
+    connection goes back to the pool instead of being closed: a new TLS connection to the
+    service costs far more than this. A server that holds the stream open past ``done`` is
+    cut after ``REST_OF_BODY_S``."""
+    try:
+        async with asyncio.timeout(REST_OF_BODY_S):
+            async for _ in chunks:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass

@@ -18,6 +18,7 @@ from ..errors import (
     ServiceError,
     StreamTimeoutError,
 )
+from ..retry import retry_after_seconds
 
 
 def error_from_status(status: int, body: Any, retry_after: float | None = None) -> AgentServiceError:
@@ -42,11 +43,7 @@ def agent_error(exc: Exception) -> AgentServiceError:
     if isinstance(exc, AgentServiceError):
         return exc
     if isinstance(exc, openai.APIStatusError):
-        retry = exc.response.headers.get("retry-after") if exc.response is not None else None
-        try:
-            retry_after = float(retry) if retry else None
-        except ValueError:
-            retry_after = None
+        retry_after = retry_after_seconds(exc.response.headers) if exc.response is not None else None
         return error_from_status(exc.status_code, exc.body if isinstance(exc.body, dict) else {}, retry_after)
     if isinstance(exc, openai.APITimeoutError):
         return StreamTimeoutError("the agent service sent nothing in time")
