@@ -27,6 +27,7 @@ from .slack.confirm import SlackConfirmer
 from .slack.pacing import Budgets
 from .store import Store, open_store
 from .turns import Caps, ToolRunner, TurnOrchestrator
+from .turns.files_in import FilesIn
 
 logger = logging.getLogger("bot.runtime")
 
@@ -60,6 +61,7 @@ class Bot:
 
     async def aclose(self) -> None:
         await self.recovery.stop()
+        await self.orchestrator.aclose()
         await self.agents.aclose()
         await self.store.close()
 
@@ -144,6 +146,13 @@ async def _assemble(
         bot_user_id=identity.get("user_id"),
         tools=tools,
         admins=settings.admin_ids,
+        files_in=FilesIn(
+            agents,
+            store,
+            settings.secret("slack_bot_token") or "",
+            max_bytes=int(settings.file_max_mb * 1024 * 1024),
+            max_files=settings.max_files,
+        ),
     )
     surface = SlackSurface(
         bolt,

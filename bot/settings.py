@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     delivery_deadline_minutes: float = Field(default=15.0, gt=0, alias="BOT_DELIVERY_DEADLINE_MINUTES")
     max_tool_rounds: int = Field(default=10, ge=1, alias="BOT_MAX_TOOL_ROUNDS")
     max_reply_chars: int = Field(default=100_000, ge=1000, alias="BOT_MAX_REPLY_CHARS")
+    file_max_mb: float = Field(default=20.0, gt=0, le=512, alias="BOT_FILE_MAX_MB")
+    max_files: int = Field(default=10, ge=0, le=100, alias="BOT_MAX_FILES")
     max_turn_minutes: float = Field(default=15.0, gt=0, alias="BOT_MAX_TURN_MINUTES")
 
     # Logging

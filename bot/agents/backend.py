@@ -26,6 +26,7 @@ from .events import (
     Incomplete,
     ToolCall,
 )
+from .uploads import Upload
 
 __all__ = [
     "AgentBackend",
@@ -70,6 +71,17 @@ class FunctionTool:
     name: str
     description: str = ""
     parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    """A file given to the agent with a message: an image it looks at, or a file its tools
+    read (``tool``: ``code_interpreter`` for data, ``file_search`` for documents)."""
+
+    file_id: str
+    name: str
+    image: bool = False
+    tool: str = "code_interpreter"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,8 +224,17 @@ class AgentBackend(Protocol):
         """A new conversation (classic: a thread), seeded with earlier Slack messages."""
         ...
 
-    async def add_message(self, conversation_id: str, text: str) -> None:
-        """The person's message; it is answered by the next ``start_run``."""
+    async def add_message(self, conversation_id: str, text: str, files: Sequence[InputFile] = ()) -> None:
+        """The person's message (with the files uploaded for it); it is answered by the next
+        ``start_run``."""
+        ...
+
+    async def upload_file(self, upload: Upload) -> str:
+        """Give the agent service a file for a message; its file id."""
+        ...
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file (an id already gone is not an error)."""
         ...
 
     async def start_run(

@@ -105,6 +105,9 @@ class AgentEmulatorState:
         self.request_log: list[dict[str, Any]] = []  # the same, with query and headers
         self.connections: set[Any] = set()  # client (host, port) pairs requests came on
         self.faults: list[Fault] = []
+        from .agent_files import AgentFiles  # (it uses this module's error helpers)
+
+        self.files = AgentFiles()  # uploads, and what the agent makes
         self.listeners: list[Any] = []  # callables taking one dict per agent event, as emitted
         self._used_turns: set[int] = set()
         self._rejects_left: dict[int, list[Reject]] = {}

@@ -120,6 +120,7 @@ class AgentServiceEmulator(ClassicAPI):
         base = "/api/projects/{project}"
         self.classic_routes(app.router, base)
         self.responses_api.routes(app, base)
+        self.files.routes(app.router, base)
         app.router.add_post("/_emulator/faults", self._add_fault)
         return app
 
@@ -151,7 +152,7 @@ class AgentServiceEmulator(ClassicAPI):
                 param="api-version",
             )
         body: Any = None
-        if request.can_read_body:
+        if request.can_read_body and not request.content_type.startswith("multipart/"):
             raw = await request.read()
             if raw:
                 try:

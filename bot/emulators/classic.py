@@ -222,13 +222,27 @@ class ClassicAPI(AgentEmulatorState):
         self.messages.pop(thread_id, None)
         return web.json_response({"id": thread_id, "object": "thread.deleted", "deleted": True})
 
-    @staticmethod
-    def _message_problem(body: dict[str, Any]) -> str | None:
+    def _message_problem(self, body: dict[str, Any]) -> str | None:
         if body.get("role") not in ("user", "assistant"):
             return "Invalid value for 'role': expected one of 'user' or 'assistant'."
         content = body.get("content")
         if not isinstance(content, (str, list)) or not content:
             return "Missing required parameter: 'content'."
+        for block in content if isinstance(content, list) else []:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind == "image_file":
+                problem = self.files.problem((block.get("image_file") or {}).get("file_id"))
+                if problem:
+                    return problem
+            elif kind not in ("text", "image_url"):
+                return f"Invalid value for 'content[].type': '{kind}'."
+        for attachment in body.get("attachments") or []:
+            problem = self.files.problem((attachment or {}).get("file_id"))
+            if problem:
+                return problem
+            tools = [t.get("type") for t in attachment.get("tools") or [] if isinstance(t, dict)]
+            if not tools or any(t not in ("code_interpreter", "file_search") for t in tools):
+                return "Invalid value for 'attachments[].tools': expected code_interpreter or file_search."
         return None
 
     def _store_message(
@@ -242,6 +256,13 @@ class ClassicAPI(AgentEmulatorState):
         content = body.get("content", "")
         if isinstance(content, str):
             content = [{"type": "text", "text": {"value": content, "annotations": []}}]
+        else:  # input blocks ({"type": "text", "text": "..."}) are stored as the service shows them
+            content = [
+                {"type": "text", "text": {"value": b["text"], "annotations": []}}
+                if b.get("type") == "text" and isinstance(b.get("text"), str)
+                else b
+                for b in content
+            ]
         message: dict[str, Any] = {
             "id": new_id("msg"),
             "object": "thread.message",
@@ -342,6 +363,24 @@ class ClassicAPI(AgentEmulatorState):
     def _pending_reject(self, thread_id: str) -> Reject | None:
         """Scripted refusals of a run's creation, taken before the turn is consumed."""
         return self.pending_reject_text(self._last_user_text(thread_id))
+
+    def received_files(self, thread_id: str) -> str:
+        """What the last user message gave the agent besides text (``${files}`` in scripts):
+        each file as the agent's tools would see it."""
+        for message in reversed(self.messages.get(thread_id, [])):
+            if message["role"] != "user":
+                continue
+            seen = [
+                ("image", (part.get("image_file") or {}).get("file_id"))
+                for part in message["content"]
+                if part.get("type") == "image_file"
+            ]
+            seen += [
+                ("+".join(t.get("type", "") for t in a.get("tools") or []), a.get("file_id"))
+                for a in message.get("attachments") or []
+            ]
+            return "; ".join(self.files.describe(file_id, how) for how, file_id in seen) or "no files"
+        return "no files"
 
     def _last_user_text(self, thread_id: str) -> str:
         for message in reversed(self.messages.get(thread_id, [])):
@@ -686,6 +725,7 @@ class RunWorker:
     def substitutions(self) -> dict[str, str]:
         subs = {f"output{i}": out for i, out in enumerate(self.outputs)}
         subs["output"] = "\n".join(self.outputs)
+        subs["files"] = self.em.received_files(self.thread_id)
         return subs
 
     async def default_model(self) -> None:

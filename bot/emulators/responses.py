@@ -93,6 +93,22 @@ class ResponsesAPI:
             },
         )
 
+    def _file_problem(self, items: list[dict[str, Any]]) -> str | None:
+        """An ``input_image`` / ``input_file`` must name an uploaded file; only those and text
+        are accepted from a person."""
+        for item in items:
+            if item.get("type") != "message":
+                continue
+            for part in item.get("content") or []:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind in ("input_image", "input_file") and not part.get("image_url"):
+                    problem = self.em.files.problem(part.get("file_id"))
+                    if problem:
+                        return problem
+                elif kind not in ("input_text", "output_text", "input_image", "input_file"):
+                    return f"Invalid value for 'input[].content[].type': '{kind}'."
+        return None
+
     def routes(self, app: web.Application, base: str) -> None:
         r = app.router
         # the project-wide form (agent named in the body) and the agent's own endpoint
@@ -310,7 +326,9 @@ class ResponsesAPI:
         )
         items = [_as_item(item) for item in items]
         history = self.items[cid] if cid else []
-        problem = _orphan_output(history, items) or _unanswered_call(history, items)
+        problem = (
+            _orphan_output(history, items) or _unanswered_call(history, items) or self._file_problem(items)
+        )
         if problem:
             return _err(400, problem, None, param="input")
         reject = self.em.pending_reject_text(_last_user_text(items))
@@ -608,6 +626,7 @@ class _Worker:
             subs = {"output": "\n".join(self.subs.values())} | {
                 f"output{i}": v for i, v in enumerate(self.subs.values())
             }
+            subs["files"] = _received_files(self.history, self.api.em.files)
             text = string.Template(action.text or "").safe_substitute(subs)
             await self.say(
                 text, action.deltas or script.deltas, script.delay if action.delay is None else action.delay
@@ -818,6 +837,19 @@ def _as_item(item: Any) -> dict[str, Any]:
                 {"type": "input_text" if item.get("role") == "user" else "output_text", "text": content}
             ]
     return item
+
+
+def _received_files(history: list[dict[str, Any]], files: Any) -> str:
+    """What the last user message gave the agent besides text (``${files}`` in scripts)."""
+    for item in reversed(history):
+        if item.get("type") == "message" and item.get("role") == "user":
+            seen = [
+                ("image" if part.get("type") == "input_image" else "input_file", part.get("file_id"))
+                for part in item.get("content") or []
+                if isinstance(part, dict) and part.get("type") in ("input_image", "input_file")
+            ]
+            return "; ".join(files.describe(file_id, how) for how, file_id in seen) or "no files"
+    return "no files"
 
 
 def _last_user_text(items: list[dict[str, Any]]) -> str:

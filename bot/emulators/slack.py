@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 import httpx
 from aiohttp import web
 
+from .slack_files import SlackFiles
 from .socket_mode import SocketModeHub
 
 logger = logging.getLogger("bot.emulators.slack")
@@ -67,6 +68,8 @@ def default_limits() -> dict[str, Limit]:
         "users.list": Limit(TIER2, 5),
         "users.lookupByEmail": Limit(TIER3, 10),
         "reactions.add": Limit(TIER3, 10),
+        "files.getUploadURLExternal": Limit(TIER4, 20),
+        "files.completeUploadExternal": Limit(TIER4, 20),
         "assistant.threads.setStatus": Limit(600, 60),
         "assistant.threads.setSuggestedPrompts": Limit(TIER3, 10),
         "assistant.threads.setTitle": Limit(TIER3, 10),
@@ -169,6 +172,7 @@ class SlackEmulator:
         # Socket Mode: once set, events, interactions and commands go out over websockets
         self.socket_mode = False
         self.sockets = SocketModeHub("A0EMUAPP", app_token, retry_delays)
+        self.files = SlackFiles(self.team_id, lambda token: token == self.bot_token)
         self._rr = 0
         self._down: dict[str, float] = {}  # Request URL -> when it last refused a connection
         self.listeners: list[Any] = []  # callables taking one dict: messages and calls, as they happen
@@ -246,10 +250,12 @@ class SlackEmulator:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self.sockets.websocket)
+        self.files.routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         self.base_url = f"http://{host}:{self._runner.addresses[0][1]}"
+        self.files.base_url = self.base_url
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.ack_timeout, connect=2.0))
         return self.api_url
 
@@ -627,6 +633,37 @@ class SlackEmulator:
             return {"ok": False, "error": "message_not_found"}
         return {"ok": True}
 
+    def _m_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self.files.get_upload_url(params, self.bot_user)
+
+    def _m_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = params.get("channel_id")
+        if channel and channel not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        answer, shared = self.files.complete(params)
+        if answer.get("ok") and channel:  # shared in the channel (the thread) as the bot's message
+            message = Message(
+                channel, self._next_ts(), str(params.get("initial_comment") or ""), self.bot_user,
+                self.bot_id, params.get("thread_ts") or None, None, shared,
+            )  # fmt: skip
+            message.history.append((time.monotonic(), message.text, None))
+            self.messages[channel].append(message)
+            self._notify(self.message_change(message))
+        return answer
+
+    def user_shares(
+        self,
+        user: str,
+        channel: str,
+        text: str,
+        files: list[tuple[str, bytes, str]],
+        *,
+        thread_ts: str | None = None,
+    ) -> str:
+        """A person posts a message with files attached (name, bytes, MIME type each)."""
+        shared = [self.files.share(user, name, content, mime) for name, content, mime in files]
+        return self.user_posts(user, channel, text, thread_ts=thread_ts, files=shared, subtype="file_share")
+
     def _m_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
         return (
             {"ok": True}
@@ -664,7 +701,7 @@ class SlackEmulator:
         }
         if subtype:
             base["subtype"] = subtype
-        if f"<@{self.bot_user}>" in text and not is_im and not subtype:
+        if f"<@{self.bot_user}>" in text and not is_im and subtype in (None, "file_share"):
             mention = {k: v for k, v in base.items() if k != "channel_type"}
             self.deliver({**mention, "type": "app_mention"})
         self.deliver(base)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..agents import (
     AgentServiceError,
     ContextTooLongError,
+    InputFile,
     RateLimitedError,
     RunStream,
     StreamInterruptedError,
@@ -143,7 +144,11 @@ class TurnAnswer:
         self.thread_id = thread_id = await self._agent_thread()
         self.record.agent_thread_id = thread_id
         self.fields["thread_id"] = thread_id
-        await self._add_message((await context_reader.message_text(turn)) or "(empty message)")
+        files: list[InputFile] = []
+        if turn.files and self.o.files_in is not None:
+            prepared = await self.o.files_in.prepare(turn.key, turn.files, self.fields)
+            files, self.reply.notes = prepared.files, prepared.notes
+        await self._add_message((await context_reader.message_text(turn)) or "(empty message)", files)
         if self.stop_requested:
             return STOPPED
         if turn.user not in self.o.admins:
@@ -307,14 +312,14 @@ class TurnAnswer:
         log(logger, "turn.thread_created", agent_thread=thread_id, context=len(context), **self.fields)
         return thread_id
 
-    async def _add_message(self, text: str) -> None:
+    async def _add_message(self, text: str, files: list[InputFile]) -> None:
         """Add the message; if a run is still active on the thread (another process, a
         stuck run), wait for it to end rather than show "thread busy"."""
         assert self.thread_id is not None
         deadline = time.monotonic() + self.o.busy_wait_s
         while True:
             try:
-                await self.o.agents.add_message(self.thread_id, text)
+                await self.o.agents.add_message(self.thread_id, text, files)
                 return
             except ThreadBusyError as busy:
                 if time.monotonic() > deadline or not busy.active_run_id:

@@ -30,6 +30,7 @@ from ..store import ConversationKey, InFlight, Store
 from .answer import TurnAnswer, fields_of
 from .ask_again import AskAgain
 from .context import BOT_THREAD_TTL_S, ContextReader
+from .files_in import FilesIn
 from .ports import Approver, ToolRunner
 from .queue import ConversationQueue
 from .reply import Caps, Outcome
@@ -61,6 +62,7 @@ class TurnOrchestrator:
         approver: Approver | None = None,
         delivery_deadline_s: float = 900.0,
         caps: Caps | None = None,
+        files_in: FilesIn | None = None,
     ) -> None:
         self.agents = agents
         self.store = store
@@ -87,6 +89,7 @@ class TurnOrchestrator:
         )
         self.queue = ConversationQueue(store, self.replica_id, self._answer, lease_ttl_s=lease_ttl_s)
         self.again = AskAgain(store, admins)
+        self.files_in = files_in  # files people share, given to the agent
         self.answering: set[asyncio.Task[Any]] = set()
         self._writers: dict[str, ReplyWriter] = {}  # placeholders posted here, not yet answered
         self._records: dict[str, InFlight] = {}  # one record object per reply being handled here
@@ -325,6 +328,10 @@ class TurnOrchestrator:
         await self.store.record_reply(record)
         self.metrics.undelivered.inc()
         log(logger, "turn.undelivered", logging.WARNING, turn=record.turn_id, channel=record.channel)
+
+    async def aclose(self) -> None:
+        if self.files_in is not None:
+            await self.files_in.aclose()
 
     async def ask_again(self, turn_id: str, user: str) -> Turn | str:
         """The *Ask again* button: the question to receive again, or a note for the clicker."""

@@ -63,6 +63,7 @@ class Reply:
     def __init__(self) -> None:
         self.message_id: str | None = None
         self.citations = Citations()
+        self.notes: list[str] = []
         self._raw: list[str] = []
         self.raw_length = 0
         self._settled: list[str] = []  # rendered text, in chunks
@@ -123,6 +124,9 @@ class Reply:
     def body(self, ending: str) -> str:
         """The final text: the answer, its sources, and the ending line if any."""
         body = self.render(final=True) + self.citations.footer()
+        if self.notes:  # what could not go to the agent (files), said once, at the end
+            notes = "\n".join(f"_{note}_" for note in self.notes)
+            body = f"{body}\n\n{notes}" if body.strip() else notes
         if ending:
             body = f"{body}\n\n{ending}" if body.strip() else ending
         return body or "_The agent returned no text._"

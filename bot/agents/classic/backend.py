@@ -12,12 +12,14 @@ from ..backend import (
     AgentInfo,
     ApprovalDecision,
     FunctionTool,
+    InputFile,
     RunSnapshot,
     RunStatus,
     ToolOutput,
     TurnContext,
 )
-from ..errors import AgentServiceError, BadRequestError
+from ..errors import AgentServiceError, BadRequestError, NotFoundError
+from ..uploads import Upload
 from .client import AgentsClient, RunStream
 from .models import Agent, ThreadRun
 
@@ -69,8 +71,22 @@ class ClassicBackend:
         thread = await self.client.create_thread(messages=messages or None, metadata=dict(metadata or {}))
         return thread.id
 
-    async def add_message(self, conversation_id: str, text: str) -> None:
-        await self.client.add_message(conversation_id, text)
+    async def add_message(self, conversation_id: str, text: str, files: Sequence[InputFile] = ()) -> None:
+        """Images go in the content (``image_file``); other files as attachments for the
+        tool that reads them."""
+        images = [{"type": "image_file", "image_file": {"file_id": f.file_id}} for f in files if f.image]
+        content: str | list[dict[str, Any]] = [{"type": "text", "text": text}, *images] if images else text
+        attachments = [{"file_id": f.file_id, "tools": [{"type": f.tool}]} for f in files if not f.image]
+        await self.client.add_message(conversation_id, content, attachments=attachments or None)
+
+    async def upload_file(self, upload: Upload) -> str:
+        return str((await self.client.upload_file(upload))["id"])
+
+    async def delete_file(self, file_id: str) -> None:
+        try:
+            await self.client.delete_file(file_id)
+        except NotFoundError:
+            pass
 
     async def start_run(
         self,

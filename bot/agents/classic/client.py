@@ -37,6 +37,7 @@ from ..errors import (
 from ..events import AgentEvent
 from ..retry import RETRYABLE_STATUS, RetryPolicy, retry_after_seconds
 from ..sse import SSEDecoder, SSEError
+from ..uploads import Multipart, Upload
 from .handler import AgentEventHandler, FunctionToolSet, dispatch, typed_event_data
 from .models import Agent, AgentThread, MessagePage, ThreadMessage, ThreadRun
 from .wire import RUN_EVENTS, WireEventMapper
@@ -175,7 +176,7 @@ class AgentsClient:
     async def add_message(
         self,
         thread_id: str,
-        content: str,
+        content: str | list[dict[str, Any]],
         *,
         role: str = "user",
         attachments: list[dict[str, Any]] | None = None,
@@ -297,6 +298,29 @@ class AgentsClient:
         path = f"/threads/{_id(thread_id)}/runs/{_id(run_id)}"
         return ThreadRun.model_validate(await self._json("GET", path))
 
+    async def upload_file(self, upload: Upload, purpose: str = "assistants") -> dict[str, Any]:
+        """``POST /files``: the file, streamed from its spool; the service's file object."""
+        response = await self._send("POST", "/files", upload=Multipart(upload, purpose))
+        try:
+            doc = response.json()
+        except ValueError:
+            raise BadResponseError("malformed JSON from POST /files", status=response.status_code) from None
+        if not isinstance(doc, dict) or not doc.get("id"):
+            raise BadResponseError("POST /files answered without a file id")
+        return doc
+
+    async def delete_file(self, file_id: str) -> None:
+        await self._json("DELETE", f"/files/{_id(file_id)}")
+
+    async def file_content(self, file_id: str) -> AsyncIterator[bytes]:
+        """A file's bytes, streamed (an agent's image or generated file)."""
+        response = await self._send("GET", f"/files/{_id(file_id)}/content", stream=True)
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        finally:
+            await response.aclose()
+
     async def cancel_run(self, thread_id: str, run_id: str) -> ThreadRun:
         path = f"/threads/{_id(thread_id)}/runs/{_id(run_id)}/cancel"
         return ThreadRun.model_validate(await self._json("POST", path))
@@ -337,8 +361,10 @@ class AgentsClient:
         body: dict[str, Any] | None = None,
         params: dict[str, str] | None = None,
         stream: bool = False,
+        upload: Multipart | None = None,
     ) -> httpx.Response:
-        """Send with retries. Returns a 2xx response (open, when ``stream``)."""
+        """Send with retries. Returns a 2xx response (open, when ``stream``). ``upload``: a
+        multipart body, streamed (and produced again for a retry)."""
         url = self.endpoint + path
         query = {"api-version": self.api_version, **(params or {})}
         request_id = str(uuid.uuid4())
@@ -350,7 +376,12 @@ class AgentsClient:
                 "Accept": "text/event-stream" if stream else "application/json",
                 "x-ms-client-request-id": request_id,
             }
-            request = self._http.build_request(method, url, params=query, json=body, headers=headers)
+            if upload is not None:
+                request = self._http.build_request(
+                    method, url, params=query, content=upload.body(), headers={**headers, **upload.headers}
+                )
+            else:
+                request = self._http.build_request(method, url, params=query, json=body, headers=headers)
             started = time.monotonic()
             try:
                 response = await self._http.send(request, stream=stream)

@@ -29,14 +29,23 @@ from ..backend import (
     AgentInfo,
     ApprovalDecision,
     FunctionTool,
+    InputFile,
     RunSnapshot,
     RunStatus,
     ToolOutput,
     TurnContext,
 )
-from ..errors import AgentServiceError, BadRequestError, StreamInterruptedError
+from ..errors import (
+    AgentConnectionError,
+    AgentServiceError,
+    BadRequestError,
+    BadResponseError,
+    StreamInterruptedError,
+)
 from ..events import Annotation
-from .errors import agent_error
+from ..retry import retry_after_seconds
+from ..uploads import Multipart, Upload
+from .errors import agent_error, error_from_status
 from .project import PROJECT_API_VERSION, AgentVersions
 from .stream import ResponseStream, annotation_of, approval_requests, function_calls
 
@@ -191,11 +200,46 @@ class FoundryBackend:
             raise agent_error(exc) from None
         return conversation.id
 
-    async def add_message(self, conversation_id: str, text: str) -> None:
-        """Held until the run: the Responses API takes the message as the response's input."""
+    async def add_message(self, conversation_id: str, text: str, files: Sequence[InputFile] = ()) -> None:
+        """Held until the run: the Responses API takes the message as the response's input;
+        files go with it as ``input_image`` / ``input_file`` parts."""
+        content: str | list[dict[str, Any]] = text
+        if files:
+            content = [{"type": "input_text", "text": text}] + [
+                {"type": "input_image", "file_id": f.file_id, "detail": "auto"}
+                if f.image
+                else {"type": "input_file", "file_id": f.file_id}
+                for f in files
+            ]
         self._held.setdefault(conversation_id, []).append(
-            {"type": "message", "role": "user", "content": text}
+            {"type": "message", "role": "user", "content": content}
         )
+
+    async def upload_file(self, upload: Upload) -> str:
+        """``POST /openai/v1/files`` with ``purpose=assistants``, streamed from the spool (the
+        official client reads a whole file into memory first)."""
+        body = Multipart(upload, "assistants")
+        headers = {"Authorization": f"Bearer {await self._token.get_token()}", **body.headers}
+        try:
+            response = await self._http.post(
+                f"{self.endpoint}/openai/v1/files", content=body.body(), headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise AgentConnectionError(f"cannot upload {upload.name}: {exc or type(exc).__name__}") from None
+        doc = response.json() if "json" in response.headers.get("content-type", "") else {}
+        if response.status_code >= 400:
+            raise error_from_status(response.status_code, doc, retry_after_seconds(response.headers))
+        if not isinstance(doc, dict) or not doc.get("id"):
+            raise BadResponseError("POST /files answered without a file id")
+        return str(doc["id"])
+
+    async def delete_file(self, file_id: str) -> None:
+        try:
+            await self.openai.files.delete(file_id)
+        except openai.NotFoundError:
+            pass
+        except openai.OpenAIError as exc:
+            raise agent_error(exc) from None
 
     async def start_run(
         self,

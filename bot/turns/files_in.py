@@ -1,0 +1,124 @@
+"""Files people share with a message, given to the agent: images to look at, data for the
+code interpreter, documents for file search. Each is size-checked before it is downloaded,
+streamed from Slack into a spool and from there to the agent service (memory stays flat),
+and uploaded once per conversation (by Slack file id). What cannot go gets a note for the
+reply; the message is answered with the rest."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ..agents import AgentBackend, AgentServiceError, InputFile
+from ..agents.uploads import TooLargeError, Upload
+from ..logs import log
+from ..slack.files import FileUnavailable, download
+from ..store import ConversationKey, Store
+
+logger = logging.getLogger("bot.turns")
+
+IMAGES = frozenset({"png", "jpg", "jpeg", "gif", "webp"})
+DATA = frozenset(
+    {"csv", "tsv", "json", "xlsx", "xls", "xml", "txt", "text", "log", "py", "sql", "yaml", "yml", "zip"}
+)
+DOCUMENTS = frozenset({"pdf", "docx", "doc", "pptx", "md", "markdown", "html", "htm"})
+FILE_TTL_S = 90 * 86400.0  # how long an upload is reused in its conversation
+
+
+@dataclass
+class Prepared:
+    files: list[InputFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _kind(file: dict[str, Any]) -> str | None:
+    """``image``, ``code_interpreter``, ``file_search``, or None (the agent cannot use it)."""
+    name = str(file.get("name") or "")
+    ext = str(file.get("filetype") or (name.rsplit(".", 1)[-1] if "." in name else "")).lower()
+    mime = str(file.get("mimetype") or "")
+    if ext in IMAGES or (mime.startswith("image/") and mime.split("/")[1] in IMAGES):
+        return "image"
+    if ext in DATA or mime in ("text/csv", "application/json", "text/plain"):
+        return "code_interpreter"
+    if ext in DOCUMENTS or mime == "application/pdf":
+        return "file_search"
+    return None
+
+
+def _mb(size: float) -> str:
+    return f"{size / 1024 / 1024:.1f} MB"
+
+
+class FilesIn:
+    def __init__(
+        self,
+        agents: AgentBackend,
+        store: Store,
+        token: str,
+        *,
+        max_bytes: int = 20 * 1024 * 1024,
+        max_files: int = 10,
+    ) -> None:
+        self.agents = agents
+        self.store = store
+        self.token = token
+        self.max_bytes = max_bytes
+        self.max_files = max_files
+        self._http: httpx.AsyncClient | None = None
+
+    async def prepare(
+        self, key: ConversationKey, files: Sequence[dict[str, Any]], fields: dict[str, Any]
+    ) -> Prepared:
+        done = Prepared()
+        for index, file in enumerate(files):
+            name = str(file.get("name") or file.get("title") or file.get("id") or "a file")
+            if index >= self.max_files:
+                done.notes.append(
+                    f"{name}: not given to the agent (at most {self.max_files} files a message)"
+                )
+                continue
+            kind = _kind(file)
+            if kind is None:
+                done.notes.append(f"{name}: not given to the agent (it cannot read this type of file)")
+                continue
+            size = int(file.get("size") or 0)
+            if size > self.max_bytes:  # checked before a byte is downloaded
+                done.notes.append(
+                    f"{name}: not given to the agent ({_mb(size)}, over the {_mb(self.max_bytes)} limit)"
+                )
+                continue
+            try:
+                file_id = await self._uploaded(key, file, name)
+            except (FileUnavailable, TooLargeError, AgentServiceError) as exc:
+                log(logger, "turn.file_skipped", logging.WARNING, file=name, error=str(exc), **fields)
+                done.notes.append(f"{name}: not given to the agent ({exc})")
+                continue
+            done.files.append(InputFile(file_id, name, image=kind == "image", tool=kind))
+            log(logger, "turn.file_given", file=name, kind=kind, agent_file=file_id, **fields)
+        return done
+
+    async def _uploaded(self, key: ConversationKey, file: dict[str, Any], name: str) -> str:
+        """The agent's id for this Slack file in this conversation, uploading it the first time."""
+        mark = f"agent-file:{key.as_str()}:{file.get('id')}"
+        known = await self.store.lease_owner(mark) if file.get("id") else None
+        if known:
+            return known
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
+        chunks = download(self._http, self.token, file)
+        upload = await Upload.spool(name, str(file.get("mimetype") or ""), chunks, limit=self.max_bytes)
+        try:
+            file_id = await self.agents.upload_file(upload)
+        finally:
+            upload.close()
+        if file.get("id"):
+            await self.store.acquire_lease(mark, file_id, FILE_TTL_S)
+        return file_id
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
