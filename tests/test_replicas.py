@@ -290,8 +290,12 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
                 if again:
                     await slack.click("U0ALICE", channel, message.ts, "ask_again", again[0]["value"])
                     asked_again += 1
+        # every question asked again is answered in full (not just a placeholder up)
         await wait_until(
-            lambda: sum(len(slack.bot_replies(c, ts)) for c, ts, _, _ in conversations) >= 80 + asked_again,
+            lambda: (
+                sum(len(slack.bot_replies(c, ts)) for c, ts, _, _ in conversations) >= 80 + asked_again
+                and all(finished(c, ts) for c, ts, _, _ in conversations)
+            ),
             within_s=60,
         )
         lost = duplicates = out_of_order = 0
