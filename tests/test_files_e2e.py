@@ -6,6 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from bot.agents.uploads import TooLargeError
+
 BOT = "<@U0BOT>"
 CSV = b"region,amount\nnorth,120\nsouth,80\n"
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + b"\0" * 64
@@ -123,3 +127,177 @@ async def test_a_100_mb_file_streams_from_slack_to_the_agent_in_flat_memory(tmp_
         await store.close()
         await slack.stop()
         await agent.stop()
+
+
+async def test_slacks_file_routes_refuse_what_slack_refuses() -> None:
+    """The Slack emulator's files, over the real client and HTTP: the download answers the
+    sign-in page without the bot token; the external upload flow needs a length, the exact
+    bytes, and an uploaded id, and shares the file in the thread as the app's message."""
+    import httpx
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.emulators.slack import SlackEmulator
+    from bot.slack.files import FileUnavailable, download
+
+    slack = SlackEmulator()
+    await slack.start()
+    client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    try:
+        shared = slack.files.share("U0ALICE", "sales.csv", CSV, "text/csv")
+        async with httpx.AsyncClient() as http:
+            assert b"".join([c async for c in download(http, slack.bot_token, shared)]) == CSV
+            try:
+                _ = [c async for c in download(http, "xoxb-wrong", shared)]
+                raise AssertionError("the sign-in page was taken for the file")
+            except FileUnavailable as refused:
+                assert "files:read" in str(refused)
+            gone = {
+                **shared,
+                "url_private_download": shared["url_private_download"].replace(shared["id"], "F0NONE"),
+            }
+            try:
+                _ = [c async for c in download(http, slack.bot_token, gone)]
+                raise AssertionError("a missing file was downloaded")
+            except FileUnavailable as refused:
+                assert "404" in str(refused)
+            try:
+                _ = [c async for c in download(http, slack.bot_token, {"name": "x"})]
+                raise AssertionError("a file without an address was downloaded")
+            except FileUnavailable as refused:
+                assert "no download address" in str(refused)
+
+            for params, error in (
+                ({"filename": "a.csv"}, "invalid_arguments"),
+                ({"filename": "a.csv", "length": 2**31}, "file_too_large"),
+            ):
+                try:
+                    await client.api_call("files.getUploadURLExternal", params=params)
+                    raise AssertionError(f"{params} accepted")
+                except SlackApiError as exc:
+                    assert exc.response["error"] == error
+            ticket = await client.files_getUploadURLExternal(filename="chart.csv", length=len(CSV))
+            short = await http.post(ticket["upload_url"], content=CSV[:-1])
+            assert short.status_code == 400
+            try:
+                await client.files_completeUploadExternal(
+                    files=[{"id": ticket["file_id"]}], channel_id="C0GENERAL"
+                )
+                raise AssertionError("completed before the bytes arrived")
+            except SlackApiError as exc:
+                assert exc.response["error"] == "file_not_found"
+            ticket = await client.files_getUploadURLExternal(filename="chart.csv", length=len(CSV))
+            assert (await http.post(ticket["upload_url"], content=CSV + b"!")).status_code == 413
+            ticket = await client.files_getUploadURLExternal(filename="chart.csv", length=len(CSV))
+            assert (await http.post(ticket["upload_url"], content=CSV)).status_code == 200
+            assert (await http.post(ticket["upload_url"], content=CSV)).status_code == 404  # one use
+        root = slack.user_posts("U0ALICE", "C0GENERAL", "a question")
+        for bad in (
+            {"files": "not json"},
+            {"files": []},
+            {"files": [{"id": ticket["file_id"]}], "channel_id": "C0NOPE"},
+        ):
+            try:
+                await client.api_call("files.completeUploadExternal", json=bad)
+                raise AssertionError(f"{bad} accepted")
+            except SlackApiError as exc:
+                assert exc.response["error"] in ("invalid_arguments", "channel_not_found")
+        done = await client.files_completeUploadExternal(
+            files=[{"id": ticket["file_id"], "title": "Chart data"}], channel_id="C0GENERAL", thread_ts=root
+        )
+        assert done["files"] == [{"id": ticket["file_id"], "title": "Chart data"}]
+        [posted] = slack.bot_replies("C0GENERAL", root)
+        assert posted.files and posted.files[0]["name"] == "chart.csv" and posted.files[0]["size"] == len(CSV)
+    finally:
+        await slack.stop()
+
+
+async def test_the_agent_services_file_routes_refuse_what_it_refuses() -> None:
+    import httpx
+
+    from bot.emulators.agents import AgentServiceEmulator
+
+    async with AgentServiceEmulator(token="t") as agent, httpx.AsyncClient() as http:
+        auth = {"Authorization": "Bearer t"}
+        url = f"{agent.endpoint}/files"
+        q = {"api-version": "v1"}
+        assert (
+            await http.post(url, params=q, headers=auth, json={"purpose": "assistants"})
+        ).status_code == 400
+        no_file = await http.post(
+            url, params=q, headers=auth, data={"purpose": "assistants"}, files={"x": ("a", b"1")}
+        )
+        assert no_file.status_code == 400 and no_file.json()["error"]["param"] == "file"
+        bad = await http.post(
+            url, params=q, headers=auth, data={"purpose": "nope"}, files={"file": ("a.csv", CSV)}
+        )
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "purpose"
+        empty = await http.post(
+            url, params=q, headers=auth, data={"purpose": "assistants"}, files={"file": ("a.csv", b"")}
+        )
+        assert empty.status_code == 400
+        made = await http.post(
+            url, params=q, headers=auth, data={"purpose": "assistants"}, files={"file": ("a.csv", CSV)}
+        )
+        file_id = made.json()["id"]
+        assert made.json()["bytes"] == len(CSV)
+        got = await http.get(f"{url}/{file_id}", params=q, headers=auth)
+        assert got.json()["filename"] == "a.csv"
+        assert (await http.get(f"{url}/{file_id}/content", params=q, headers=auth)).content == CSV
+        assert (await http.delete(f"{url}/{file_id}", params=q, headers=auth)).json()["deleted"] is True
+        assert (await http.get(f"{url}/{file_id}", params=q, headers=auth)).status_code == 404
+        assert (await http.delete(f"{url}/{file_id}", params=q, headers=auth)).status_code == 404
+        made_by_agent = agent.files.add("chart.png", PNG)
+        assert agent.files.describe(made_by_agent.id, "image") == f"image: chart.png ({len(PNG)} bytes)"
+        assert agent.files.describe("assistant_none", "image") == "image: missing assistant_none"
+        thread = (await http.post(f"{agent.endpoint}/threads", params=q, headers=auth, json={})).json()["id"]
+        for body in (
+            {"role": "user", "content": [{"type": "image_file", "image_file": {"file_id": "nope"}}]},
+            {"role": "user", "content": [{"type": "video", "video": {}}]},
+            {
+                "role": "user",
+                "content": "hi",
+                "attachments": [{"file_id": "nope", "tools": [{"type": "code_interpreter"}]}],
+            },
+            {
+                "role": "user",
+                "content": "hi",
+                "attachments": [{"file_id": made_by_agent.id, "tools": [{"type": "magic"}]}],
+            },
+        ):
+            refused = await http.post(
+                f"{agent.endpoint}/threads/{thread}/messages", params=q, headers=auth, json=body
+            )
+            assert refused.status_code == 400, body
+
+
+async def test_both_backends_upload_and_delete_files(backend: str) -> None:
+    """The seam's file calls on each backend: an upload answers an id the service knows, a
+    delete removes it, and deleting it again is not an error."""
+    from bot.agents import make_backend
+    from bot.agents.uploads import Upload
+    from bot.emulators.agents import AgentServiceEmulator
+    from bot.settings import Settings
+
+    async def pieces() -> Any:
+        yield CSV
+
+    async with AgentServiceEmulator(token="t") as agent:
+        settings = Settings(
+            PROJECT_ENDPOINT=agent.endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="t", _env_file=None
+        )  # type: ignore[call-arg]
+        if backend == "foundry":
+            settings = settings.model_copy(update={"agent_backend": "foundry", "agent_name": "demo-agent"})
+        agents = make_backend(settings)
+        try:
+            upload = await Upload.spool("sales.csv", "text/csv", pieces(), limit=1024)
+            file_id = await agents.upload_file(upload)
+            upload.close()
+            assert agent.files.files[file_id].content == CSV
+            await agents.delete_file(file_id)
+            assert file_id not in agent.files.files and agent.files.deleted == [file_id]
+            await agents.delete_file(file_id)  # already gone: fine
+            with pytest.raises(TooLargeError):
+                await Upload.spool("big.csv", "text/csv", pieces(), limit=4)
+        finally:
+            await agents.aclose()
