@@ -28,6 +28,7 @@ from .slack.pacing import Budgets
 from .store import Store, open_store
 from .turns import Caps, ToolRunner, TurnOrchestrator
 from .turns.files_in import FilesIn
+from .turns.files_out import FilesOut
 
 logger = logging.getLogger("bot.runtime")
 
@@ -153,6 +154,7 @@ async def _assemble(
             max_bytes=int(settings.file_max_mb * 1024 * 1024),
             max_files=settings.max_files,
         ),
+        files_out=FilesOut(agents, slack),
     )
     surface = SlackSurface(
         bolt,

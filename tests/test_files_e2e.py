@@ -301,3 +301,48 @@ async def test_both_backends_upload_and_delete_files(backend: str) -> None:
                 await Upload.spool("big.csv", "text/csv", pieces(), limit=4)
         finally:
             await agents.aclose()
+
+
+async def test_a_chart_and_a_csv_the_agent_makes_come_back_to_the_thread(stack_factory: Any) -> None:
+    """Code interpreter output (classic: image_file content and a file_path link; new agents:
+    container files with container_file_citation) is fetched and shared in the reply's
+    thread; the sandbox link in the text says where the file is instead."""
+    import base64
+
+    made_csv = "region,total\nnorth,120\n"
+    script = {
+        "turns": [
+            {
+                "actions": [
+                    {"text": "Here is the chart. "},
+                    {"file": {"name": "chart.png", "base64": base64.b64encode(PNG).decode()}},
+                    {"text": "The numbers: "},
+                    {"file": {"name": "totals.csv", "text": made_csv}},
+                ]
+            }
+        ]
+    }
+    stack = await stack_factory(script)
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} chart my sales")
+    await stack.settle()
+    replies = stack.slack.bot_replies("C0GENERAL", ts)
+    text = "".join(m.visible_text for m in replies if not m.files)
+    assert "sandbox:" not in text and "`totals.csv` (attached below)" in text
+    shared = {f["name"]: f for m in replies for f in m.files or []}
+    # (classic agents name an image output by its file id: chart.png only on new agents)
+    assert len(shared) == 2 and "totals.csv" in shared and any(n.endswith(".png") for n in shared)
+    contents = {f.name: f.content for f in stack.slack.files.files.values() if f.name in shared}
+    assert contents["totals.csv"] == made_csv.encode()
+    assert PNG in contents.values()
+
+
+async def test_a_made_file_that_cannot_be_fetched_is_said_in_the_thread(stack_factory: Any) -> None:
+    script = {"turns": [{"actions": [{"text": "Done: "}, {"file": {"name": "totals.csv", "text": "a,b\n"}}]}]}
+    stack = await stack_factory(script)
+    stack.agent.fail_next("GET", "*/content", 500, times=20)
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} make the file")
+    await stack.settle()
+    texts = [m.visible_text for m in stack.slack.bot_replies("C0GENERAL", ts)]
+    assert texts[0] == "Done: `totals.csv` (attached below)"
+    assert texts[-1] == "_The agent made totals.csv, but it could not be attached here._"
+    assert not any(m.files for m in stack.slack.bot_replies("C0GENERAL", ts))

@@ -23,6 +23,7 @@ from .events import (
     Completed,
     Expired,
     Failed,
+    FileProduced,
     Incomplete,
     ToolCall,
 )
@@ -235,6 +236,10 @@ class AgentBackend(Protocol):
 
     async def delete_file(self, file_id: str) -> None:
         """Delete an uploaded file (an id already gone is not an error)."""
+        ...
+
+    def file_content(self, file: FileProduced) -> AsyncIterator[bytes]:
+        """The bytes of a file the agent made, as they arrive."""
         ...
 
     async def start_run(

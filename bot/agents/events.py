@@ -74,6 +74,17 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class FileProduced:
+    """A file the agent made (a code interpreter chart or output file), to fetch with the
+    backend's ``file_content``; ``container_id`` for new agents' container files."""
+
+    file_id: str
+    name: str
+    image: bool = False
+    container_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageCompleted:
     """The agent's finished message: the authoritative full text for a final render."""
 
@@ -185,6 +196,7 @@ class UnknownEvent:
 
 AgentEvent = (
     TextDelta
+    | FileProduced
     | MessageCompleted
     | ToolCallDelta
     | ToolCallsRequested

@@ -23,6 +23,7 @@ from .streamed import send_bytes
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
 PURPOSES = frozenset({"assistants", "assistants_output", "vision", "user_data", "batch", "fine-tune"})
+# ("container": how the emulator files what a code interpreter container makes; not uploadable)
 CHUNK = 64 * 1024
 
 

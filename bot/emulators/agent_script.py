@@ -83,9 +83,28 @@ class RunError(_Strict):
     message: str = "Sorry, something went wrong."
 
 
+class MadeFile(_Strict):
+    """A file the agent's code interpreter makes: an image (shown as image output) or a file
+    the reply links (classic: ``sandbox:/mnt/data/<name>`` with a ``file_path`` annotation;
+    new agents: a container file with a ``container_file_citation``)."""
+
+    name: str
+    text: str | None = None  # the content, as text
+    base64: str | None = None  # or as base64 (an image)
+
+    def content(self) -> bytes:
+        import base64 as b64
+
+        return b64.b64decode(self.base64) if self.base64 else (self.text or "").encode()
+
+    @property
+    def image(self) -> bool:
+        return self.name.lower().rsplit(".", 1)[-1] in ("png", "jpg", "jpeg", "gif", "webp")
+
+
 ActionKind = Literal[
     "text", "sleep", "tool_calls", "citation", "file_citation", "fail", "incomplete",
-    "expire", "disconnect", "error_event", "raw", "mcp_approval",
+    "expire", "disconnect", "error_event", "raw", "mcp_approval", "file",
 ]  # fmt: skip
 
 
@@ -107,6 +126,7 @@ class Action(_Strict):
     error_event: RunError | None = None
     raw: str | None = None
     mcp_approval: McpApproval | None = None
+    file: MadeFile | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Action:

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .agent_script import Action, Reject, Script, Turn
+from .agent_script import Action, MadeFile, Reject, Script, Turn
 from .agent_state import (
     BODY,
     TERMINAL,
@@ -680,6 +680,9 @@ class RunWorker:
             await self.sleep(action.sleep or 0)
         elif kind in ("citation", "file_citation"):
             await self.cite(action)
+        elif kind == "file":
+            assert action.file is not None
+            await self.make_file(action.file)
         elif kind == "tool_calls":
             calls = [(c.name, c.arguments_json()) for c in action.tool_calls or []]
             await self.call_tools(calls, action.fragments)
@@ -817,6 +820,38 @@ class RunWorker:
                     },
                 )
             )
+
+    async def make_file(self, made: MadeFile) -> None:
+        """The code interpreter's output: an ``image_file`` content part, or a link to the file
+        in the sandbox with a ``file_path`` annotation (the recorded shapes)."""
+        message = await self.start_message()
+        stored = self.em.files.add(made.name, made.content())
+        if made.image:
+            index = len(message["content"])
+            message["content"].append({"type": "image_file", "image_file": {"file_id": stored.id}})
+            delta = {"index": index, "type": "image_file", "image_file": {"file_id": stored.id}}
+        else:
+            part = self.text_part()
+            link_text, target = f"[{made.name}](", f"sandbox:/mnt/data/{made.name}"
+            start = len(part["value"]) + len(link_text)
+            annotation = {
+                "type": "file_path",
+                "text": target,
+                "start_index": start,
+                "end_index": start + len(target),
+                "file_path": {"file_id": stored.id},
+            }
+            value = f"{link_text}{target})"
+            part["value"] += value
+            part["annotations"].append(annotation)
+            index_of = len(part["annotations"]) - 1
+            delta = {
+                "index": 0,
+                "type": "text",
+                "text": {"value": value, "annotations": [{"index": index_of, **annotation}]},
+            }
+        event = {"id": message["id"], "object": "thread.message.delta", "delta": {"content": [delta]}}
+        await self.emit(("thread.message.delta", event))
 
     async def cite(self, action: Action) -> None:
         message = await self.start_message()

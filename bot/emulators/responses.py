@@ -24,6 +24,7 @@ from aiohttp import web
 
 from .agent_script import Action
 from .agent_state import BODY, AgentEmulatorState, reject_response, split_text
+from .streamed import send_bytes
 
 _END = object()
 _DROP = object()
@@ -83,6 +84,8 @@ class ResponsesAPI:
         self.items: dict[str, list[dict[str, Any]]] = {}
         self.responses: dict[str, _Response] = {}
         self.paused: dict[str, _Paused] = {}  # call_id -> the rest of its turn
+        self.containers: dict[str, str] = {}  # response id -> its code interpreter container
+        self.container_files: dict[tuple[str, str], str] = {}  # (container, file) -> stored file
         self.create_version(
             "demo-agent",
             {
@@ -92,6 +95,14 @@ class ResponsesAPI:
                 "tools": [],
             },
         )
+
+    async def _container_file(self, request: web.Request) -> web.StreamResponse:
+        """A code interpreter container's file (``GET /containers/{c}/files/{f}/content``)."""
+        key = (request.match_info["cid"], request.match_info["fid"])
+        stored = self.em.files.files.get(self.container_files.get(key, ""))
+        if stored is None:
+            return _err(404, f"No file '{key[1]}' in container '{key[0]}'.", "not_found")
+        return await send_bytes(request, stored.content, "application/octet-stream")
 
     def _file_problem(self, items: list[dict[str, Any]]) -> str | None:
         """An ``input_image`` / ``input_file`` must name an uploaded file; only those and text
@@ -120,6 +131,7 @@ class ResponsesAPI:
             r.add_post(prefix + "/responses", self._create_response)
             r.add_get(prefix + "/responses/{rid}", self._get_response)
             r.add_post(prefix + "/responses/{rid}/cancel", self._cancel_response)
+        r.add_get(base + "/openai/v1/containers/{cid}/files/{fid}/content", self._container_file)
         r.add_post(base + "/agents/{name}/versions", self._create_version)
         r.add_get(base + "/agents/{name}/versions", self._list_versions)
         r.add_get(base + "/agents/{name}/versions/{version}", self._get_version)
@@ -619,6 +631,34 @@ class _Worker:
                 ]
         return [Action(text=f"You said: {self.user_text}")]
 
+    async def make_file(self, made: Any) -> None:
+        """The code interpreter wrote a file in its container: the reply links it and a
+        ``container_file_citation`` annotation names the container and the file."""
+        container = self.api.containers.setdefault(self.r.doc["id"], _id("cntr"))
+        stored = self.api.em.files.add(made.name, made.content(), purpose="container")
+        self.api.container_files[(container, stored.id)] = stored.id
+        link = f"[{made.name}](sandbox:/mnt/data/{made.name})"
+        await self.say(link, 1, 0)
+        assert self.message is not None
+        part = self.message["content"][0]
+        annotation = {
+            "type": "container_file_citation",
+            "container_id": container,
+            "file_id": stored.id,
+            "filename": made.name,
+            "start_index": len(part["text"]) - len(link),
+            "end_index": len(part["text"]),
+        }
+        part["annotations"].append(annotation)
+        await self.emit(
+            "response.output_text.annotation.added",
+            item_id=self.message["id"],
+            output_index=self.index(self.message),
+            content_index=0,
+            annotation_index=len(part["annotations"]) - 1,
+            annotation=annotation,
+        )
+
     async def act(self, action: Action, rest: list[Action]) -> bool:
         script = self.api.em.script
         kind = action.kind
@@ -654,6 +694,9 @@ class _Worker:
                 annotation_index=len(part["annotations"]) - 1,
                 annotation=annotation,
             )
+        elif kind == "file":
+            assert action.file is not None
+            await self.make_file(action.file)
         elif kind == "tool_calls":
             await self.close_message()
             call_ids = []

@@ -25,6 +25,7 @@ from ..agents.events import (
     ApprovalsRequested,
     Completed,
     Failed,
+    FileProduced,
     StreamError,
     TextDelta,
     ToolCallsRequested,
@@ -74,6 +75,7 @@ class TurnAnswer:
         self.writer = writer
         self.record = record
         self.reply = Reply()
+        self.produced: list[FileProduced] = []  # files the agent made, for the thread
         self.fields = fields_of(turn, turn_id)
         self.requester = turn.user
         self.thread_id: str | None = None
@@ -252,6 +254,10 @@ class TurnAnswer:
                 return f"_The reply was cut at {self.o.caps.reply_chars:,} characters._"
             self.reply.add(TextDelta(event.text[:room], event.annotations, event.message_id))
             self.writer.update(self.reply)
+            return None
+        if isinstance(event, FileProduced):  # sent to the thread once the reply is final
+            if all(f.file_id != event.file_id for f in self.produced):
+                self.produced.append(event)
             return None
         if isinstance(event, StreamError):
             log(

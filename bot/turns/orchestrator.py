@@ -31,6 +31,7 @@ from .answer import TurnAnswer, fields_of
 from .ask_again import AskAgain
 from .context import BOT_THREAD_TTL_S, ContextReader
 from .files_in import FilesIn
+from .files_out import FilesOut
 from .ports import Approver, ToolRunner
 from .queue import ConversationQueue
 from .reply import Caps, Outcome
@@ -63,6 +64,7 @@ class TurnOrchestrator:
         delivery_deadline_s: float = 900.0,
         caps: Caps | None = None,
         files_in: FilesIn | None = None,
+        files_out: FilesOut | None = None,
     ) -> None:
         self.agents = agents
         self.store = store
@@ -90,6 +92,7 @@ class TurnOrchestrator:
         self.queue = ConversationQueue(store, self.replica_id, self._answer, lease_ttl_s=lease_ttl_s)
         self.again = AskAgain(store, admins)
         self.files_in = files_in  # files people share, given to the agent
+        self.files_out = files_out  # files the agent makes, shared in the thread
         self.answering: set[asyncio.Task[Any]] = set()
         self._writers: dict[str, ReplyWriter] = {}  # placeholders posted here, not yet answered
         self._records: dict[str, InFlight] = {}  # one record object per reply being handled here
@@ -299,6 +302,10 @@ class TurnOrchestrator:
         again = cut and await self.again.keep(record)
         await writer.finish(body, deadline_s=INTERRUPTED_FINISH_S if cut else None, ask_again=again)
         self._records.pop(answer.turn_id, None)
+        if answer.produced and self.files_out is not None:
+            await self.files_out.deliver(
+                answer.turn.channel, answer.turn.thread_ts, answer.produced, answer.fields
+            )
         if writer.undelivered:
             await self.keep_undelivered(record, writer, body)
         else:
@@ -330,8 +337,9 @@ class TurnOrchestrator:
         log(logger, "turn.undelivered", logging.WARNING, turn=record.turn_id, channel=record.channel)
 
     async def aclose(self) -> None:
-        if self.files_in is not None:
-            await self.files_in.aclose()
+        for files in (self.files_in, self.files_out):
+            if files is not None:
+                await files.aclose()
 
     async def ask_again(self, turn_id: str, user: str) -> Turn | str:
         """The *Ask again* button: the question to receive again, or a note for the clicker."""

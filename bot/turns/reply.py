@@ -31,6 +31,7 @@ TOO_LONG = (
     "_This conversation has grown too long for the agent to read in full. "
     "Mention me in a new thread (or start a new DM thread) to start fresh._"
 )
+SANDBOX_LINK = re.compile(r"\[([^\]\n]{1,200})\]\(sandbox:/mnt/data/[^)\s]*\)")
 MARKER_MAX = 42  # a citation marker (【...】) is at most this long
 
 
@@ -123,7 +124,9 @@ class Reply:
 
     def body(self, ending: str) -> str:
         """The final text: the answer, its sources, and the ending line if any."""
-        body = self.render(final=True) + self.citations.footer()
+        # a link into the code interpreter's sandbox means nothing in Slack: the file itself
+        # is shared in the thread after the reply
+        body = SANDBOX_LINK.sub(r"`\1` (attached below)", self.render(final=True)) + self.citations.footer()
         if self.notes:  # what could not go to the agent (files), said once, at the end
             notes = "\n".join(f"_{note}_" for note in self.notes)
             body = f"{body}\n\n{notes}" if body.strip() else notes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from ...logs import log
@@ -19,6 +19,7 @@ from ..backend import (
     TurnContext,
 )
 from ..errors import AgentServiceError, BadRequestError, NotFoundError
+from ..events import FileProduced
 from ..uploads import Upload
 from .client import AgentsClient, RunStream
 from .models import Agent, ThreadRun
@@ -81,6 +82,9 @@ class ClassicBackend:
 
     async def upload_file(self, upload: Upload) -> str:
         return str((await self.client.upload_file(upload))["id"])
+
+    def file_content(self, file: FileProduced) -> AsyncIterator[bytes]:
+        return self.client.file_content(file.file_id)
 
     async def delete_file(self, file_id: str) -> None:
         try:

@@ -312,6 +312,17 @@ class AgentsClient:
     async def delete_file(self, file_id: str) -> None:
         await self._json("DELETE", f"/files/{_id(file_id)}")
 
+    async def file_content(self, file_id: str) -> AsyncIterator[bytes]:
+        """A file's bytes as they arrive (an agent's image or generated file)."""
+        response = await self._send("GET", f"/files/{_id(file_id)}/content", stream=True)
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise StreamInterruptedError(f"the file download broke: {exc or type(exc).__name__}") from None
+        finally:
+            await response.aclose()
+
     async def cancel_run(self, thread_id: str, run_id: str) -> ThreadRun:
         path = f"/threads/{_id(thread_id)}/runs/{_id(run_id)}/cancel"
         return ThreadRun.model_validate(await self._json("POST", path))

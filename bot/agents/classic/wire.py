@@ -11,10 +11,12 @@ from typing import Any
 from ..errors import BadResponseError
 from ..events import (
     AgentEvent,
+    Annotation,
     Cancelled,
     Completed,
     Expired,
     Failed,
+    FileProduced,
     Incomplete,
     MessageCompleted,
     RunStatusChanged,
@@ -91,9 +93,10 @@ class WireEventMapper:
             content = (obj.get("delta") or {}).get("content")
             text = content_text(content)
             annotations = content_annotations(content)
-            if not text and not annotations:
-                return []
-            return [TextDelta(text, annotations, obj.get("id"))]
+            events: list[AgentEvent] = (
+                [TextDelta(text, annotations, obj.get("id"))] if text or annotations else []
+            )
+            return events + produced_files(content, annotations)
         if name == "thread.run.step.delta":
             return self._step_delta(_require_dict(name, data))
         if name in RUN_EVENTS:
@@ -189,3 +192,21 @@ def _require_dict(name: str, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadResponseError(f"event {name!r} carried {type(data).__name__}, not a JSON object")
     return data
+
+
+def produced_files(
+    content: list[dict[str, Any]] | None, annotations: tuple[Annotation, ...]
+) -> list[AgentEvent]:
+    """Images in the content (``image_file``) and files the text links (``file_path``
+    annotations, ``sandbox:/mnt/data/<name>``): what the agent made."""
+    found: list[AgentEvent] = []
+    for part in content or ():
+        if part.get("type") == "image_file":
+            file_id = str((part.get("image_file") or {}).get("file_id") or "")
+            if file_id:
+                found.append(FileProduced(file_id, f"{file_id}.png", image=True))
+    for annotation in annotations:
+        if annotation.kind == "file_path" and annotation.file_id:
+            name = annotation.marker.rsplit("/", 1)[-1] or annotation.file_id
+            found.append(FileProduced(annotation.file_id, name))
+    return found

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal, Self
 
 import httpx
@@ -42,7 +42,7 @@ from ..errors import (
     BadResponseError,
     StreamInterruptedError,
 )
-from ..events import Annotation
+from ..events import Annotation, FileProduced
 from ..retry import retry_after_seconds
 from ..uploads import Multipart, Upload
 from .errors import agent_error, error_from_status
@@ -232,6 +232,27 @@ class FoundryBackend:
         if not isinstance(doc, dict) or not doc.get("id"):
             raise BadResponseError("POST /files answered without a file id")
         return str(doc["id"])
+
+    async def file_content(self, file: FileProduced) -> AsyncIterator[bytes]:
+        """A file the agent made: a code interpreter container's file, or a stored file."""
+        path = (
+            f"/containers/{file.container_id}/files/{file.file_id}/content"
+            if file.container_id
+            else f"/files/{file.file_id}/content"
+        )
+        headers = {"Authorization": f"Bearer {await self._token.get_token()}"}
+        try:
+            async with self._http.stream(
+                "GET", f"{self.endpoint}/openai/v1{path}", headers=headers
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    doc = response.json() if "json" in response.headers.get("content-type", "") else {}
+                    raise error_from_status(response.status_code, doc, retry_after_seconds(response.headers))
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise StreamInterruptedError(f"the file download broke: {exc or type(exc).__name__}") from None
 
     async def delete_file(self, file_id: str) -> None:
         try:

@@ -28,6 +28,7 @@ from ..events import (
     Cancelled,
     Completed,
     Failed,
+    FileProduced,
     Incomplete,
     RunStatusChanged,
     StreamError,
@@ -228,6 +229,14 @@ class ResponseStream:
         return []
 
     def _annotation(self, event: dict[str, Any]) -> list[AgentEvent]:
+        raw = event.get("annotation") or {}
+        if raw.get("type") == "container_file_citation" and raw.get("container_id") and raw.get("file_id"):
+            # a file the code interpreter made: it comes back to Slack as a file, not a citation
+            name = str(raw.get("filename") or raw["file_id"])
+            image = name.lower().rsplit(".", 1)[-1] in ("png", "jpg", "jpeg", "gif", "webp")
+            return [
+                FileProduced(str(raw["file_id"]), name, image=image, container_id=str(raw["container_id"]))
+            ]
         self._citations += 1
         marker = f"【cite:{self._citations}】"  # rendered by the Slack side like classic markers
         annotation = annotation_of(event.get("annotation") or {}, marker)
