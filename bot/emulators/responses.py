@@ -649,6 +649,12 @@ class _Worker:
             "start_index": len(part["text"]) - len(link),
             "end_index": len(part["text"]),
         }
+        await self.annotate(annotation)
+
+    async def annotate(self, annotation: dict[str, Any]) -> None:
+        """Add an annotation to the open message's text, and say so on the stream."""
+        assert self.message is not None
+        part = self.message["content"][0]
         part["annotations"].append(annotation)
         await self.emit(
             "response.output_text.annotation.added",
@@ -685,15 +691,7 @@ class _Worker:
                 "start_index": len(part["text"]),
                 "end_index": len(part["text"]),
             }
-            part["annotations"].append(annotation)
-            await self.emit(
-                "response.output_text.annotation.added",
-                item_id=self.message["id"],
-                output_index=self.index(self.message),
-                content_index=0,
-                annotation_index=len(part["annotations"]) - 1,
-                annotation=annotation,
-            )
+            await self.annotate(annotation)
         elif kind == "file":
             assert action.file is not None
             await self.make_file(action.file)
