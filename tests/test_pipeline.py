@@ -4,6 +4,7 @@ work per turn, queue correctness, approvals across replicas."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,9 @@ async def test_a_turn_is_durable_before_slack_gets_its_ack(tmp_path: Path) -> No
         await stack.close()
 
 
-REDIS_APPROVALS_URL = "redis://127.0.0.1:6379/7"  # this test's own database, emptied before and after
+REDIS_APPROVALS_URL = os.environ.get(
+    "TEST_REDIS_APPROVALS_URL", "redis://127.0.0.1:6379/7"
+)  # emptied before and after
 
 
 async def _fresh_redis(url: str) -> None:
