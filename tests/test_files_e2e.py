@@ -346,3 +346,46 @@ async def test_a_made_file_that_cannot_be_fetched_is_said_in_the_thread(stack_fa
     assert texts[0] == "Done: `totals.csv` (attached below)"
     assert texts[-1] == "_The agent made totals.csv, but it could not be attached here._"
     assert not any(m.files for m in stack.slack.bot_replies("C0GENERAL", ts))
+
+
+async def test_a_100_mb_file_the_agent_made_streams_to_slack_in_flat_memory() -> None:
+    """The other way: agent service -> spool -> Slack's upload URL, never whole in memory."""
+    import hashlib
+    import os
+    import tracemalloc
+
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.agents import make_backend
+    from bot.agents.events import FileProduced
+    from bot.emulators.agents import AgentServiceEmulator
+    from bot.emulators.slack import SlackEmulator
+    from bot.settings import Settings
+    from bot.turns.files_out import FilesOut
+
+    size = 100 * 1024 * 1024
+    content = os.urandom(size)
+    agent, slack = AgentServiceEmulator(), SlackEmulator()
+    await agent.start()
+    await slack.start()
+    slack.files.keep_content = False  # Slack's side keeps a digest, not the bytes
+    settings = Settings(
+        PROJECT_ENDPOINT=agent.endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="t", _env_file=None
+    )  # type: ignore[call-arg]
+    backend = make_backend(settings)
+    files_out = FilesOut(backend, AsyncWebClient(token=slack.bot_token, base_url=slack.api_url))
+    try:
+        made = agent.files.add("export.csv", content)
+        root = slack.user_posts("U0ALICE", "C0GENERAL", "export please")
+        tracemalloc.start()
+        shared = await files_out.deliver("C0GENERAL", root, [FileProduced(made.id, "export.csv")], {})
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert len(shared) == 1 and slack.files.digests[shared[0]] == hashlib.sha256(content).hexdigest()
+        print(f"\n100 MB file agent -> Slack: peak traced memory {peak / 2**20:.1f} MB ({peak / size:.3f}x)")
+        assert peak < 0.2 * size
+    finally:
+        await files_out.aclose()
+        await backend.aclose()
+        await slack.stop()
+        await agent.stop()

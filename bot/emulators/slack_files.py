@@ -10,6 +10,7 @@ files.getUploadURLExternal and files.completeUploadExternal (errors, ``length``)
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -49,6 +50,9 @@ class SlackFiles:
         self.files: dict[str, StoredFile] = {}
         self.base_url = ""
         self.largest_read = 0  # the largest single chunk an upload arrived in (memory checks)
+        # keep_content=False: an upload keeps its size and digest only (memory measurements)
+        self.keep_content = True
+        self.digests: dict[str, str] = {}  # file id -> sha256 of what was uploaded
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/files-pri/{team_file}/download/{name}", self._download)
@@ -114,15 +118,19 @@ class SlackFiles:
             return web.Response(status=404, text="upload URL not found or already used")
         parts: list[bytes] = []
         received = 0
+        digest = hashlib.sha256()
         async for chunk in request.content.iter_chunked(CHUNK):
             self.largest_read = max(self.largest_read, len(chunk))
             received += len(chunk)
             if received > stored.length:
                 return web.Response(status=413, text="more bytes than the declared length")
-            parts.append(chunk)
+            digest.update(chunk)
+            if self.keep_content:
+                parts.append(chunk)
         if received != stored.length:
             return web.Response(status=400, text=f"expected {stored.length} bytes, got {received}")
         stored.content = b"".join(parts)
+        self.digests[stored.id] = digest.hexdigest()
         stored.mimetype = request.content_type if request.content_type != "application/octet-stream" else ""
         return web.Response(text=f"OK - {received}")
 
