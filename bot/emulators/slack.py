@@ -815,13 +815,22 @@ class SlackEmulator:
         if retry:
             headers["X-Slack-Retry-Num"] = str(retry)
             headers["X-Slack-Retry-Reason"] = reason
-        url = self._next_url()
-        try:
-            response = await self._http.post(url, content=body, headers=headers)
-        except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
-            self._down[url] = time.monotonic()  # the load balancer's passive health check
-            raise
-        return response.status_code
+        # a load balancer in front of several replicas: one that refuses the connection is
+        # left out for a while and the request goes to the next (nginx's proxy_next_upstream)
+        for tries_left in range(max(1, len(self.events_urls)) - 1, -1, -1):
+            url = self._next_url()
+            try:
+                response = await self._http.post(url, content=body, headers=headers)
+            except httpx.ConnectError:
+                self._down[url] = time.monotonic()
+                if tries_left:
+                    continue
+                raise
+            except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
+                self._down[url] = time.monotonic()  # cut mid-request: not sent again here
+                raise
+            return response.status_code
+        raise AssertionError("unreachable")
 
     async def _send_with_retries(self, envelope: dict[str, Any]) -> None:
         body = json.dumps(envelope).encode()
