@@ -15,6 +15,27 @@ from bot.agents.retry import RetryPolicy
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
 
+
+def _serialise_ast_parse() -> None:
+    """CPython 3.11/3.12 keep the AST builder's recursion counter per interpreter, not per
+    thread (python/cpython#106905): two threads in ``ast.parse`` at once (pytest rendering a
+    failure while another thread formats a traceback, whose carets use ``ast.parse``) raise
+    ``SystemError: AST constructor recursion depth mismatch``, and pytest turns the failure
+    it was reporting into an INTERNALERROR that hides it. One lock keeps the report."""
+    import ast
+    import threading
+
+    parse, lock = ast.parse, threading.RLock()
+
+    def parse_one_at_a_time(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return parse(*args, **kwargs)
+
+    ast.parse = parse_one_at_a_time  # type: ignore[assignment]
+
+
+_serialise_ast_parse()
+
 settings.register_profile(
     "ci", max_examples=200, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -63,7 +63,9 @@ async def test_a_crash_between_pop_and_run_is_recovered(tmp_path: Path) -> None:
 
     from bot.store import InFlight
 
-    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 1.0})
+    # A TTL long enough that a loaded machine cannot stall between the record and the first
+    # look for a whole TTL (the bot's own sweeps run every TTL/3 beside the test's).
+    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 5.0})
     try:
         ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", "were you there?")  # no mention: not answered
         turn = {
@@ -336,7 +338,9 @@ async def test_a_message_the_dead_owner_posted_but_never_recorded_is_reused(tmp_
 
     from bot.store import InFlight
 
-    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 1.0})
+    # A TTL long enough that a loaded machine cannot stall between the record and the first
+    # look for a whole TTL (the bot's own sweeps run every TTL/3 beside the test's).
+    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 5.0})
     try:
         ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", "anyone?")
         as_bot = AsyncWebClient(token=stack.slack.bot_token, base_url=stack.slack.api_url)
@@ -422,7 +426,9 @@ async def test_a_delivery_that_died_after_its_intake_is_answered_once_by_recover
     from bot.store import InFlight
     from bot.turns.orchestrator import turn_id_of
 
-    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 1.0})
+    # A TTL long enough that a loaded machine cannot stall between the record and the first
+    # look for a whole TTL (the bot's own sweeps run every TTL/3 beside the test's).
+    stack = await start_stack(tmp_path=tmp_path, settings_overrides={"heartbeat_ttl": 5.0})
     try:
         ts, envelope = _undelivered_mention(stack, "still there?")
         turn = Turn("T0EMU", "C0GENERAL", ts, ts, "U0ALICE", f"{BOT} still there?", envelope["event_id"])
