@@ -17,7 +17,7 @@ from typing import Any
 from .agents import AgentServiceError
 from .logs import log
 from .store import InFlight
-from .turns import Reply, TurnOrchestrator, ending_for, wait_for_run
+from .turns import Reply, TurnOrchestrator, delete_due_files, ending_for, wait_for_run
 
 logger = logging.getLogger("bot.recovery")
 
@@ -80,8 +80,9 @@ class Recovery:
         """The store's periodic clean-up (conversation mappings past the retention, old marks,
         leases, counters, dead replicas' heartbeats), so its state stays bounded."""
         self._forgot_at = time.monotonic()
+        files = await delete_due_files(self.store, self.o.agents)  # before their mappings go
         removed = await self.store.sweep()
-        log(logger, "recovery.store_swept", removed=removed)
+        log(logger, "recovery.store_swept", removed=removed, agent_files_deleted=files)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

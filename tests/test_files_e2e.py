@@ -81,6 +81,96 @@ async def test_a_file_shared_again_in_the_thread_is_uploaded_once(stack_factory:
     assert len(stack.agent.files.files) == 1  # the same Slack file, the same agent file
 
 
+async def test_a_first_mention_gives_the_agent_the_threads_earlier_files(stack_factory: Any) -> None:
+    """The thread's earlier files come with a first mention: the message's own first, then
+    the newest earlier ones, within one limit; what cannot go is said, earlier ones marked."""
+    stack = await stack_factory(READER, settings_overrides={"max_files": 3})
+    slack = stack.slack
+    top = slack.user_shares("U0ALICE", "C0GENERAL", "numbers for q3", [("sales.csv", CSV, "text/csv")])
+    slack.user_shares(
+        "U0BOB", "C0GENERAL", "and the chart",
+        [("photo.png", PNG, "image/png"), ("tool.exe", b"MZ\0\0", "application/octet-stream")],
+        thread_ts=top,
+    )  # fmt: skip
+    slack.user_shares(
+        "U0CAROL", "C0GENERAL", "my notes", [("notes.txt", b"one\ntwo\n", "text/plain")], thread_ts=top
+    )
+    slack.user_shares(
+        "U0ALICE",
+        "C0GENERAL",
+        f"{BOT} what do you make of these?",
+        [("q.csv", CSV, "text/csv")],
+        thread_ts=top,
+    )
+    await stack.settle()
+    text = slack.bot_replies("C0GENERAL", top)[-1].text
+    how = _read_as(stack, "code_interpreter", "input_file")
+    given = text.split("\n")[0].removeprefix("I was given: ").removesuffix(".").split("; ")
+    assert sorted(given) == sorted(
+        [
+            f"{how}: q.csv ({len(CSV)} bytes, first line 'region,amount')",
+            f"{how}: notes.txt (8 bytes, first line 'one')",
+            f"image: photo.png ({len(PNG)} bytes)",
+        ]
+    )
+    assert (
+        "_tool.exe (earlier in the thread): not given to the agent (it cannot read this type of file)_"
+        in text
+    )
+    assert "_1 earlier file(s) in the thread not given to the agent (at most 3 files a message)_" in text
+    assert sorted(f.filename for f in stack.agent.files.files.values()) == ["notes.txt", "photo.png", "q.csv"]
+    # a follow-up does not bring the thread's files again
+    slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} thanks", thread_ts=top)
+    await stack.settle()
+    assert slack.bot_replies("C0GENERAL", top)[-1].text == "I was given: no files."
+
+
+async def test_uploaded_files_are_deleted_when_the_conversations_retention_ends(stack_factory: Any) -> None:
+    from tests.stack import eventually
+
+    retention_s = 3.0
+    stack = await stack_factory(READER, settings_overrides={"retention_days": retention_s / 86400})
+    ts = stack.slack.user_shares(
+        "U0ALICE", "C0GENERAL", f"{BOT} first look", [("sales.csv", CSV, "text/csv")]
+    )
+    await stack.settle()
+    [uploaded] = stack.agent.files.files
+    await stack.bot.recovery.forget_expired()  # the hourly clean-up, now: the file was just used
+    assert list(stack.agent.files.files) == [uploaded]
+
+    async def deleted() -> bool:
+        await stack.bot.recovery.forget_expired()
+        return not stack.agent.files.files
+
+    await eventually(deleted, "the file deleted once the retention ended", within_s=30, step=0.5)
+    assert stack.reply_text("C0GENERAL", ts).startswith("I was given: ")
+    # the same Slack file shared again later is uploaded afresh, never pointed at the deleted one
+    shared = stack.slack.thread("C0GENERAL", ts)[0].files
+    stack.slack.user_posts(
+        "U0ALICE", "C0GENERAL", f"{BOT} again", thread_ts=ts, files=shared, subtype="file_share"
+    )
+    await stack.settle()
+    assert len(stack.agent.files.files) == 1 and uploaded not in stack.agent.files.files
+    assert stack.slack.bot_replies("C0GENERAL", ts)[-1].text.startswith("I was given: ")
+
+
+async def test_a_deletion_the_service_refuses_is_tried_again_at_the_next_sweep(stack_factory: Any) -> None:
+    from tests.stack import eventually
+
+    stack = await stack_factory(READER, settings_overrides={"retention_days": 1 / 86400})
+    stack.slack.user_shares("U0ALICE", "C0GENERAL", f"{BOT} look", [("sales.csv", CSV, "text/csv")])
+    await stack.settle()
+    [uploaded] = stack.agent.files.files
+    await eventually(stack.bot.store.agent_files_due, "the file falls due", within_s=30, step=0.2)
+    stack.agent.fail_next("DELETE", "*files/*", 500, times=1000)  # every try of this sweep fails
+    await stack.bot.recovery.forget_expired()
+    assert list(stack.agent.files.files) == [uploaded]  # not deleted, and not forgotten:
+    assert [f.agent_file_id for f in await stack.bot.store.agent_files_due()] == [uploaded]
+    stack.agent.faults.clear()  # the service is back
+    await stack.bot.recovery.forget_expired()
+    assert not stack.agent.files.files and await stack.bot.store.agent_files_due() == []
+
+
 async def test_a_100_mb_file_streams_from_slack_to_the_agent_in_flat_memory(tmp_path: Any) -> None:
     """Size-checked, then streamed: Slack -> spool (memory up to 4 MB, then disk) -> the agent
     service, never whole in memory (peak traced memory while it moves, beside its size)."""

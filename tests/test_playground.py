@@ -112,6 +112,46 @@ async def test_the_page_in_a_browser(playground: str, tmp_path: Path) -> None:
             timeout=15000,
         )
         await page.screenshot(path=str(tmp_path / "4-approved.png"))
+
+        # a file attached with the paperclip reaches the agent; the person's message shows it
+        await page.click("#close-thread")
+        upload = tmp_path / "q3.csv"
+        upload.write_text("region,amount\nnorth,120\n")
+        await page.set_input_files("#attach", str(upload))
+        await page.wait_for_function("() => document.querySelector('#attached').innerText.includes('q3.csv')")
+        await page.fill("#text", "@agent what is in this file?")
+        await page.click("#send")
+        await page.wait_for_function(
+            "() => document.querySelector('#thread-messages').innerText"
+            ".includes('I was given: code_interpreter: q3.csv')",
+            timeout=15000,
+        )
+        assert await page.locator("#messages a.file", has_text="q3.csv").count() == 1
+        assert await page.inner_text("#attached") == ""  # sent: the picker is cleared
+
+        # the agent makes a chart and a CSV: the picture is shown, the table is a download
+        await page.click("#close-thread")
+        await page.fill("#text", "@agent chart our sales")
+        await page.click("#send")
+        await page.wait_for_function(
+            "() => [...document.querySelectorAll('#thread-messages figure.file img')]"
+            ".some(i => i.complete && i.naturalWidth > 0)",
+            timeout=20000,
+        )
+        csv_link = page.locator("#thread-messages a.file", has_text="sales_by_region.csv")
+        await csv_link.wait_for(timeout=15000)
+        async with page.expect_download() as download_info:
+            await csv_link.click()
+        download = await download_info.value
+        saved = tmp_path / "downloaded.csv"
+        await download.save_as(saved)
+        assert saved.read_text().startswith("region,sales\nnorth,120")
+        reply = await page.inner_text("#thread-messages")
+        assert (
+            "`sales_by_region.csv` (attached below)" in reply
+            or "sales_by_region.csv (attached below)" in reply
+        )
+        await page.screenshot(path=str(tmp_path / "5-files.png"))
         await browser.close()
     assert all(
         (tmp_path / name).stat().st_size > 0 for name in ("1-answer.png", "2-stopped.png", "4-approved.png")
@@ -229,3 +269,54 @@ async def test_the_playground_runs_on_new_foundry_agents_too() -> None:
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_the_playgrounds_attachments_are_checked_and_served_safely(playground: str) -> None:
+    """What the page attaches is refused with a clear reason when it cannot be a file; what
+    the workspace holds is served as a picture only when it is one, else as a download."""
+    import base64
+
+    from tests.stack import eventually
+
+    port = int(playground.rsplit(":", 1)[1])
+    async with await playground_client(port) as http:
+        post = {"user": "U0ALICE", "channel": "C0GENERAL", "text": "look"}
+        bad = await http.post("/api/post", json={**post, "files": [{"name": "a.csv", "data": "not base64!"}]})
+        assert (
+            bad.status_code == 400 and "a.csv: the file's content is not valid base64" in bad.json()["error"]
+        )
+        nameless = await http.post("/api/post", json={**post, "files": [{"name": "", "data": ""}]})
+        assert nameless.status_code == 400 and "plain name" in nameless.json()["error"]
+        many = await http.post("/api/post", json={**post, "files": [{"name": "a", "data": ""}] * 11})
+        assert many.status_code == 400 and "at most 10 files" in many.json()["error"]
+
+        page = "<script>alert(document.cookie)</script>"
+        files = [
+            {"name": "page.html", "type": "text/html", "data": base64.b64encode(page.encode()).decode()},
+            {"name": "dot.png", "type": "image/png", "data": base64.b64encode(b"\x89PNG fake").decode()},
+        ]
+        posted = await http.post(
+            "/api/post", json={"user": "U0ALICE", "channel": "C0GENERAL", "text": "", "files": files}
+        )
+        assert posted.status_code == 200, posted.text
+        shared: dict[str, str] = {}
+
+        async def seen() -> bool:
+            state = (await http.get("/api/state")).json()
+            message = next((m for m in state["messages"] if m["ts"] == posted.json()["ts"]), None)
+            shared.update({f["name"]: f["id"] for f in (message or {}).get("files") or []})
+            return len(shared) == 2
+
+        await eventually(seen, "the shared files on the message")
+        html = await http.get(f"/api/files/{shared['page.html']}")
+        assert html.status_code == 200 and html.text == page
+        assert html.headers["content-type"] == "application/octet-stream"
+        assert html.headers["content-disposition"] == 'attachment; filename="page.html"'
+        assert html.headers["x-content-type-options"] == "nosniff"
+        image = await http.get(f"/api/files/{shared['dot.png']}")
+        assert image.headers["content-type"] == "image/png" and "content-disposition" not in image.headers
+        assert (await http.get("/api/files/FNOPE")).status_code == 404
+        http.headers.pop("X-Playground-Token")
+        assert (
+            await http.get(f"/api/files/{shared['dot.png']}")
+        ).status_code == 403  # the token guards files too

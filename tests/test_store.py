@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.store import ConversationKey, InFlight, SQLiteStore, open_store
+from bot.store import AgentFile, ConversationKey, InFlight, SQLiteStore, open_store
 from tests.stack import eventually
 
 # its own database (keys under a per-test prefix, removed after each test)
@@ -36,19 +36,34 @@ async def _redis_or_skip(**kwargs: Any) -> Any:
     return store
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    if request.param == "sqlite":
-        opened: Any = await open_store(f"sqlite:///{tmp_path}/bot.db")
+async def _opened(kind: str, tmp_path: Path, **kwargs: Any) -> AsyncIterator[Any]:
+    if kind == "sqlite":
+        opened: Any = await open_store(f"sqlite:///{tmp_path}/bot.db", **kwargs)
         yield opened
         await opened.close()
         return
-    opened = await _redis_or_skip()
+    opened = await _redis_or_skip(**kwargs)
     yield opened
     keys = [k async for k in opened.r.scan_iter(match=opened.prefix + "*")]
     if keys:
         await opened.r.delete(*keys)
     await opened.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    async for opened in _opened(request.param, tmp_path):
+        yield opened
+
+
+BRIEF_RETENTION_S = 3.0  # long beside one round trip on a loaded machine, short for a test
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def brief_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
+    """A store whose retention is a few seconds, to watch things fall due."""
+    async for opened in _opened(request.param, tmp_path, retention_s=BRIEF_RETENTION_S):
+        yield opened
 
 
 async def test_mapping(store: Any) -> None:
@@ -123,6 +138,51 @@ async def test_hits_count_within_a_window(store: Any) -> None:
     counts = [await store.hit("user", "U1", 60) for _ in range(3)]
     assert counts == [1, 2, 3]
     assert await store.hit("user", "U2", 60) == 1
+
+
+async def test_agent_files_fall_due_when_unused_for_the_retention(brief_store: Any) -> None:
+    """A conversation's uploaded file is reused by Slack file id; once neither the file nor its
+    conversation has been used for the retention it is due, and forgetting it wins only while
+    it is still due (a file used meanwhile stays)."""
+    store = brief_store
+    csv = AgentFile(KEY, "F0CSV", "assistant-file-1")
+    await store.remember_agent_file(csv)
+    assert await store.agent_file(KEY, "F0CSV") == "assistant-file-1"
+    assert await store.agent_file(KEY, "F0OTHER") is None
+    assert await store.agent_file(KEY._replace(thread_ts="1.2"), "F0CSV") is None  # per conversation
+    assert await store.agent_files_due() == []  # just used
+
+    async def due() -> list[AgentFile]:
+        return list(await store.agent_files_due())
+
+    await eventually(due, "the unused file falls due", within_s=30, step=0.1)
+    assert await due() == [csv]
+    assert await store.agent_file(KEY, "F0CSV") == "assistant-file-1"  # used again just in time
+    assert await store.forget_agent_file(csv) is False
+    assert await store.agent_files_due() == []
+    await eventually(due, "the file falls due again", within_s=30, step=0.1)
+    assert await store.forget_agent_file(csv) is True
+    assert await store.agent_file(KEY, "F0CSV") is None
+    assert await store.agent_files_due() == []
+    assert await store.forget_agent_file(csv) is False  # forgotten once
+
+
+async def test_a_conversation_in_use_keeps_its_files(brief_store: Any) -> None:
+    store = brief_store
+    image = AgentFile(KEY, "F0PNG", "assistant-file-2")
+    await store.set_agent_thread(KEY, "thread_abc")
+    await store.remember_agent_file(image)
+    until = time.monotonic() + BRIEF_RETENTION_S * 1.5  # past the file's own retention
+    while time.monotonic() < until:
+        assert await store.get_agent_thread(KEY) == "thread_abc"  # the thread is in use
+        assert await store.agent_files_due() == []
+        await asyncio.sleep(0.3)
+
+    async def due() -> list[AgentFile]:
+        return list(await store.agent_files_due())
+
+    await eventually(due, "the file falls due once the thread is left", within_s=30, step=0.1)
+    assert await due() == [image]
 
 
 async def test_sqlite_mapping_survives_reopen(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ Slack calls and agent events.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -31,6 +33,17 @@ STATIC = resources.files("bot.playground") / "static"
 CONTENT_TYPES = {".html": "text/html", ".js": "application/javascript", ".css": "text/css"}
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 TOKEN_HEADER = "X-Playground-Token"
+MAX_ATTACH_BYTES = 25 * 1024 * 1024  # one file the page may attach (the bot's own limit applies after)
+MAX_ATTACHED = 10
+# shown in the page as pictures; every other file is only ever a download (never rendered on
+# this origin, where a shared HTML file could read the page's token)
+INLINE_IMAGES = {
+    "png": "image/png",
+    "jpg": "image/jpeg",
+    "jpeg": "image/jpeg",
+    "gif": "image/gif",
+    "webp": "image/webp",
+}
 
 
 class Playground:
@@ -96,13 +109,15 @@ class Playground:
         return await handler(request)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard])
+        # attached files arrive base64 in JSON: room for MAX_ATTACHED of them, at most
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_ATTACH_BYTES * 2)
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{name}", self._static)
         app.router.add_get("/api/state", self._state)
         app.router.add_get("/api/stream", self._stream)
         app.router.add_post("/api/post", self._post)
         app.router.add_post("/api/click", self._click)
+        app.router.add_get("/api/files/{file_id}", self._file)
         app.router.add_get("/healthz", self._health)
         return app
 
@@ -155,13 +170,32 @@ class Playground:
         body = await request.json()
         user, channel, text = body.get("user"), body.get("channel"), (body.get("text") or "").strip()
         slack = self.stack.slack
-        if user not in slack.users or channel not in slack.channels or not text:
-            return web.json_response(
-                {"ok": False, "error": "need a known user, channel and some text"}, status=400
-            )
+        try:
+            files = _attached(body.get("files") or [])
+        except ValueError as exc:
+            return _refuse(400, str(exc))
+        if user not in slack.users or channel not in slack.channels or not (text or files):
+            return _refuse(400, "need a known user, channel and some text or a file")
         thread_ts = body.get("thread_ts") or None
-        ts = slack.user_posts(user, channel, text, thread_ts=thread_ts)
+        if files:
+            ts = slack.user_shares(user, channel, text, files, thread_ts=thread_ts)
+        else:
+            ts = slack.user_posts(user, channel, text, thread_ts=thread_ts)
         return web.json_response({"ok": True, "ts": ts})
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """A file of the workspace, for the page: a picture inline, anything else a download."""
+        stored = self.stack.slack.files.files.get(request.match_info["file_id"])
+        if stored is None or stored.content is None:
+            raise web.HTTPNotFound()
+        inline = INLINE_IMAGES.get(stored.filetype)
+        headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+        if inline is None:
+            safe = "".join(c if c.isalnum() or c in "._- " else "_" for c in stored.name)
+            headers["Content-Disposition"] = f'attachment; filename="{safe}"'
+        return web.Response(
+            body=stored.content, content_type=inline or "application/octet-stream", headers=headers
+        )
 
     async def _click(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -169,6 +203,25 @@ class Playground:
             body["user"], body["channel"], body["ts"], body["action_id"], body.get("value", "")
         )
         return web.json_response({"ok": status == 200})
+
+
+def _attached(files: Any) -> list[tuple[str, bytes, str]]:
+    """The page's attachments (name, MIME type, base64 content each), checked."""
+    if not isinstance(files, list) or len(files) > MAX_ATTACHED:
+        raise ValueError(f"attach at most {MAX_ATTACHED} files")
+    out = []
+    for file in files:
+        name = str((file or {}).get("name") or "").strip()
+        if not name or "/" in name:
+            raise ValueError("each attached file needs a plain name")
+        try:
+            content = base64.b64decode(str(file.get("data") or ""), validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"{name}: the file's content is not valid base64") from None
+        if len(content) > MAX_ATTACH_BYTES:
+            raise ValueError(f"{name}: over the playground's {MAX_ATTACH_BYTES // 1024 // 1024} MB limit")
+        out.append((name, content, str(file.get("type") or "application/octet-stream")))
+    return out
 
 
 def _refuse(status: int, why: str) -> web.Response:

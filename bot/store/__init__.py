@@ -3,7 +3,7 @@ queued turns, replies in flight. ``open_store(BOT_STORE_URL)`` picks the backend
 
 from __future__ import annotations
 
-from .base import DEFAULT_RETENTION_S, ConversationKey, InFlight, Store
+from .base import DEFAULT_RETENTION_S, AgentFile, ConversationKey, InFlight, Store
 from .sqlite import SQLiteStore
 
 
@@ -22,4 +22,4 @@ async def open_store(url: str, *, retention_s: float = DEFAULT_RETENTION_S) -> S
     return store
 
 
-__all__ = ["ConversationKey", "InFlight", "SQLiteStore", "Store", "open_store"]
+__all__ = ["AgentFile", "ConversationKey", "InFlight", "SQLiteStore", "Store", "open_store"]

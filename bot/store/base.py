@@ -19,6 +19,15 @@ class ConversationKey(NamedTuple):
         return f"{self.team}/{self.channel}/{self.thread_ts}"
 
 
+class AgentFile(NamedTuple):
+    """A file uploaded to the agent service for one conversation, by the Slack file it came
+    from (so a file shared again in the thread is not uploaded twice)."""
+
+    key: ConversationKey
+    slack_file_id: str
+    agent_file_id: str
+
+
 @dataclass
 class InFlight:
     """A reply being written, recorded so another process can finish it if this one dies."""
@@ -96,6 +105,25 @@ class Store(Protocol):
 
     async def decide_approval(self, key: str, approve: bool, by: str) -> bool:
         """Fix the verdict if nobody has: True for the decision that won."""
+        ...
+
+    # files uploaded to the agent service, per conversation; deleted when its retention ends
+    async def agent_file(self, key: ConversationKey, slack_file_id: str) -> str | None:
+        """The agent's id of this Slack file in this conversation (its use keeps it)."""
+        ...
+
+    async def remember_agent_file(self, file: AgentFile, *, due: bool = False) -> None:
+        """Keep the file for its conversation; ``due`` puts back one whose deletion failed,
+        due at once (the next sweep tries again)."""
+        ...
+
+    async def agent_files_due(self, limit: int = 100) -> list[AgentFile]:
+        """Files whose conversation and own last use are both older than the retention."""
+        ...
+
+    async def forget_agent_file(self, file: AgentFile) -> bool:
+        """Forget a file that is still due: True when it was (the caller then deletes it from
+        the agent service); False when it was used again meanwhile (it stays)."""
         ...
 
     # rate limits: how many hits in the current window

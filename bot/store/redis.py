@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .base import DEFAULT_RETENTION_S, ConversationKey, InFlight
+from .base import DEFAULT_RETENTION_S, AgentFile, ConversationKey, InFlight
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
@@ -36,6 +36,15 @@ return payload
 """
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end
+"""
+
+# forget a conversation's file only while the conversation is still due (not used meanwhile)
+_FORGET_FILE = """
+local due = redis.call('zscore', KEYS[2], ARGV[1])
+if not due or tonumber(due) > tonumber(ARGV[3]) then return 0 end
+local removed = redis.call('hdel', KEYS[1], ARGV[2])
+if redis.call('hlen', KEYS[1]) == 0 then redis.call('zrem', KEYS[2], ARGV[1]) end
+return removed
 """
 
 
@@ -63,12 +72,53 @@ class RedisStore:
     _k = key
 
     async def get_agent_thread(self, key: ConversationKey) -> str | None:
-        # each use keeps the mapping for another retention period (GETEX)
+        # each use keeps the mapping (GETEX), and the conversation's files, another retention
         value = await self.r.getex(self._k("conv", key.as_str()), ex=max(1, int(self.retention_s)))
-        return str(value) if value is not None else None
+        if value is None:
+            return None
+        await self.r.zadd(
+            self._k("files-due"), {key.as_str(): time.time() + self.retention_s}, xx=True, gt=True
+        )
+        return str(value)
 
     async def set_agent_thread(self, key: ConversationKey, agent_thread_id: str) -> None:
         await self.r.set(self._k("conv", key.as_str()), agent_thread_id, ex=max(1, int(self.retention_s)))
+
+    # a conversation's files: a hash (Slack file id -> agent file id), and one sorted set of
+    # conversations by when their files fall due (last use + retention)
+    async def agent_file(self, key: ConversationKey, slack_file_id: str) -> str | None:
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.hget(self._k("files", key.as_str()), slack_file_id)
+            pipe.zadd(self._k("files-due"), {key.as_str(): time.time() + self.retention_s}, xx=True, gt=True)
+            value, _ = await pipe.execute()
+        return str(value) if value is not None else None
+
+    async def remember_agent_file(self, file: AgentFile, *, due: bool = False) -> None:
+        async with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self._k("files", file.key.as_str()), file.slack_file_id, file.agent_file_id)
+            due_at = time.time() + (0 if due else self.retention_s)
+            pipe.zadd(self._k("files-due"), {file.key.as_str(): due_at}, gt=not due)
+            await pipe.execute()
+
+    async def agent_files_due(self, limit: int = 100) -> list[AgentFile]:
+        found: list[AgentFile] = []
+        for name in await self.r.zrangebyscore(self._k("files-due"), "-inf", time.time(), start=0, num=limit):
+            key = ConversationKey(*str(name).split("/", 2))
+            for slack_id, agent_id in (await self.r.hgetall(self._k("files", str(name)))).items():
+                found.append(AgentFile(key, str(slack_id), str(agent_id)))
+        return found[:limit]
+
+    async def forget_agent_file(self, file: AgentFile) -> bool:
+        removed = await self.r.eval(  # type: ignore[misc]
+            _FORGET_FILE,
+            2,
+            self._k("files", file.key.as_str()),
+            self._k("files-due"),
+            file.key.as_str(),
+            file.slack_file_id,
+            time.time(),
+        )
+        return bool(removed)
 
     async def sweep(self) -> int:
         """Nothing to do: every key carries a TTL (mappings the retention, marks and leases

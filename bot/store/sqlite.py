@@ -13,7 +13,7 @@ from typing import Any
 
 import aiosqlite
 
-from .base import DEFAULT_RETENTION_S, ConversationKey, InFlight
+from .base import DEFAULT_RETENTION_S, AgentFile, ConversationKey, InFlight
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS replies (
 CREATE TABLE IF NOT EXISTS approvals (
     key TEXT PRIMARY KEY, doc TEXT NOT NULL, verdict INTEGER, decided_by TEXT NOT NULL DEFAULT '',
     expires_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS agent_files (
+    team TEXT NOT NULL, channel TEXT NOT NULL, thread_ts TEXT NOT NULL,
+    slack_file_id TEXT NOT NULL, agent_file_id TEXT NOT NULL, used_at REAL NOT NULL,
+    PRIMARY KEY (team, channel, thread_ts, slack_file_id)
 );
 CREATE TABLE IF NOT EXISTS hits (
     kind TEXT NOT NULL, ident TEXT NOT NULL, window INTEGER NOT NULL, count INTEGER NOT NULL,
@@ -116,6 +121,47 @@ class SQLiteStore:
             "INSERT OR REPLACE INTO conversations VALUES (?, ?, ?, ?, ?)",
             (*key, agent_thread_id, time.time()),
         )
+
+    async def agent_file(self, key: ConversationKey, slack_file_id: str) -> str | None:
+        async with self._lock:
+            row = await self._one(
+                "UPDATE agent_files SET used_at = ? WHERE team=? AND channel=? AND thread_ts=? "
+                "AND slack_file_id=? RETURNING agent_file_id",
+                (time.time(), *key, slack_file_id),
+            )
+            await self.db.commit()
+        return str(row[0]) if row else None
+
+    async def remember_agent_file(self, file: AgentFile, *, due: bool = False) -> None:
+        used_at = time.time() - (self.retention_s + 1 if due else 0)
+        await self._write(
+            "INSERT OR REPLACE INTO agent_files VALUES (?, ?, ?, ?, ?, ?)",
+            (*file.key, file.slack_file_id, file.agent_file_id, used_at),
+        )
+
+    # due: the file's own last use and its conversation's (if still mapped) past the retention
+    _DUE = (
+        "f.used_at < ? AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.team = f.team "
+        "AND c.channel = f.channel AND c.thread_ts = f.thread_ts AND c.created_at >= ?)"
+    )
+
+    async def agent_files_due(self, limit: int = 100) -> list[AgentFile]:
+        cutoff = time.time() - self.retention_s
+        rows = await self.db.execute_fetchall(
+            "SELECT team, channel, thread_ts, slack_file_id, agent_file_id FROM agent_files f "
+            f"WHERE {self._DUE} LIMIT ?",
+            (cutoff, cutoff, limit),
+        )
+        return [AgentFile(ConversationKey(*row[:3]), row[3], row[4]) for row in rows]
+
+    async def forget_agent_file(self, file: AgentFile) -> bool:
+        cutoff = time.time() - self.retention_s
+        removed = await self._write(
+            "DELETE FROM agent_files AS f WHERE team=? AND channel=? AND thread_ts=? "
+            f"AND slack_file_id=? AND {self._DUE}",
+            (*file.key, file.slack_file_id, cutoff, cutoff),
+        )
+        return removed > 0
 
     async def claim(self, kind: str, ident: str, ttl_s: float) -> bool:
         now = time.time()

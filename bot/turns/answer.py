@@ -35,6 +35,7 @@ from ..plugins.context import ToolContext
 from ..slack.sink import Turn
 from ..slack.writer import ReplyWriter
 from ..store import InFlight
+from .context import NO_CONTEXT
 from .reply import (
     INTERRUPTED,
     STOPPED,
@@ -76,6 +77,7 @@ class TurnAnswer:
         self.record = record
         self.reply = Reply()
         self.produced: list[FileProduced] = []  # files the agent made, for the thread
+        self.earlier_files: list[dict[str, Any]] = []  # shared in the thread before a first mention
         self.fields = fields_of(turn, turn_id)
         self.requester = turn.user
         self.thread_id: str | None = None
@@ -147,8 +149,10 @@ class TurnAnswer:
         self.record.agent_thread_id = thread_id
         self.fields["thread_id"] = thread_id
         files: list[InputFile] = []
-        if turn.files and self.o.files_in is not None:
-            prepared = await self.o.files_in.prepare(turn.key, turn.files, self.fields)
+        if (turn.files or self.earlier_files) and self.o.files_in is not None:
+            prepared = await self.o.files_in.prepare(
+                turn.key, turn.files, self.fields, earlier=self.earlier_files
+            )
             files, self.reply.notes = prepared.files, prepared.notes
         await self._add_message((await context_reader.message_text(turn)) or "(empty message)", files)
         if self.stop_requested:
@@ -310,12 +314,20 @@ class TurnAnswer:
         existing = await store.get_agent_thread(turn.key)
         if existing:
             return existing
-        context = await self.o.context.thread_context(turn) if turn.thread_ts != turn.ts else []
+        context = await self.o.context.thread_context(turn) if turn.thread_ts != turn.ts else NO_CONTEXT
+        self.earlier_files = context.files
         thread_id = await self.o.agents.create_conversation(
-            context=context, metadata={"slack": f"{turn.team}/{turn.channel}/{turn.thread_ts}"}
+            context=context.lines, metadata={"slack": f"{turn.team}/{turn.channel}/{turn.thread_ts}"}
         )
         await store.set_agent_thread(turn.key, thread_id)
-        log(logger, "turn.thread_created", agent_thread=thread_id, context=len(context), **self.fields)
+        log(
+            logger,
+            "turn.thread_created",
+            agent_thread=thread_id,
+            context=len(context.lines),
+            earlier_files=len(context.files),
+            **self.fields,
+        )
         return thread_id
 
     async def _add_message(self, text: str, files: list[InputFile]) -> None:

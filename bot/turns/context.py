@@ -30,6 +30,19 @@ CONTEXT_WAIT_S = 5.0  # how long a first mention waits out 429s to read its thre
 
 
 @dataclass
+class ThreadContext:
+    """What a first mention learns of its thread: the latest messages as lines for the agent,
+    and the files shared in those messages (oldest first)."""
+
+    lines: list[str]
+    files: list[dict[str, Any]]
+
+
+NO_CONTEXT = ThreadContext([], [])
+PEOPLES_SUBTYPES = (None, "file_share", "thread_broadcast")  # what a person wrote
+
+
+@dataclass
 class ContextReader:
     slack: AsyncWebClient
     store: Store
@@ -82,10 +95,10 @@ class ContextReader:
             return []
         return [function_tool(d) for d in await self.tools.definitions(context)]
 
-    async def thread_context(self, turn: Turn) -> list[str]:
+    async def thread_context(self, turn: Turn) -> ThreadContext:
         """The latest messages before the first mention in a human thread (the thread's own
-        start matters less than what was just said), bounded by count and size; read once,
-        when the conversation starts."""
+        start matters less than what was just said), bounded by count and size, with the
+        files shared in them; read once, when the conversation starts."""
         recent: deque[dict[str, Any]] = deque(maxlen=self.context_messages)
         cursor: str | None = None
         give_up_at = time.monotonic() + CONTEXT_WAIT_S  # a 429 delays the answer this long at most
@@ -107,14 +120,14 @@ class ContextReader:
             recent.extend(
                 m
                 for m in response.get("messages") or []
-                if m.get("ts") != turn.ts and not m.get("bot_id") and not m.get("subtype")
+                if m.get("ts") != turn.ts and not m.get("bot_id") and m.get("subtype") in PEOPLES_SUBTYPES
             )
             cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 break
-        return await self._lines(turn, list(recent))
+        return await self._render(turn, list(recent))
 
-    async def _lines(self, turn: Turn, messages: list[dict[str, Any]]) -> list[str]:
+    async def _render(self, turn: Turn, messages: list[dict[str, Any]]) -> ThreadContext:
         lines: list[str] = []
         for message in messages:
             if message.get("user") not in self.admins:
@@ -130,5 +143,9 @@ class ContextReader:
         while lines and sum(len(line) + 1 for line in lines) > self.context_chars:
             lines.pop(0)  # keep the most recent
         if not lines:
-            return []
-        return ["Earlier messages in this Slack thread, for context:\n" + "\n".join(lines)]
+            return NO_CONTEXT
+        kept = messages[len(messages) - len(lines) :]
+        return ThreadContext(
+            ["Earlier messages in this Slack thread, for context:\n" + "\n".join(lines)],
+            [file for message in kept for file in message.get("files") or []],
+        )

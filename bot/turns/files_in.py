@@ -17,7 +17,7 @@ from ..agents import AgentBackend, AgentServiceError, InputFile
 from ..agents.uploads import TooLargeError, Upload
 from ..logs import log
 from ..slack.files import FileUnavailable, download
-from ..store import ConversationKey, Store
+from ..store import AgentFile, ConversationKey, Store
 
 logger = logging.getLogger("bot.turns")
 
@@ -26,7 +26,6 @@ DATA = frozenset(
     {"csv", "tsv", "json", "xlsx", "xls", "xml", "txt", "text", "log", "py", "sql", "yaml", "yml", "zip"}
 )
 DOCUMENTS = frozenset({"pdf", "docx", "doc", "pptx", "md", "markdown", "html", "htm"})
-FILE_TTL_S = 90 * 86400.0  # how long an upload is reused in its conversation
 
 
 @dataclass
@@ -71,40 +70,68 @@ class FilesIn:
         self._http: httpx.AsyncClient | None = None
 
     async def prepare(
-        self, key: ConversationKey, files: Sequence[dict[str, Any]], fields: dict[str, Any]
+        self,
+        key: ConversationKey,
+        files: Sequence[dict[str, Any]],
+        fields: dict[str, Any],
+        *,
+        earlier: Sequence[dict[str, Any]] = (),
     ) -> Prepared:
+        """The message's own files, then (on a first mention) the thread's earlier ones, newest
+        first, all within one limit of files; a file shared twice is given once."""
         done = Prepared()
-        for index, file in enumerate(files):
-            name = str(file.get("name") or file.get("title") or file.get("id") or "a file")
-            if index >= self.max_files:
-                done.notes.append(
-                    f"{name}: not given to the agent (at most {self.max_files} files a message)"
-                )
+        seen: set[str] = set()
+        candidates = [(f, False) for f in files] + [(f, True) for f in reversed(earlier)]
+        left_out = 0
+        for file, is_earlier in candidates:
+            slack_id = str(file.get("id") or "")
+            if slack_id:
+                if slack_id in seen:
+                    continue  # shared again: given once
+                seen.add(slack_id)
+            name = str(file.get("name") or file.get("title") or slack_id or "a file")
+            label = f"{name} (earlier in the thread)" if is_earlier else name
+            if len(done.files) >= self.max_files:
+                if is_earlier:
+                    left_out += 1
+                else:
+                    done.notes.append(
+                        f"{label}: not given to the agent (at most {self.max_files} files a message)"
+                    )
                 continue
-            kind = _kind(file)
-            if kind is None:
-                done.notes.append(f"{name}: not given to the agent (it cannot read this type of file)")
-                continue
-            size = int(file.get("size") or 0)
-            if size > self.max_bytes:  # checked before a byte is downloaded
-                done.notes.append(
-                    f"{name}: not given to the agent ({_mb(size)}, over the {_mb(self.max_bytes)} limit)"
-                )
-                continue
-            try:
-                file_id = await self._uploaded(key, file, name)
-            except (FileUnavailable, TooLargeError, AgentServiceError) as exc:
-                log(logger, "turn.file_skipped", logging.WARNING, file=name, error=str(exc), **fields)
-                done.notes.append(f"{name}: not given to the agent ({exc})")
-                continue
-            done.files.append(InputFile(file_id, name, image=kind == "image", tool=kind))
-            log(logger, "turn.file_given", file=name, kind=kind, agent_file=file_id, **fields)
+            why_not = await self._give(key, file, name, fields, done)
+            if why_not:
+                done.notes.append(f"{label}: not given to the agent ({why_not})")
+        if left_out:
+            done.notes.append(
+                f"{left_out} earlier file(s) in the thread not given to the agent "
+                f"(at most {self.max_files} files a message)"
+            )
         return done
+
+    async def _give(
+        self, key: ConversationKey, file: dict[str, Any], name: str, fields: dict[str, Any], done: Prepared
+    ) -> str | None:
+        """Upload one file for the agent and add it to ``done``, or say why it cannot go."""
+        kind = _kind(file)
+        if kind is None:
+            return "it cannot read this type of file"
+        size = int(file.get("size") or 0)
+        if size > self.max_bytes:  # checked before a byte is downloaded
+            return f"{_mb(size)}, over the {_mb(self.max_bytes)} limit"
+        try:
+            file_id = await self._uploaded(key, file, name)
+        except (FileUnavailable, TooLargeError, AgentServiceError) as exc:
+            log(logger, "turn.file_skipped", logging.WARNING, file=name, error=str(exc), **fields)
+            return str(exc)
+        done.files.append(InputFile(file_id, name, image=kind == "image", tool=kind))
+        log(logger, "turn.file_given", file=name, kind=kind, agent_file=file_id, **fields)
+        return None
 
     async def _uploaded(self, key: ConversationKey, file: dict[str, Any], name: str) -> str:
         """The agent's id for this Slack file in this conversation, uploading it the first time."""
-        mark = f"agent-file:{key.as_str()}:{file.get('id')}"
-        known = await self.store.lease_owner(mark) if file.get("id") else None
+        slack_id = str(file.get("id") or "")
+        known = await self.store.agent_file(key, slack_id) if slack_id else None
         if known:
             return known
         if self._http is None:
@@ -115,10 +142,30 @@ class FilesIn:
             file_id = await self.agents.upload_file(upload)
         finally:
             upload.close()
-        if file.get("id"):
-            await self.store.acquire_lease(mark, file_id, FILE_TTL_S)
+        if slack_id:
+            await self.store.remember_agent_file(AgentFile(key, slack_id, file_id))
         return file_id
 
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+
+
+async def delete_due_files(store: Store, agents: AgentBackend, *, limit: int = 500) -> int:
+    """Delete from the agent service the files whose conversation's retention has ended (by
+    one replica: a file is forgotten in the store first, only while still due, then deleted).
+    A deletion that fails is put back, due at once, so the next sweep tries again."""
+    deleted = 0
+    for file in await store.agent_files_due(limit):
+        if not await store.forget_agent_file(file):
+            continue  # used again meanwhile, or another replica has it
+        fields = {"agent_file": file.agent_file_id, "conversation": file.key.as_str()}
+        try:
+            await agents.delete_file(file.agent_file_id)
+        except AgentServiceError as exc:
+            log(logger, "files.delete_failed", logging.WARNING, error=str(exc), **fields)
+            await store.remember_agent_file(file, due=True)
+            continue
+        deleted += 1
+        log(logger, "files.deleted", **fields)
+    return deleted

@@ -81,6 +81,23 @@ function renderBlocks(message) {
   }).join("");
 }
 
+function fileSize(bytes) {
+  return bytes >= 1048576 ? (bytes / 1048576).toFixed(1) + " MB" : Math.max(1, Math.round(bytes / 1024)) + " KB";
+}
+
+// Files on a message: pictures shown, anything else a download (served by the playground).
+function renderFiles(message) {
+  if (!message.files || !message.files.length) return "";
+  return '<div class="files">' + message.files.map((f) => {
+    const url = `/api/files/${encodeURIComponent(f.id)}?token=${encodeURIComponent(TOKEN)}`;
+    const label = `${esc(f.name)} <span class="size">${esc(fileSize(f.size || 0))}</span>`;
+    if (["png", "jpg", "jpeg", "gif", "webp"].includes(String(f.filetype).toLowerCase())) {
+      return `<figure class="file image"><a href="${url}" target="_blank" rel="noopener"><img src="${url}" alt="${esc(f.name)}"></a><figcaption>${label}</figcaption></figure>`;
+    }
+    return `<a class="file" href="${url}" download="${esc(f.name)}"><span class="kind">${esc(String(f.filetype || "file").toUpperCase())}</span> ${label}</a>`;
+  }).join("") + "</div>";
+}
+
 function renderMessage(message, inThread) {
   const user = state.users[message.user] || { name: message.user };
   const replies = inThread ? 0 : [...state.messages.values()].filter((m) => m.thread_ts === message.ts && m.ts !== message.ts && !m.deleted).length;
@@ -88,7 +105,8 @@ function renderMessage(message, inThread) {
   return `<div class="message" data-ts="${esc(message.ts)}">
     <div class="avatar ${message.bot ? "bot" : ""}">${esc(name[0].toUpperCase())}</div>
     <div class="body"><div class="who">${esc(name)}${message.bot ? '<span class="tag">APP</span>' : ""}</div>
-    ${renderBlocks(message)}
+    ${message.text || message.blocks ? renderBlocks(message) : ""}
+    ${renderFiles(message)}
     ${replies ? `<div class="replies" data-thread="${esc(message.ts)}">${replies} ${replies === 1 ? "reply" : "replies"}</div>` : ""}</div></div>`;
 }
 
@@ -159,15 +177,42 @@ function slackText(text) {
   return out;
 }
 
-async function send(text, threadTs) {
-  if (!text.trim()) return;
-  await fetch("/api/post", { method: "POST", headers: API_HEADERS,
-    body: JSON.stringify({ user: $("as-user").value, channel: state.channel, text: slackText(text), thread_ts: threadTs || null }) });
+async function base64Of(file) {
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}
+
+// Post as the chosen person, with the files picked in `picker` (if any); say what went wrong.
+async function send(text, threadTs, picker, status) {
+  const chosen = picker ? [...picker.files] : [];
+  if (!text.trim() && !chosen.length) return true;
+  status.textContent = chosen.length ? "Uploading…" : "";
+  const files = await Promise.all(chosen.map(async (f) => ({ name: f.name, type: f.type, data: await base64Of(f) })));
+  let answer;
+  try {
+    const response = await fetch("/api/post", { method: "POST", headers: API_HEADERS,
+      body: JSON.stringify({ user: $("as-user").value, channel: state.channel, text: slackText(text), thread_ts: threadTs || null, files }) });
+    answer = response.status === 413 ? { ok: false, error: "the files are too large for the playground" } : await response.json();
+  } catch (err) {
+    answer = { ok: false, error: "the playground did not answer (is it still running?)" };
+  }
+  status.textContent = answer.ok ? "" : "Not sent: " + answer.error;
+  if (answer.ok && picker) picker.value = "";
+  return answer.ok;
+}
+
+function showPicked(picker, status) {
+  const names = [...picker.files].map((f) => f.name);
+  status.textContent = names.length ? "Attached: " + names.join(", ") : "";
 }
 
 document.addEventListener("click", async (event) => {
   const target = event.target;
-  if (target.dataset.action) {
+  if (target.dataset.attach) {
+    $(target.dataset.attach).click();
+  } else if (target.dataset.action) {
     await fetch("/api/click", { method: "POST", headers: API_HEADERS,
       body: JSON.stringify({ user: $("as-user").value, channel: target.dataset.channel, ts: target.dataset.ts,
         action_id: target.dataset.action, value: target.dataset.value }) });
@@ -178,8 +223,13 @@ document.addEventListener("click", async (event) => {
   }
 });
 $("close-thread").addEventListener("click", () => { state.thread = null; render(); });
-$("composer").addEventListener("submit", (e) => { e.preventDefault(); send($("text").value, state.channel.startsWith("D") ? null : null); $("text").value = ""; });
-$("thread-composer").addEventListener("submit", (e) => { e.preventDefault(); send($("thread-text").value, state.thread); $("thread-text").value = ""; });
+for (const [form, box, picker, status, thread] of [["composer", "text", "attach", "attached", false], ["thread-composer", "thread-text", "thread-attach", "thread-attached", true]]) {
+  $(form).addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (await send($(box).value, thread ? state.thread : null, $(picker), $(status))) $(box).value = "";
+  });
+  $(picker).addEventListener("change", () => showPicked($(picker), $(status)));
+}
 for (const [box, form] of [["text", "composer"], ["thread-text", "thread-composer"]]) {
   $(box).addEventListener("keydown", (e) => { if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); $(form).requestSubmit(); } });
 }
