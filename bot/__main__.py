@@ -5,122 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import TYPE_CHECKING
 
 from . import __version__, logs, tools_cli
+from .check import SLACK_HELP, check
 from .settings import Settings, SettingsError, load_settings
-
-if TYPE_CHECKING:
-    from .agents import AgentInfo
-
-SLACK_HELP = (
-    "create a Slack app from manifest.yml (https://api.slack.com/apps -> Create New App -> "
-    "From an app manifest), install it to your workspace, then set SLACK_BOT_TOKEN (OAuth & "
-    "Permissions, xoxb-...) and either SLACK_APP_TOKEN (Basic Information -> App-Level Tokens, "
-    "xapp-..., scope connections:write) for Socket Mode or SLACK_SIGNING_SECRET (Basic "
-    "Information) for HTTP mode"
-)
-
-
-async def _check_agent(settings: Settings) -> bool:
-    from .agents import AgentServiceError, AuthenticationError, NotFoundError, make_backend
-
-    if not settings.project_endpoint:
-        print(
-            "x PROJECT_ENDPOINT is not set: use your Foundry project's endpoint, "
-            "https://<resource>.services.ai.azure.com/api/projects/<project>"
-        )
-        return False
-    if not settings.agent_ref:
-        print(
-            "x no agent: set AGENT_ID (asst_..., classic agents) or AGENT_NAME "
-            "(new Foundry agents; AGENT_VERSION to pin a version)"
-        )
-        return False
-    try:
-        backend = make_backend(settings)
-    except ValueError as exc:
-        print(f"x {exc}")
-        return False
-    try:
-        info = await backend.describe()
-    except AuthenticationError as exc:
-        print(
-            f"x authentication failed: {exc}\n"
-            "  fix: run `az login` (DefaultAzureCredential) or set AGENTS_ACCESS_TOKEN; "
-            "the identity needs the Azure AI User role on the project"
-        )
-        return False
-    except NotFoundError as exc:
-        print(
-            f"x not found: {exc}\n  fix: check AGENT_ID / AGENT_NAME / AGENT_VERSION and that "
-            "PROJECT_ENDPOINT ends with /api/projects/<project>"
-        )
-        return False
-    except AgentServiceError as exc:
-        print(f"x the agent service failed: {exc}")
-        return False
-    finally:
-        await backend.aclose()
-    kind = (
-        "new Foundry agent (Responses API)" if info.backend == "foundry" else "classic agent (threads/runs)"
-    )
-    print(
-        f"ok {kind} {info.label} (model {info.model}) with {len(info.function_tools)} function tool(s)"
-        f" and {len(info.other_tools)} other tool(s)"
-    )
-    return _check_tools(settings, info)
-
-
-def _check_tools(settings: Settings, info: AgentInfo) -> bool:
-    """New agents run only the function tools their version holds: every plugin must be there."""
-    from .agents import function_tool, tool_drift
-    from .plugins import discover
-
-    registry = discover(settings.tools_dir)
-    problems = tool_drift(info, [function_tool(spec.definition()) for spec in registry.tools.values()])
-    if problems:
-        print(
-            f"x agent {info.label} lacks the bot's tools: {', '.join(problems)}\n"
-            "  fix: run `python -m bot tools sync` (it creates an agent version with them), "
-            "then unset AGENT_VERSION or pin the new version"
-        )
-        return False
-    return True
-
-
-async def _check_slack(settings: Settings) -> bool:
-    from slack_sdk.errors import SlackApiError
-    from slack_sdk.web.async_client import AsyncWebClient
-
-    token = settings.secret("slack_bot_token")
-    if not token:
-        print(f"x SLACK_BOT_TOKEN is not set: {SLACK_HELP}")
-        return False
-    try:
-        identity = await AsyncWebClient(token=token, base_url=settings.slack_api_url).auth_test()
-    except SlackApiError as exc:
-        print(
-            f"x Slack refused the bot token: {exc.response.get('error')}\n"
-            "  fix: copy the Bot User OAuth Token (xoxb-...) from OAuth & Permissions"
-        )
-        return False
-    except Exception as exc:
-        print(f"x cannot reach Slack at {settings.slack_api_url}: {exc}")
-        return False
-    print(f"ok Slack workspace {identity.get('team')} as bot user {identity.get('user')}")
-    if not settings.slack_app_token and not settings.slack_signing_secret:
-        print("x neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET (HTTP mode) is set")
-        return False
-    print(f"ok {'Socket Mode' if settings.slack_app_token else 'HTTP mode'} settings present")
-    return True
-
-
-async def _check(settings: Settings) -> int:
-    """Say what works and, for what does not, how to fix it."""
-    agent_ok = await _check_agent(settings)
-    slack_ok = await _check_slack(settings)
-    return 0 if agent_ok and slack_ok else 1
 
 
 def _missing_slack(settings: Settings) -> list[str]:
@@ -240,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tools":
             return tools_cli.run(args, settings)
         if args.command == "check":
-            return asyncio.run(_check(settings))
+            return asyncio.run(check(settings))
         if args.command == "playground":
             return _playground(settings, args.host, args.port, args.script, args.backend)
         if args.command == "chat":

@@ -21,7 +21,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=60,
-        env={**clean, **(env or {})},
+        env={**clean, "BOT_STORE_URL": "sqlite://:memory:", **(env or {})},
         cwd=os.getcwd(),
     )
 
@@ -256,3 +256,79 @@ async def test_tools_commands_explain_every_refusal(tmp_path: Any, make_emulator
     assert refused.returncode == 1 and "tools rejected" in refused.stderr
     for result in (listed, doubled, unknown, ok, failed, no_agent, refused):
         assert "Traceback" not in result.stderr
+
+
+async def test_check_says_what_an_operator_must_fix_in_one_line_each(make_emulator: Callable) -> None:
+    """No `az login`, a bad endpoint with no agent named, tokens of the wrong kind, a refused
+    app-level token, a store that cannot be reached: each one line with its fix, all at once."""
+    import asyncio
+
+    from bot.emulators.slack import SlackEmulator
+
+    emulator: AgentServiceEmulator = await make_emulator(token="cfg-token")
+    slack = SlackEmulator()
+    await slack.start()
+    agent = {
+        "PROJECT_ENDPOINT": emulator.endpoint,
+        "AGENT_ID": "asst_demo",
+        "AGENTS_ACCESS_TOKEN": "cfg-token",
+    }
+    good_slack = {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_APP_TOKEN": slack.app_token,
+        "SLACK_API_URL": slack.api_url,
+    }
+
+    async def check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        result = await asyncio.to_thread(run_cli, "check", env=env)
+        assert "Traceback" not in result.stderr + result.stdout, result
+        return result
+
+    try:
+        everything = await check({**agent, **good_slack})
+        assert everything.returncode == 0, everything.stdout
+        assert all(line.startswith(("ok ", "! ")) for line in everything.stdout.splitlines()), (
+            everything.stdout
+        )
+        assert "ok Socket Mode: SLACK_APP_TOKEN opens a connection" in everything.stdout
+        assert "ok store sqlite://:memory:" in everything.stdout
+
+        no_login = await check({k: v for k, v in agent.items() if k != "AGENTS_ACCESS_TOKEN"})
+        assert no_login.returncode == 1
+        assert (
+            "x no Azure credential for the agent service: run `az login`, use a managed identity, "
+            "or set AGENTS_ACCESS_TOKEN" in no_login.stdout
+        )
+        assert len(no_login.stdout.splitlines()) <= 8, no_login.stdout  # not 40 lines of SDK trace
+
+        unreachable = await check(
+            {"PROJECT_ENDPOINT": "http://127.0.0.1:9/api/projects/p", "AGENTS_ACCESS_TOKEN": "t"}
+        )
+        assert "x cannot reach the agent service at http://127.0.0.1:9/api/projects/p" in unreachable.stdout
+        assert "x no agent: set AGENT_ID" in unreachable.stdout  # both said, whatever else is set
+        not_a_project = await check({**agent, "PROJECT_ENDPOINT": emulator.endpoint.split("/api/")[0]})
+        assert (
+            "is not a project endpoint" in not_a_project.stdout
+            and "fix: use https://" in not_a_project.stdout
+        )
+
+        wrong_kinds = await check(
+            {**agent, **good_slack, "SLACK_BOT_TOKEN": "xoxp-1-2", "SLACK_APP_TOKEN": "xoxb-3"}
+        )
+        assert "x SLACK_BOT_TOKEN is a user token, not a bot token (xoxb-...)" in wrong_kinds.stdout
+        assert "x SLACK_APP_TOKEN is a bot token, not an app-level token (xapp-...)" in wrong_kinds.stdout
+        refused_app = await check({**agent, **good_slack, "SLACK_APP_TOKEN": "xapp-1-A0-revoked"})
+        assert "x Slack refused SLACK_APP_TOKEN: invalid_auth" in refused_app.stdout
+        http_mode = {**agent, **good_slack, "SLACK_APP_TOKEN": "", "SLACK_SIGNING_SECRET": "not-hex"}
+        http_check = await check(http_mode)
+        assert "ok HTTP mode: Slack must send events to https://<your host>/slack/events" in http_check.stdout
+        assert "! SLACK_SIGNING_SECRET does not look like Slack's" in http_check.stdout
+        assert http_check.returncode == 0  # a warning, not a failure
+
+        down = await check({**agent, **good_slack, "BOT_STORE_URL": "redis://:hunter2@127.0.0.1:9/0"})
+        assert "x cannot open the store redis://:***@127.0.0.1:9/0" in down.stdout
+        assert "hunter2" not in down.stdout and down.returncode == 1
+        unknown = await check({**agent, **good_slack, "BOT_STORE_URL": "mysql://db/bot"})
+        assert "x BOT_STORE_URL must start with sqlite:/// or redis://" in unknown.stdout
+    finally:
+        await slack.stop()

@@ -10,7 +10,13 @@ import asyncio
 import time
 from typing import Any, Protocol, runtime_checkable
 
+from .errors import AuthenticationError
+
 SCOPE = "https://ai.azure.com/.default"
+NO_CREDENTIAL = (
+    "no Azure credential for the agent service: run `az login`, use a managed identity, "
+    "or set AGENTS_ACCESS_TOKEN"
+)
 REFRESH_MARGIN_S = 300.0  # refresh five minutes before the token expires
 
 
@@ -79,10 +85,19 @@ class CredentialToken:
                 from azure.identity.aio import DefaultAzureCredential
 
                 self._credential = DefaultAzureCredential()
-            access = await self._credential.get_token(self._scope)
+            access = await self._fetch()
             self._token = access.token
             self._expires_on = float(access.expires_on)
             return self._token
+
+    async def _fetch(self) -> Any:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            return await self._credential.get_token(self._scope)  # type: ignore[union-attr]
+        except ClientAuthenticationError as exc:  # no credential at all, or one that was refused
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise AuthenticationError(f"{NO_CREDENTIAL} ({first})") from None
 
     def invalidate(self) -> bool:
         self._token = None

@@ -39,8 +39,12 @@ class SocketModeHub:
     # -- apps.connections.open and the websocket -----------------------------------------
 
     def open_connection(self, token: str, ws_base: str) -> dict[str, Any]:
-        if token != self.app_token:
+        if not token:
+            return {"ok": False, "error": "not_authed"}
+        if not token.startswith("xapp-"):  # a bot or user token cannot open a socket
             return {"ok": False, "error": "not_allowed_token_type"}
+        if token != self.app_token:
+            return {"ok": False, "error": "invalid_auth"}
         ticket = secrets.token_hex(12)
         self._tickets.add(ticket)
         return {"ok": True, "url": f"{ws_base}/link/?ticket={ticket}&app_id={self.app_id}"}

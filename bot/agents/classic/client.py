@@ -146,6 +146,11 @@ class AgentsClient:
     async def get_agent(self, agent_id: str) -> Agent:
         return Agent.model_validate(await self._json("GET", f"/assistants/{_id(agent_id)}"))
 
+    async def list_agents(self, limit: int = 1) -> list[Agent]:
+        """The project's agents (a page): reaching it proves the endpoint and the credential."""
+        doc = await self._json("GET", "/assistants", params={"limit": str(limit)})
+        return [Agent.model_validate(item) for item in doc.get("data") or []]
+
     async def create_agent(self, *, model: str, **fields: Any) -> Agent:
         body = {"model": model, **fields}
         return Agent.model_validate(await self._json("POST", "/assistants", body=body))
