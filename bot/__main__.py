@@ -1,4 +1,5 @@
-"""Command line: ``python -m bot run | chat | check`` (also the ``slack-agent-bot`` script)."""
+"""Command line: ``python -m bot run | chat | check | playground | tools | audit`` (also the
+``slack-agent-bot`` script)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from . import __version__, logs, tools_cli
+from . import __version__, audit_cli, logs, tools_cli
 from .check import SLACK_HELP, check
 from .settings import Settings, SettingsError, load_settings
 
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub.add_parser("check", help="validate settings, reach Slack and the agent service")
     tools_cli.add_parser(sub)
+    audit_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -122,11 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.command in ("chat", "playground") or (
         args.command in (None, "run") and bool(_missing_slack(settings)) and not args.__dict__.get("mode")
     )
-    level = "CRITICAL" if args.command == "tools" else "WARNING" if quiet else settings.log_level
+    level = "CRITICAL" if args.command in ("tools", "audit") else "WARNING" if quiet else settings.log_level
     logs.configure(level, settings.log_format == "json")
+    if settings.audit_log and args.command in (None, "run"):
+        try:
+            logs.configure_audit(settings.audit_log)
+        except OSError as exc:
+            print(f"error: BOT_AUDIT_LOG {settings.audit_log}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     try:
         if args.command == "tools":
             return tools_cli.run(args, settings)
+        if args.command == "audit":
+            return audit_cli.run(args, settings)
         if args.command == "check":
             return asyncio.run(check(settings))
         if args.command == "playground":

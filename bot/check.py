@@ -169,18 +169,20 @@ def check_endpoint_shape(settings: Settings, report: Report) -> bool:
 
 async def check_project(settings: Settings, report: Report) -> bool:
     """Reach the project with the credential, agent or not."""
-    from .agents import AgentServiceError, AuthenticationError, NotFoundError
+    from .agents import (
+        AgentConnectionError,
+        AgentServiceError,
+        AuthenticationError,
+        NotFoundError,
+        reach_project,
+    )
     from .agents.auth import NO_CREDENTIAL
-    from .agents.classic import AgentsClient
-    from .agents.errors import AgentConnectionError
 
     try:
-        client = AgentsClient.from_settings(settings)
+        await reach_project(settings)
     except ValueError as exc:
         report.fail(str(exc))
         return False
-    try:
-        await client.list_agents(1)
     except AuthenticationError as exc:
         if str(exc).startswith(NO_CREDENTIAL):
             report.fail(str(exc))
@@ -199,8 +201,6 @@ async def check_project(settings: Settings, report: Report) -> bool:
     except AgentServiceError as exc:
         report.fail(f"the agent service failed: {exc}")
         return False
-    finally:
-        await client.aclose()
     report.ok(f"agent service project {settings.project_endpoint} reached")
     return True
 

@@ -83,3 +83,14 @@ def configure(level: str = "INFO", as_json: bool = False) -> None:
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "azure", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def configure_audit(path: str) -> None:
+    """``BOT_AUDIT_LOG``: the audit events also as JSON lines in this file (whatever the main
+    log's format), for a collector to ship."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(StructuredFormatter(as_json=True))
+    handler.setLevel(logging.INFO)
+    audit = logging.getLogger("bot.audit")
+    audit.handlers[:] = [handler]
+    audit.setLevel(logging.INFO)  # audited whatever BOT_LOG_LEVEL says

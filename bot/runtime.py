@@ -26,6 +26,7 @@ from .slack.app import SlackSurface, http_app, ops_app
 from .slack.confirm import SlackConfirmer
 from .slack.pacing import Budgets
 from .store import Store, open_store
+from .store.audit import AuditTrail
 from .turns import Caps, ToolRunner, TurnOrchestrator
 from .turns.files_in import FilesIn
 from .turns.files_out import FilesOut
@@ -81,7 +82,11 @@ async def build_bot(
         raise ValueError("PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set")
     slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)
     identity = await slack.auth_test()  # first: a refused token leaves nothing open behind it
-    store = await open_store(settings.store_url, retention_s=settings.retention_days * 86400)
+    store = await open_store(
+        settings.store_url,
+        retention_s=settings.retention_days * 86400,
+        audit_retention_s=settings.audit_retention_days * 86400,
+    )
     agents: AgentBackend | None = None
     try:
         agents = make_backend(settings)
@@ -120,6 +125,7 @@ async def _assemble(
         registry.add(spec, f"built in: {spec.source}")
     confirmer = SlackConfirmer(slack, store, admins=settings.admin_ids, timeout_s=settings.confirm_timeout)
     metrics = Metrics()
+    audit = AuditTrail(store)
     if tools is None and registry.tools:
         tools = PluginToolRunner(
             registry,
@@ -128,6 +134,7 @@ async def _assemble(
             output_limit=settings.tool_output_limit,
             workers=ToolWorkers(settings.tool_threads),
             on_outcome=lambda outcome: metrics.tool_calls.labels(outcome).inc(),
+            audit=audit,
         )
     orchestrator = TurnOrchestrator(
         lease_ttl_s=settings.heartbeat_ttl,
@@ -155,6 +162,7 @@ async def _assemble(
             max_files=settings.max_files,
         ),
         files_out=FilesOut(agents, slack),
+        audit=audit,
     )
     surface = SlackSurface(
         bolt,
@@ -165,6 +173,7 @@ async def _assemble(
         admins=settings.admin_ids,
         confirmer=confirmer,
         registry=registry,
+        audit=audit,
         allowed_teams=settings.allowed_team_ids,
         allowed_channels=settings.allowed_channel_ids,
         user_per_minute=settings.user_runs_per_minute,

@@ -229,3 +229,62 @@ async def test_tools_sync_writes_functions_and_keeps_the_agents_own_tools(tools_
         tools = agent.agents["asst_demo"]["tools"]
         assert tools[0] == {"type": "code_interpreter"}
         assert sorted(t["function"]["name"] for t in tools[1:]) == ["add_numbers", "restart_service"]
+
+
+async def test_tool_calls_and_admin_actions_are_in_the_audit_trail(plugin_stack: Any) -> None:
+    """Who asked, where, which tool, a digest of the arguments (never the arguments), who
+    approved, how it ended, how long it took, with the ids an operator searches by; an admin's
+    change and a refused one too; `python -m bot audit` reads them back as JSON lines."""
+    import json
+
+    from bot.store import AuditQuery
+    from bot.store.audit import arguments_digest
+    from tests.test_cli import run_cli
+
+    stack = await plugin_stack(confirm_script())
+    ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} restart billing")
+    prompt, key = await wait_for_prompt(stack, "C0GENERAL", ts)
+    assert await stack.slack.click("U0ALICE", "C0GENERAL", prompt.ts, "tool_approve", key) == 200
+    await stack.settle()
+    await stack.slack.slash_command("U0ALICE", "C0GENERAL", "/agent-tools", "disable add_numbers")
+    stack.slack.add_user("U0ADMIN", "admin", "Ada Admin")
+    await stack.slack.slash_command("U0ADMIN", "C0GENERAL", "/agent-tools", "disable add_numbers")
+
+    entries = await stack.bot.store.audit_entries(AuditQuery())
+    assert [(e.kind, e.user, e.tool, e.outcome) for e in entries] == [
+        ("tool_call", "U0ALICE", "restart_service", "ok"),
+        ("tool_setting", "U0ALICE", "add_numbers", "refused: disable by a non-admin"),
+        ("tool_setting", "U0ADMIN", "add_numbers", "disabled"),
+    ]
+    call = entries[0]
+    assert (call.team, call.channel, call.thread_ts) == ("T0EMU", "C0GENERAL", ts)
+    assert (call.approval, call.approver) == ("approved", "U0ALICE")
+    assert call.args_digest == arguments_digest({"service": "billing"}) and "billing" not in json.dumps(
+        call.as_dict()
+    )
+    assert call.duration_ms is not None and call.duration_ms >= 0
+    assert {"event_id", "turn", "agent_thread", "run", "call_id"} <= set(call.ids)
+    assert call.ids["agent_thread"] and call.ids["run"] and call.ids["event_id"].startswith("Ev")
+
+    by_admin = await stack.bot.store.audit_entries(AuditQuery(user="U0ADMIN"))
+    assert [e.outcome for e in by_admin] == ["disabled"]
+    assert await stack.bot.store.audit_entries(AuditQuery(since=call.at + 3600)) == []
+
+    exported = await asyncio.to_thread(
+        run_cli,
+        "audit",
+        "--tool",
+        "restart_service",
+        "--json",
+        env={"BOT_STORE_URL": stack.bot.settings.store_url},
+    )
+    assert exported.returncode == 0, exported.stderr
+    [line] = exported.stdout.splitlines()
+    assert json.loads(line) == call.as_dict()
+    table = await asyncio.to_thread(
+        run_cli, "audit", "--since", "1h", env={"BOT_STORE_URL": stack.bot.settings.store_url}
+    )
+    assert table.returncode == 0 and len(table.stdout.splitlines()) == 4  # a header and three entries
+    assert "approved by U0ALICE" in table.stdout
+    wrong = await asyncio.to_thread(run_cli, "audit", "--since", "last tuesday")
+    assert wrong.returncode == 2 and "is not a time" in wrong.stderr and "Traceback" not in wrong.stderr

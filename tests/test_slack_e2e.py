@@ -563,6 +563,12 @@ async def test_new_agents_mcp_approval_is_asked_in_slack_and_answered(tmp_path: 
         assert stack.replies("C0GENERAL", ts)[0].visible_text == "The search was approved."
         sent = [b for m, p, b in stack.agent.requests if p.endswith("/responses")][-1]
         assert sent["input"][0]["type"] == "mcp_approval_response" and sent["input"][0]["approve"] is True
+        from bot.store import AuditQuery
+
+        [decided] = await stack.bot.store.audit_entries(AuditQuery())  # in the audit trail too
+        assert (decided.kind, decided.tool, decided.user) == ("approval", "docs: search", "U0ALICE")
+        assert (decided.outcome, decided.approval, decided.approver) == ("approved", "approved", "U0ALICE")
+        assert decided.ids["approval_id"] == sent["input"][0]["approval_request_id"]
     finally:
         await stack.close()
 

@@ -61,8 +61,21 @@ __all__ = [
     "TurnContext",
     "function_tool",
     "make_backend",
+    "reach_project",
     "tool_drift",
 ]
+
+
+async def reach_project(settings: Settings) -> None:
+    """Reach the project with the credential, whichever agent (if any) is named: one page of
+    its agents. Raises what the service says (``AuthenticationError``, ``NotFoundError``...)."""
+    from .classic import AgentsClient
+
+    client = AgentsClient.from_settings(settings)
+    try:
+        await client.list_agents(1)
+    finally:
+        await client.aclose()
 
 
 def make_backend(settings: Settings) -> AgentBackend:

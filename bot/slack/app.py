@@ -19,7 +19,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from ..logs import log
 from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from ..plugins.registry import Registry
-from ..store import Store
+from ..store import AuditEntry, Store
+from ..store.audit import AuditTrail
 from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
 from .filters import AllowList, FirstDelivery, RunLimits, follow_up_only, person_message
 from .sink import Turn, TurnSink
@@ -62,6 +63,7 @@ class SlackSurface:
         admins: frozenset[str] = frozenset(),
         confirmer: SlackConfirmer | None = None,
         registry: Registry | None = None,
+        audit: AuditTrail | None = None,
         allowed_teams: frozenset[str] = frozenset(),
         allowed_channels: frozenset[str] = frozenset(),
         user_per_minute: int = 10,
@@ -75,6 +77,7 @@ class SlackSurface:
         self.admins = admins
         self.confirmer = confirmer
         self.registry = registry
+        self.audit = audit  # admin actions, for `python -m bot audit`
         self.tasks: set[asyncio.Task[None]] = set()
         self.allow_list = AllowList(allowed_teams, allowed_channels)
         limits = RunLimits(
@@ -214,21 +217,30 @@ class SlackSurface:
             await ack(text=_tool_listing(self.registry, disabled, admin=user in self.admins))
             return
         if verb in ("enable", "disable") and len(words) == 2:
+            name = words[1]
+            setting = AuditEntry("tool_setting", team, channel, user, name, outcome="")
             if user not in self.admins:
                 await ack(text="Only admins (BOT_ADMINS) can turn tools on or off.")
+                setting.outcome = f"refused: {verb} by a non-admin"
+                await self._audit(setting)
                 return
-            name = words[1]
             if name not in tools:
                 await ack(text=f"There is no tool named `{name}`. Try `{TOOLS_COMMAND} list`.")
                 return
             await self.store.set_tool_enabled(team, channel, name, verb == "enable", user)
             log(logger, "tools.toggled", tool=name, enabled=verb == "enable", channel=channel, user=user)
             await ack(text=f"`{name}` is now {'on' if verb == 'enable' else 'off'} in this channel.")
+            setting.outcome = f"{verb}d"
+            await self._audit(setting)
             return
         await ack(
             text=f"Usage: `{TOOLS_COMMAND} list`, `{TOOLS_COMMAND} enable NAME`, "
             f"`{TOOLS_COMMAND} disable NAME`"
         )
+
+    async def _audit(self, entry: AuditEntry) -> None:
+        if self.audit is not None:
+            await self.audit.record(entry)
 
     async def drain(self, grace_s: float = 30.0) -> None:
         if self.tasks:

@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from ..logs import log
 from ..mentions import escape_mrkdwn, neutralise_mentions
 from ..plugins.context import ToolContext
-from ..plugins.runner import CannotAsk
+from ..plugins.runner import CannotAsk, Verdict
 from ..plugins.tool import ToolSpec
 
 logger = logging.getLogger("bot.slack.confirm")
@@ -79,14 +79,14 @@ class SlackConfirmer:
 
     async def confirm(
         self, context: ToolContext, spec: ToolSpec, arguments: dict[str, Any], *, admins_only: bool = False
-    ) -> bool:
+    ) -> Verdict:
         """A plugin tool marked ``confirm=True``, or an ``admin_only`` one in a thread where
         people who are not admins wrote (then only an admin may approve)."""
         return await self.ask(context, spec.name, arguments, admins_only=admins_only)
 
     async def ask(
         self, context: ToolContext, title: str, arguments: dict[str, Any], *, admins_only: bool = False
-    ) -> bool:
+    ) -> Verdict:
         """Any tool call a person must approve (plugins, the agent's own MCP tools).
 
         The arguments are shown in full as literal text (a preformatted rich text block, which
@@ -151,7 +151,7 @@ class SlackConfirmer:
         finally:
             self._decided.pop(key, None)
 
-    async def _verdict(self, key: str, pending: _Pending) -> bool:
+    async def _verdict(self, key: str, pending: _Pending) -> Verdict:
         """Wait for the decision, whichever replica took the click; no answer in time declines
         (unless a click won the race to the store first)."""
         deadline = time.monotonic() + self.timeout_s
@@ -159,7 +159,7 @@ class SlackConfirmer:
         while time.monotonic() < deadline:
             found = await self.store.get_approval(key)
             if found is not None and found[1] is not None:
-                return found[1]
+                return Verdict(found[1], found[2])
             try:
                 await asyncio.wait_for(
                     decided.wait(), min(self.poll_s, max(0.0, deadline - time.monotonic()))
@@ -168,9 +168,9 @@ class SlackConfirmer:
                 pass
         if await self.store.decide_approval(key, False, "timeout"):
             await self._close(pending, f"No answer in time, so *{pending.tool}* was not run.")
-            return False
+            return Verdict(False, "timeout")
         found = await self.store.get_approval(key)
-        return bool(found and found[1])
+        return Verdict(bool(found and found[1]), found[2] if found else "")
 
     async def answer(self, key: str, user: str, approve: bool) -> str | None:
         """A click, on whichever replica Slack sent it to. Returns a private note for the

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 DEFAULT_RETENTION_S = 90 * 86400.0  # BOT_RETENTION_DAYS
+DEFAULT_AUDIT_RETENTION_S = 365 * 86400.0  # BOT_AUDIT_RETENTION_DAYS
 
 
 class ConversationKey(NamedTuple):
@@ -51,6 +53,52 @@ class InFlight:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class AuditEntry:
+    """One thing an operator may have to account for: a tool call (who asked, where, which
+    tool, a digest of the arguments, who approved it, how it ended, how long it took), a
+    decision on the agent's own tools, or an admin's change to the tool settings."""
+
+    kind: str  # tool_call | approval | tool_setting
+    team: str
+    channel: str
+    user: str  # who asked (a call) or who acted (an admin action)
+    tool: str
+    outcome: str  # ok, error, timeout, declined, refused... | approved, denied | enabled, disabled
+    at: float = field(default_factory=time.time)
+    args_digest: str = ""  # sha256 of the canonical JSON arguments: never the arguments
+    approval: str = ""  # "" (not asked) | approved | declined | timeout | not asked: <why>
+    approver: str = ""
+    duration_ms: int | None = None
+    thread_ts: str = ""
+    ids: dict[str, str] = field(default_factory=dict)  # event_id, turn, agent thread, run, call
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> AuditEntry:
+        known = {name: doc[name] for name in cls.__dataclass_fields__ if name in doc}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    user: str | None = None
+    tool: str | None = None
+    since: float | None = None  # epoch seconds, inclusive
+    until: float | None = None  # epoch seconds, exclusive
+    limit: int = 1000
+
+    def matches(self, entry: AuditEntry) -> bool:
+        return (
+            (self.user is None or entry.user == self.user)
+            and (self.tool is None or entry.tool == self.tool)
+            and (self.since is None or entry.at >= self.since)
+            and (self.until is None or entry.at < self.until)
+        )
 
 
 class Store(Protocol):
@@ -124,6 +172,13 @@ class Store(Protocol):
     async def forget_agent_file(self, file: AgentFile) -> bool:
         """Forget a file that is still due: True when it was (the caller then deletes it from
         the agent service); False when it was used again meanwhile (it stays)."""
+        ...
+
+    # the audit trail: kept for BOT_AUDIT_RETENTION_DAYS, oldest first
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+
+    async def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        """Entries matching the query, oldest first, at most ``query.limit``."""
         ...
 
     # rate limits: how many hits in the current window

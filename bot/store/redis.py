@@ -12,7 +12,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from .base import DEFAULT_RETENTION_S, AgentFile, ConversationKey, InFlight
+from .base import (
+    DEFAULT_AUDIT_RETENTION_S,
+    DEFAULT_RETENTION_S,
+    AgentFile,
+    AuditEntry,
+    AuditQuery,
+    ConversationKey,
+    InFlight,
+)
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end
@@ -49,10 +57,18 @@ return removed
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str = "sab:", *, retention_s: float = DEFAULT_RETENTION_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "sab:",
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+        audit_retention_s: float = DEFAULT_AUDIT_RETENTION_S,
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.retention_s = retention_s
+        self.audit_retention_s = audit_retention_s
         self._redis: Redis | None = None
 
     async def open(self) -> None:
@@ -124,6 +140,31 @@ class RedisStore:
         """Nothing to do: every key carries a TTL (mappings the retention, marks and leases
         their own), so Redis forgets them by itself."""
         return 0
+
+    # the audit trail: one stream, trimmed past the audit retention as entries are added. Its
+    # ids are the server's clock in ms, so a time range reads a slice (widened by a margin for
+    # replicas' clocks, then matched on each entry's own time)
+    async def add_audit(self, entry: AuditEntry) -> None:
+        oldest_ms = int((time.time() - self.audit_retention_s) * 1000)
+        await self.r.xadd(
+            self._k("audit"), {"doc": json.dumps(entry.as_dict())}, minid=oldest_ms, approximate=False
+        )  # exact: "~" trims only whole nodes, never a small trail (writes are one per tool call)
+
+    async def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        margin_ms = 300_000
+        low = "-" if query.since is None else str(max(0, int(query.since * 1000) - margin_ms))
+        high = "+" if query.until is None else str(int(query.until * 1000) + margin_ms)
+        found: list[AuditEntry] = []
+        while len(found) < query.limit:
+            page = await self.r.xrange(self._k("audit"), min=low, max=high, count=500)
+            if not page:
+                break
+            for _, fields in page:
+                entry = AuditEntry.from_dict(json.loads(fields["doc"]))
+                if query.matches(entry):
+                    found.append(entry)
+            low = f"({page[-1][0]}"  # after the last one read
+        return found[: query.limit]
 
     async def claim(self, kind: str, ident: str, ttl_s: float) -> bool:
         return bool(

@@ -13,7 +13,15 @@ from typing import Any
 
 import aiosqlite
 
-from .base import DEFAULT_RETENTION_S, AgentFile, ConversationKey, InFlight
+from .base import (
+    DEFAULT_AUDIT_RETENTION_S,
+    DEFAULT_RETENTION_S,
+    AgentFile,
+    AuditEntry,
+    AuditQuery,
+    ConversationKey,
+    InFlight,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -48,6 +56,11 @@ CREATE TABLE IF NOT EXISTS agent_files (
     slack_file_id TEXT NOT NULL, agent_file_id TEXT NOT NULL, used_at REAL NOT NULL,
     PRIMARY KEY (team, channel, thread_ts, slack_file_id)
 );
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, user TEXT NOT NULL, tool TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE TABLE IF NOT EXISTS hits (
     kind TEXT NOT NULL, ident TEXT NOT NULL, window INTEGER NOT NULL, count INTEGER NOT NULL,
     expires_at REAL NOT NULL DEFAULT 0,
@@ -57,9 +70,16 @@ CREATE TABLE IF NOT EXISTS hits (
 
 
 class SQLiteStore:
-    def __init__(self, path: str, *, retention_s: float = DEFAULT_RETENTION_S) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        retention_s: float = DEFAULT_RETENTION_S,
+        audit_retention_s: float = DEFAULT_AUDIT_RETENTION_S,
+    ) -> None:
         self.path = path
         self.retention_s = retention_s
+        self.audit_retention_s = audit_retention_s
         self._db: aiosqlite.Connection | None = None
         self._claims_since_sweep = 0
         # one connection, one transaction at a time: a statement of another task must never
@@ -67,12 +87,12 @@ class SQLiteStore:
         self._lock = asyncio.Lock()
 
     @classmethod
-    def from_url(cls, url: str, *, retention_s: float = DEFAULT_RETENTION_S) -> SQLiteStore:
+    def from_url(cls, url: str, **kwargs: float) -> SQLiteStore:
         """``sqlite:///relative/path.db``, ``sqlite:////abs/path.db`` or ``sqlite://:memory:``."""
         path = url.removeprefix("sqlite://")
         if path.startswith("/"):  # sqlite:///rel.db -> rel.db, sqlite:////abs.db -> /abs.db
             path = path[1:]
-        return cls(path or ":memory:", retention_s=retention_s)
+        return cls(path or ":memory:", **kwargs)
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -162,6 +182,29 @@ class SQLiteStore:
             (*file.key, file.slack_file_id, cutoff, cutoff),
         )
         return removed > 0
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._write(
+            "INSERT INTO audit (at, user, tool, doc) VALUES (?, ?, ?, ?)",
+            (entry.at, entry.user, entry.tool, json.dumps(entry.as_dict())),
+        )
+
+    async def audit_entries(self, query: AuditQuery) -> list[AuditEntry]:
+        where, args = ["1=1"], []
+        for clause, value in (
+            ("user = ?", query.user),
+            ("tool = ?", query.tool),
+            ("at >= ?", query.since),
+            ("at < ?", query.until),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        rows = await self.db.execute_fetchall(
+            f"SELECT doc FROM audit WHERE {' AND '.join(where)} ORDER BY at, id LIMIT ?",
+            (*args, query.limit),
+        )
+        return [AuditEntry.from_dict(json.loads(row[0])) for row in rows]
 
     async def claim(self, kind: str, ident: str, ttl_s: float) -> bool:
         now = time.time()
@@ -319,6 +362,7 @@ class SQLiteStore:
             ("DELETE FROM leases WHERE expires_at < ?", (now,)),
             ("DELETE FROM hits WHERE expires_at < ?", (now,)),
             ("DELETE FROM approvals WHERE expires_at < ?", (now,)),
+            ("DELETE FROM audit WHERE at < ?", (now - self.audit_retention_s,)),
         ):
             cursor = await self.db.execute(sql, args)
             removed += max(cursor.rowcount, 0)

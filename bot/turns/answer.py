@@ -239,7 +239,7 @@ class TurnAnswer:
         budget = None if expires_at is None else expires_at - time.time() - EXPIRY_MARGIN_S
         if isinstance(paused, ApprovalsRequested):
             decisions = await decide(
-                paused.approvals, context, budget, self.writer, self.o.approver, self.fields
+                paused.approvals, context, budget, self.writer, self.o.approver, self.fields, self.o.audit
             )
             self.writer.status(None)
             return await self.o.agents.answer_approvals(self.thread_id, paused.run_id, decisions)

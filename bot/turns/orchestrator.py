@@ -27,6 +27,7 @@ from ..slack.sink import Turn
 from ..slack.text import UserDirectory
 from ..slack.writer import ReplyWriter
 from ..store import ConversationKey, InFlight, Store
+from ..store.audit import AuditTrail
 from .answer import TurnAnswer, fields_of
 from .ask_again import AskAgain
 from .context import BOT_THREAD_TTL_S, ContextReader
@@ -65,6 +66,7 @@ class TurnOrchestrator:
         caps: Caps | None = None,
         files_in: FilesIn | None = None,
         files_out: FilesOut | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.agents = agents
         self.store = store
@@ -72,6 +74,7 @@ class TurnOrchestrator:
         self.budgets = budgets
         self.admins = admins
         self.approver = approver
+        self.audit = audit  # decisions on the agent's own tools (plugin calls: the runner's)
         self.busy_wait_s = busy_wait_s
         self.caps = caps or Caps()
         self.delivery_deadline_s = delivery_deadline_s

@@ -14,8 +14,10 @@ from ..agents.events import ApprovalRequest, ToolCallsRequested
 from ..logs import log
 from ..mentions import escape_mrkdwn
 from ..plugins.context import ToolContext
-from ..plugins.runner import CannotAsk
+from ..plugins.runner import CannotAsk, Verdict
 from ..slack.writer import ReplyWriter
+from ..store import AuditEntry
+from ..store.audit import AuditTrail, arguments_digest
 from .ports import Approver, ToolRunner
 
 logger = logging.getLogger("bot.turns")
@@ -51,11 +53,17 @@ async def run_tools(
         return declined
     try:
         async with asyncio.timeout(budget_s):
-            raw = await tools.run(requested.tool_calls, context)
+            raw = await tools.run(requested.tool_calls, context, ids=_ids(fields))
     except TimeoutError:
         log(logger, "turn.tools_declined", logging.WARNING, why="run deadline reached", **fields)
         return declined
     return [ToolOutput(o["tool_call_id"], o["output"]) for o in raw]
+
+
+def _ids(fields: dict[str, Any]) -> dict[str, str]:
+    """The ids an operator searches by, for the audit trail."""
+    names = {"event_id": "event_id", "turn": "turn", "thread_id": "agent_thread", "run_id": "run"}
+    return {label: str(fields[key]) for key, label in names.items() if fields.get(key)}
 
 
 async def decide(
@@ -65,23 +73,42 @@ async def decide(
     writer: ReplyWriter,
     approver: Approver | None,
     fields: dict[str, Any],
+    audit: AuditTrail | None = None,
 ) -> list[ApprovalDecision]:
     """Ask the person (Approve / Deny in Slack) about each MCP call the agent wants."""
     writer.status("Waiting for approval…")
     decisions = []
     for request in approvals:
-        approved = False
+        verdict: bool | Verdict = Verdict(False, "")
+        try:
+            arguments = json.loads(request.arguments or "{}")
+        except ValueError:
+            arguments = {"arguments": request.arguments}
+        title = f"{request.server_label}: {request.name}" if request.server_label else request.name
         if approver is not None:
             try:
-                arguments = json.loads(request.arguments or "{}")
-            except ValueError:
-                arguments = {"arguments": request.arguments}
-            title = f"{request.server_label}: {request.name}" if request.server_label else request.name
-            try:
                 async with asyncio.timeout(budget_s):
-                    approved = await approver.ask(context, title, arguments)
+                    verdict = await approver.ask(context, title, arguments)
             except (TimeoutError, CannotAsk):
-                approved = False
+                verdict = Verdict(False, "timeout")
+        approved = bool(verdict)
         log(logger, "turn.approval", tool=request.name, approved=approved, **fields)
         decisions.append(ApprovalDecision(request.id, approved, "" if approved else "declined in Slack"))
+        if audit is not None:
+            by = verdict.by if isinstance(verdict, Verdict) else ""
+            await audit.record(
+                AuditEntry(
+                    kind="approval",
+                    team=context.team,
+                    channel=context.channel,
+                    user=context.user_id,
+                    tool=title,
+                    outcome="approved" if approved else "denied",
+                    args_digest=arguments_digest(arguments),
+                    approval="approved" if approved else ("timeout" if by == "timeout" else "declined"),
+                    approver=by,
+                    thread_ts=context.thread_ts,
+                    ids={**_ids(fields), "approval_id": request.id},
+                )
+            )
     return decisions
