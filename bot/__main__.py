@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from . import __version__, audit_cli, logs, tools_cli
+from . import __version__, audit_cli, logs, retention_cli, tools_cli
 from .check import SLACK_HELP, check
 from .settings import Settings, SettingsError, load_settings
 
@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="validate settings, reach Slack and the agent service")
     tools_cli.add_parser(sub)
     audit_cli.add_parser(sub)
+    retention_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -124,7 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     quiet = args.command in ("chat", "playground") or (
         args.command in (None, "run") and bool(_missing_slack(settings)) and not args.__dict__.get("mode")
     )
-    level = "CRITICAL" if args.command in ("tools", "audit") else "WARNING" if quiet else settings.log_level
+    level = (
+        "CRITICAL"
+        if args.command in ("tools", "audit", "retention")
+        else "WARNING"
+        if quiet
+        else settings.log_level
+    )
     logs.configure(level, settings.log_format == "json")
     if settings.audit_log and args.command in (None, "run"):
         try:
@@ -137,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             return tools_cli.run(args, settings)
         if args.command == "audit":
             return audit_cli.run(args, settings)
+        if args.command == "retention":
+            return retention_cli.run(args, settings)
         if args.command == "check":
             return asyncio.run(check(settings))
         if args.command == "playground":

@@ -17,7 +17,8 @@ from typing import Any
 from .agents import AgentServiceError
 from .logs import log
 from .store import InFlight
-from .turns import Reply, TurnOrchestrator, delete_due_files, ending_for, wait_for_run
+from .turns import Reply, TurnOrchestrator, ending_for, wait_for_run
+from .turns.retention import enforce
 
 logger = logging.getLogger("bot.recovery")
 
@@ -80,9 +81,16 @@ class Recovery:
         """The store's periodic clean-up (conversation mappings past the retention, old marks,
         leases, counters, dead replicas' heartbeats), so its state stays bounded."""
         self._forgot_at = time.monotonic()
-        files = await delete_due_files(self.store, self.o.agents)  # before their mappings go
+        kept = await enforce(self.store, self.o.agents)  # what the agent service keeps for us
         removed = await self.store.sweep()
-        log(logger, "recovery.store_swept", removed=removed, agent_files_deleted=files)
+        log(
+            logger,
+            "recovery.store_swept",
+            removed=removed,
+            agent_files_deleted=kept.deleted_files,
+            agent_conversations_deleted=kept.deleted_conversations,
+            deletions_failed=kept.failed or None,
+        )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -100,6 +100,19 @@ async def build_bot(
         raise
 
 
+def _budgets(settings: Settings, store: Store) -> Budgets:
+    """With a Redis store every replica spends one Slack budget per workspace (Slack counts
+    per workspace, not per process); with SQLite (one process) the pacers are local."""
+    from .store.redis import RedisStore
+
+    if settings.shared_slack_budget and isinstance(store, RedisStore):
+        from .store.buckets import RedisBuckets
+
+        log(logger, "pacing.shared", store=store.prefix)
+        return Budgets(shared=RedisBuckets(store.r, store.prefix))
+    return Budgets()
+
+
 async def _assemble(
     settings: Settings,
     slack: AsyncWebClient,
@@ -150,7 +163,7 @@ async def _assemble(
         ),
         store=store,
         slack=slack,
-        budgets=budgets or Budgets(),
+        budgets=budgets or _budgets(settings, store),
         bot_user_id=identity.get("user_id"),
         tools=tools,
         admins=settings.admin_ids,

@@ -125,7 +125,14 @@ async def test_a_first_mention_gives_the_agent_the_threads_earlier_files(stack_f
     assert slack.bot_replies("C0GENERAL", top)[-1].text == "I was given: no files."
 
 
-async def test_uploaded_files_are_deleted_when_the_conversations_retention_ends(stack_factory: Any) -> None:
+def _conversations(stack: Any) -> set[str]:
+    """The agent conversations the agent service holds (threads, or Responses conversations)."""
+    if stack.bot.settings.backend == "foundry":
+        return set(stack.agent.responses_api.conversations)
+    return set(stack.agent.threads)
+
+
+async def test_a_conversation_and_its_files_are_deleted_when_its_retention_ends(stack_factory: Any) -> None:
     from tests.stack import eventually
 
     retention_s = 3.0
@@ -135,23 +142,65 @@ async def test_uploaded_files_are_deleted_when_the_conversations_retention_ends(
     )
     await stack.settle()
     [uploaded] = stack.agent.files.files
-    await stack.bot.recovery.forget_expired()  # the hourly clean-up, now: the file was just used
-    assert list(stack.agent.files.files) == [uploaded]
+    [conversation] = _conversations(stack)
+    await stack.bot.recovery.forget_expired()  # the hourly clean-up, now: all just used
+    assert list(stack.agent.files.files) == [uploaded] and _conversations(stack) == {conversation}
 
     async def deleted() -> bool:
         await stack.bot.recovery.forget_expired()
-        return not stack.agent.files.files
+        return not stack.agent.files.files and not _conversations(stack)
 
-    await eventually(deleted, "the file deleted once the retention ended", within_s=30, step=0.5)
+    await eventually(deleted, "the conversation and its file deleted once idle", within_s=30, step=0.5)
     assert stack.reply_text("C0GENERAL", ts).startswith("I was given: ")
-    # the same Slack file shared again later is uploaded afresh, never pointed at the deleted one
+    # the Slack thread carries on in a new conversation; the same Slack file is uploaded afresh,
+    # never pointed at the deleted one
     shared = stack.slack.thread("C0GENERAL", ts)[0].files
     stack.slack.user_posts(
         "U0ALICE", "C0GENERAL", f"{BOT} again", thread_ts=ts, files=shared, subtype="file_share"
     )
     await stack.settle()
     assert len(stack.agent.files.files) == 1 and uploaded not in stack.agent.files.files
+    assert len(_conversations(stack)) == 1 and conversation not in _conversations(stack)
     assert stack.slack.bot_replies("C0GENERAL", ts)[-1].text.startswith("I was given: ")
+
+
+async def test_retention_dry_run_lists_and_the_command_deletes(stack_factory: Any) -> None:
+    """`python -m bot retention --dry-run` shows what is due and changes nothing; without it,
+    what is due is deleted now."""
+    import asyncio
+
+    from tests.stack import eventually
+    from tests.test_cli import run_cli
+
+    stack = await stack_factory(READER, settings_overrides={"retention_days": 1 / 86400})
+    stack.slack.user_shares("U0ALICE", "C0GENERAL", f"{BOT} look", [("sales.csv", CSV, "text/csv")])
+    await stack.settle()
+    [conversation] = _conversations(stack)
+    [uploaded] = stack.agent.files.files
+    await eventually(stack.bot.store.agent_files_due, "the file falls due", within_s=30, step=0.2)
+    settings = stack.bot.settings
+    agent = (
+        {"AGENT_BACKEND": "foundry", "AGENT_NAME": settings.agent_name or ""}
+        if settings.backend == "foundry"
+        else {"AGENT_ID": settings.agent_id or ""}
+    )
+    env = {
+        "BOT_STORE_URL": settings.store_url,
+        "BOT_RETENTION_DAYS": str(settings.retention_days),
+        "PROJECT_ENDPOINT": settings.project_endpoint or "",
+        "AGENTS_ACCESS_TOKEN": settings.access_token or "",
+        **agent,
+    }
+    dry = await asyncio.to_thread(run_cli, "retention", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "1 agent conversation(s), 1 uploaded file(s)" in dry.stdout
+    assert f"conversation {conversation}" in dry.stdout and f"file {uploaded}" in dry.stdout
+    assert "dry run: nothing deleted" in dry.stdout
+    assert _conversations(stack) == {conversation} and list(stack.agent.files.files) == [uploaded]
+    done = await asyncio.to_thread(run_cli, "retention", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "deleted 1 conversation(s) and 1 file(s)" in done.stdout
+    assert not _conversations(stack) and not stack.agent.files.files
 
 
 async def test_a_deletion_the_service_refuses_is_tried_again_at_the_next_sweep(stack_factory: Any) -> None:

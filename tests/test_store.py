@@ -268,3 +268,33 @@ async def test_audit_entries_past_their_retention_are_forgotten(tmp_path: Path) 
         if keys:
             await redis.r.delete(*keys)
         await redis.close()
+
+
+async def test_conversations_fall_due_when_idle_and_replaced_ones_are_kept_to_delete(
+    brief_store: Any,
+) -> None:
+    """A Slack thread's agent conversation is due once unused for the retention; forgetting it
+    wins only while still due; a conversation replaced by a new one (the thread came back after
+    its retention) is still listed to delete; one whose deletion failed is put back."""
+    store = brief_store
+    await store.set_agent_thread(KEY, "thread_1")
+    assert await store.conversations_due() == []
+
+    async def due() -> list[Any]:
+        return list(await store.conversations_due())
+
+    await eventually(due, "the idle conversation falls due", within_s=30, step=0.1)
+    assert await due() == [(KEY, "thread_1")]
+    assert await store.get_agent_thread(KEY) is None  # past its retention: a new message starts anew
+    await store.set_agent_thread(KEY, "thread_2")  # ... and it did, before the clean-up ran
+    assert await store.conversations_due() == [(KEY, "thread_1")]  # the old one is still to delete
+    assert await store.forget_conversation(KEY, "thread_2") is False  # just made: not due
+    assert await store.forget_conversation(KEY, "thread_1") is True
+    assert await store.conversations_due() == [] and await store.get_agent_thread(KEY) == "thread_2"
+    await store.restore_conversation(KEY, "thread_1")  # its deletion failed: due again at once
+    assert await store.conversations_due() == [(KEY, "thread_1")]
+    assert await store.get_agent_thread(KEY) == "thread_2"  # the thread's own conversation is untouched
+    assert await store.forget_conversation(KEY, "thread_1") is True
+    await eventually(due, "the second conversation falls due", within_s=30, step=0.1)
+    assert await store.forget_conversation(KEY, "thread_2") is True
+    assert await store.conversations_due() == [] and await store.get_agent_thread(KEY) is None

@@ -238,6 +238,11 @@ class AgentBackend(Protocol):
         """Delete an uploaded file (an id already gone is not an error)."""
         ...
 
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation and what it holds, at the end of its retention (an id already
+        gone is not an error)."""
+        ...
+
     def file_content(self, file: FileProduced) -> AsyncIterator[bytes]:
         """The bytes of a file the agent made, as they arrive."""
         ...

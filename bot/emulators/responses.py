@@ -126,6 +126,7 @@ class ResponsesAPI:
         for prefix in (base + "/openai/v1", base + "/agents/{name}/endpoint/protocols/openai"):
             r.add_post(prefix + "/conversations", self._create_conversation)
             r.add_get(prefix + "/conversations/{cid}", self._get_conversation)
+            r.add_delete(prefix + "/conversations/{cid}", self._delete_conversation)
             r.add_post(prefix + "/conversations/{cid}/items", self._add_items)
             r.add_get(prefix + "/conversations/{cid}/items", self._list_items)
             r.add_post(prefix + "/responses", self._create_response)
@@ -232,6 +233,15 @@ class ResponsesAPI:
     async def _get_conversation(self, request: web.Request) -> web.Response:
         doc = self.conversations.get(request.match_info["cid"])
         return web.json_response(doc) if doc else _err(404, "Conversation not found.", "not_found")
+
+    async def _delete_conversation(self, request: web.Request) -> web.Response:
+        """``DELETE /conversations/{id}``: ``conversation.deleted`` (openai's
+        ``ConversationDeletedResource``); an unknown id is 404."""
+        cid = request.match_info["cid"]
+        if self.conversations.pop(cid, None) is None:
+            return _err(404, "Conversation not found.", "not_found")
+        self.items.pop(cid, None)
+        return web.json_response({"id": cid, "object": "conversation.deleted", "deleted": True})
 
     async def _add_items(self, request: web.Request) -> web.Response:
         cid = request.match_info["cid"]

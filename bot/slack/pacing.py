@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..logs import log
+
+logger = logging.getLogger("bot.slack.pacing")
 
 
 @dataclass(eq=False)
@@ -123,56 +130,208 @@ class Pacer:
     async def _serve(self) -> None:
         while self._waiting:
             self._wake.clear()
+            await self._serve_one()
+
+    async def _serve_one(self) -> None:
+        """Grant the best-ranked caller a slot, or wait (woken early by a newcomer) until one
+        may be granted."""
+        now = self._clock()
+        if now > self._stamp:
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+        wait = 0.0
+        if now < self._paused_until:
+            wait = self._paused_until - now
+        elif self._tokens < 1:
+            wait = (1 - self._tokens) / self.rate
+        if wait > 0:
+            try:
+                await asyncio.wait_for(self._wake.wait(), wait)
+            except TimeoutError:
+                pass
+            return
+        self._tokens -= 1
+        self._grant(min(self._waiting, key=Ticket.rank))
+        await asyncio.sleep(0)  # let the caller run before the next grant
+
+    def _grant(self, best: Ticket) -> None:
+        self._waiting.remove(best)
+        if best.granted.done():  # cancelled meanwhile: the slot is not spent
+            self._tokens += 1
+            return
+        self.granted += 1
+        best.granted.set_result(None)
+
+
+class SharedBuckets(Protocol):
+    """Call slots shared by every replica (the Redis store implements it)."""
+
+    async def take(
+        self, bucket: str, replica: str, rank: float, rate: float, burst: float
+    ) -> tuple[float, float]: ...
+
+    async def leave(self, bucket: str, replica: str) -> None: ...
+
+    async def throttle(self, bucket: str, retry_after: float, *, floor: float, base: float) -> float: ...
+
+    async def succeeded(self, bucket: str, *, base: float, ceiling: float, step: float) -> float: ...
+
+    async def refund(self, bucket: str, burst: float) -> None: ...
+
+
+FINAL_FIRST = 1e10  # a rank offset: every final edit ranks before any other call
+NOT_OUR_TURN_S = 0.02  # how soon to ask again when another replica's caller ranks first
+LONGEST_WAIT_S = 0.25  # at most this long between asks (a promotion or a newcomer may rank first)
+
+
+class SharedPacer(Pacer):
+    """A pacer whose slots come from a bucket every replica shares: the same order (finals
+    first, then the stalest) across replicas, one rate for all. If the shared store cannot
+    be reached, it paces alone (as one replica would) until it can."""
+
+    def __init__(
+        self, buckets: SharedBuckets, bucket: str, replica: str, per_minute: float, **kwargs: Any
+    ) -> None:
+        super().__init__(per_minute, **kwargs)
+        self.buckets = buckets
+        self.bucket = bucket
+        self.replica = replica
+        self.shared_failures = 0
+        self._side: set[asyncio.Task[Any]] = set()
+
+    def _rank(self, ticket: Ticket) -> float:
+        since_wall = time.time() - (self._clock() - ticket.since)  # comparable across replicas
+        return since_wall + (0.0 if ticket.final else FINAL_FIRST)
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    async def _quietly(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except Exception as exc:  # the store went away: this replica paces alone meanwhile
+            self.shared_failures += 1
+            if self.shared_failures == 1 or self.shared_failures % 100 == 0:
+                log(logger, "pacer.shared_unavailable", logging.WARNING, bucket=self.bucket, error=repr(exc))
+            return None
+
+    async def flush(self) -> None:
+        """Wait until what this replica told the shared bucket (a 429, a success) is written."""
+        while self._side:
+            await asyncio.gather(*list(self._side))
+
+    def succeeded(self) -> None:
+        super().succeeded()
+        self._later(
+            self._quietly(
+                self.buckets.succeeded(self.bucket, base=self.base, ceiling=self.ceiling, step=self.step)
+            )
+        )
+
+    def rate_limited(self, retry_after: float) -> None:
+        super().rate_limited(retry_after)  # this replica stops at once; the others at their next ask
+        self._later(
+            self._quietly(self.buckets.throttle(self.bucket, retry_after, floor=self.floor, base=self.base))
+        )
+
+    def refund(self) -> None:
+        self._later(self._quietly(self.buckets.refund(self.bucket, self.burst)))
+        self._kick()
+
+    def _grant(self, best: Ticket) -> None:
+        if best.granted.done():  # cancelled meanwhile: the shared slot goes back
+            self._waiting.remove(best)
+            self.refund()
+            return
+        super()._grant(best)
+
+    async def _serve(self) -> None:
+        while True:
+            await self._serve_shared()
+            # out of the line, then a last look: a caller who came meanwhile is served here
+            await self._quietly(self.buckets.leave(self.bucket, self.replica))
+            if not self._waiting:
+                return
+
+    async def _serve_shared(self) -> None:
+        while self._waiting:
+            self._wake.clear()
             now = self._clock()
-            if now > self._stamp:
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-                self._stamp = now
-            wait = 0.0
-            if now < self._paused_until:
-                wait = self._paused_until - now
-            elif self._tokens < 1:
-                wait = (1 - self._tokens) / self.rate
-            if wait > 0:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), wait)
-                except TimeoutError:
-                    pass
+            if now < self._paused_until:  # a 429 seen here: wait it out before asking
+                await self._nap(self._paused_until - now)
                 continue
             best = min(self._waiting, key=Ticket.rank)
-            self._waiting.remove(best)
-            if best.granted.done():  # cancelled meanwhile
+            answer = await self._quietly(
+                self.buckets.take(self.bucket, self.replica, self._rank(best), self.base, self.burst)
+            )
+            if answer is None:  # alone until the store is back
+                await super()._serve_one()
                 continue
-            self._tokens -= 1
-            self.granted += 1
-            best.granted.set_result(None)
-            await asyncio.sleep(0)  # let the caller run before the next grant
+            wait, self.rate = answer
+            if wait < 0:
+                await self._nap(NOT_OUR_TURN_S)
+                continue
+            if wait > 0:
+                await self._nap(min(wait, LONGEST_WAIT_S))
+                continue
+            self._grant(best)
+            await asyncio.sleep(0)
+
+    async def _nap(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        except TimeoutError:
+            pass
 
 
 class SlackBudget:
     """The pacers of one workspace: ``chat.update`` workspace-wide (Tier 3) and
-    ``chat.postMessage`` per channel (about one per second)."""
+    ``chat.postMessage`` per channel (about one per second). With ``shared`` buckets, every
+    replica spends one budget."""
 
-    def __init__(self, *, update_per_minute: float = 50.0, post_per_minute: float = 60.0) -> None:
-        self.update = Pacer(update_per_minute, burst=4)
+    def __init__(
+        self,
+        *,
+        update_per_minute: float = 50.0,
+        post_per_minute: float = 60.0,
+        team: str = "",
+        shared: SharedBuckets | None = None,
+        replica: str = "",
+    ) -> None:
+        self.team, self.shared, self.replica = team, shared, replica
+        self.update = self._pacer("chat.update", update_per_minute, burst=4)
         self._post_rate = post_per_minute
         self._posts: dict[str, Pacer] = {}
+
+    def _pacer(self, method: str, per_minute: float, **kwargs: float) -> Pacer:
+        if self.shared is None:
+            return Pacer(per_minute, **kwargs)
+        return SharedPacer(self.shared, f"{self.team}:{method}", self.replica, per_minute, **kwargs)
 
     def post(self, channel: str) -> Pacer:
         pacer = self._posts.get(channel)
         if pacer is None:
-            pacer = self._posts[channel] = Pacer(self._post_rate, burst=3, ceiling=120)
+            pacer = self._posts[channel] = self._pacer(
+                f"chat.postMessage:{channel}", self._post_rate, burst=3, ceiling=120
+            )
         return pacer
 
 
 class Budgets:
-    """One SlackBudget per workspace (team id)."""
+    """One SlackBudget per workspace (team id); ``shared``: one budget for all replicas."""
 
-    def __init__(self, **kwargs: float) -> None:
+    def __init__(self, *, shared: SharedBuckets | None = None, replica: str = "", **kwargs: float) -> None:
         self._kwargs = kwargs
+        self.shared = shared
+        self.replica = replica or uuid.uuid4().hex[:12]
         self._teams: dict[str, SlackBudget] = {}
 
     def for_team(self, team: str) -> SlackBudget:
         budget = self._teams.get(team)
         if budget is None:
-            budget = self._teams[team] = SlackBudget(**self._kwargs)
+            budget = self._teams[team] = SlackBudget(
+                **self._kwargs, team=team, shared=self.shared, replica=self.replica
+            )
         return budget

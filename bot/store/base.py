@@ -155,6 +155,21 @@ class Store(Protocol):
         """Fix the verdict if nobody has: True for the decision that won."""
         ...
 
+    # agent conversations past their retention, deleted from the agent service
+    async def conversations_due(self, limit: int = 100) -> list[tuple[ConversationKey, str]]:
+        """(Slack thread, agent conversation id) of conversations unused for the retention."""
+        ...
+
+    async def forget_conversation(self, key: ConversationKey, agent_thread_id: str) -> bool:
+        """Forget a conversation that is still due: True when it was (the caller then deletes it
+        from the agent service); False when it was used again meanwhile (it stays)."""
+        ...
+
+    async def restore_conversation(self, key: ConversationKey, agent_thread_id: str) -> None:
+        """Put back, still due, a conversation whose deletion failed (the next sweep tries
+        again); a new message in its Slack thread starts a new one meanwhile."""
+        ...
+
     # files uploaded to the agent service, per conversation; deleted when its retention ends
     async def agent_file(self, key: ConversationKey, slack_file_id: str) -> str | None:
         """The agent's id of this Slack file in this conversation (its use keeps it)."""
@@ -185,8 +200,9 @@ class Store(Protocol):
     async def hit(self, kind: str, ident: str, window_s: float) -> int: ...
 
     async def sweep(self) -> int:
-        """Forget what has expired: conversation mappings unused for the retention period,
-        old dedupe marks, leases, hit counters, dead replicas' heartbeats. Returns how many."""
+        """Forget what has expired: old dedupe marks, leases, hit counters, approvals, audit
+        entries, dead replicas' heartbeats. Returns how many. (Conversations past their
+        retention go with their agent conversations: ``forget_conversation``.)"""
         ...
 
     async def close(self) -> None: ...

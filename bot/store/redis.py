@@ -55,6 +55,28 @@ if redis.call('hlen', KEYS[1]) == 0 then redis.call('zrem', KEYS[2], ARGV[1]) en
 return removed
 """
 
+# map a Slack thread to an agent conversation; one it replaces is kept to delete
+_SET_CONVERSATION = """
+local old = redis.call('hget', KEYS[2], ARGV[1])
+if old and old ~= ARGV[2] then redis.call('hset', KEYS[4], old, ARGV[1]) end
+redis.call('set', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('hset', KEYS[2], ARGV[1], ARGV[2])
+redis.call('zadd', KEYS[3], ARGV[4], ARGV[1])
+return 1
+"""
+# forget a conversation only while it is still due and still that agent conversation (or
+# one that was replaced or put back)
+_FORGET_CONVERSATION = """
+if redis.call('hdel', KEYS[4], ARGV[2]) == 1 then return 1 end
+local due = redis.call('zscore', KEYS[1], ARGV[1])
+if not due or tonumber(due) > tonumber(ARGV[3]) then return 0 end
+if redis.call('hget', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('zrem', KEYS[1], ARGV[1])
+redis.call('hdel', KEYS[2], ARGV[1])
+redis.call('del', KEYS[3])
+return 1
+"""
+
 
 class RedisStore:
     def __init__(
@@ -88,17 +110,61 @@ class RedisStore:
     _k = key
 
     async def get_agent_thread(self, key: ConversationKey) -> str | None:
-        # each use keeps the mapping (GETEX), and the conversation's files, another retention
+        # each use keeps the mapping (GETEX), the conversation and its files another retention
         value = await self.r.getex(self._k("conv", key.as_str()), ex=max(1, int(self.retention_s)))
         if value is None:
             return None
-        await self.r.zadd(
-            self._k("files-due"), {key.as_str(): time.time() + self.retention_s}, xx=True, gt=True
-        )
+        due = {key.as_str(): time.time() + self.retention_s}
+        async with self.r.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._k("conv-due"), due, xx=True, gt=True)
+            pipe.zadd(self._k("files-due"), due, xx=True, gt=True)
+            await pipe.execute()
         return str(value)
 
     async def set_agent_thread(self, key: ConversationKey, agent_thread_id: str) -> None:
-        await self.r.set(self._k("conv", key.as_str()), agent_thread_id, ex=max(1, int(self.retention_s)))
+        # the mapping expires with the retention; the conversation stays listed (conv-threads,
+        # conv-due) until the agent service's copy is deleted, and one it replaces is kept to
+        # delete (conv-replaced)
+        await self.r.eval(  # type: ignore[misc]
+            _SET_CONVERSATION,
+            4,
+            self._k("conv", key.as_str()),
+            self._k("conv-threads"),
+            self._k("conv-due"),
+            self._k("conv-replaced"),
+            key.as_str(),
+            agent_thread_id,
+            max(1, int(self.retention_s)),
+            time.time() + self.retention_s,
+        )
+
+    async def conversations_due(self, limit: int = 100) -> list[tuple[ConversationKey, str]]:
+        found: list[tuple[ConversationKey, str]] = []
+        names = await self.r.zrangebyscore(self._k("conv-due"), "-inf", time.time(), start=0, num=limit)
+        threads = await self.r.hmget(self._k("conv-threads"), names) if names else []
+        for name, thread in zip(names, threads, strict=True):
+            if thread is not None:
+                found.append((ConversationKey(*str(name).split("/", 2)), str(thread)))
+        for thread, name in (await self.r.hgetall(self._k("conv-replaced"))).items():
+            found.append((ConversationKey(*str(name).split("/", 2)), str(thread)))
+        return found[:limit]
+
+    async def forget_conversation(self, key: ConversationKey, agent_thread_id: str) -> bool:
+        removed = await self.r.eval(  # type: ignore[misc]
+            _FORGET_CONVERSATION,
+            4,
+            self._k("conv-due"),
+            self._k("conv-threads"),
+            self._k("conv", key.as_str()),
+            self._k("conv-replaced"),
+            key.as_str(),
+            agent_thread_id,
+            time.time(),
+        )
+        return bool(removed)
+
+    async def restore_conversation(self, key: ConversationKey, agent_thread_id: str) -> None:
+        await self.r.hset(self._k("conv-replaced"), agent_thread_id, key.as_str())
 
     # a conversation's files: a hash (Slack file id -> agent file id), and one sorted set of
     # conversations by when their files fall due (last use + retention)

@@ -29,6 +29,9 @@ CREATE TABLE IF NOT EXISTS conversations (
     agent_thread_id TEXT NOT NULL, created_at REAL NOT NULL,
     PRIMARY KEY (team, channel, thread_ts)
 );
+CREATE TABLE IF NOT EXISTS replaced_conversations (
+    agent_thread_id TEXT PRIMARY KEY, team TEXT NOT NULL, channel TEXT NOT NULL, thread_ts TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tool_settings (
     team TEXT NOT NULL, channel TEXT NOT NULL, tool TEXT NOT NULL, enabled INTEGER NOT NULL,
     changed_by TEXT NOT NULL, changed_at REAL NOT NULL,
@@ -137,9 +140,43 @@ class SQLiteStore:
         return str(row[0]) if row else None
 
     async def set_agent_thread(self, key: ConversationKey, agent_thread_id: str) -> None:
+        async with self._lock:  # a conversation it replaces (past its retention) is kept to delete
+            await self.db.execute(
+                "INSERT OR IGNORE INTO replaced_conversations SELECT agent_thread_id, team, channel, "
+                "thread_ts FROM conversations WHERE team=? AND channel=? AND thread_ts=? "
+                "AND agent_thread_id != ?",
+                (*key, agent_thread_id),
+            )
+            await self.db.execute(
+                "INSERT OR REPLACE INTO conversations VALUES (?, ?, ?, ?, ?)",
+                (*key, agent_thread_id, time.time()),
+            )
+            await self.db.commit()
+
+    async def conversations_due(self, limit: int = 100) -> list[tuple[ConversationKey, str]]:
+        rows = await self.db.execute_fetchall(
+            "SELECT team, channel, thread_ts, agent_thread_id FROM conversations WHERE created_at < ? "
+            "UNION ALL SELECT team, channel, thread_ts, agent_thread_id FROM replaced_conversations LIMIT ?",
+            (time.time() - self.retention_s, limit),
+        )
+        return [(ConversationKey(*row[:3]), str(row[3])) for row in rows]
+
+    async def forget_conversation(self, key: ConversationKey, agent_thread_id: str) -> bool:
+        async with self._lock:
+            cursor = await self.db.execute(
+                "DELETE FROM conversations WHERE team=? AND channel=? AND thread_ts=? AND agent_thread_id=? "
+                "AND created_at < ?",
+                (*key, agent_thread_id, time.time() - self.retention_s),
+            )
+            replaced = await self.db.execute(
+                "DELETE FROM replaced_conversations WHERE agent_thread_id = ?", (agent_thread_id,)
+            )
+            await self.db.commit()
+            return cursor.rowcount + replaced.rowcount > 0
+
+    async def restore_conversation(self, key: ConversationKey, agent_thread_id: str) -> None:
         await self._write(
-            "INSERT OR REPLACE INTO conversations VALUES (?, ?, ?, ?, ?)",
-            (*key, agent_thread_id, time.time()),
+            "INSERT OR IGNORE INTO replaced_conversations VALUES (?, ?, ?, ?)", (agent_thread_id, *key)
         )
 
     async def agent_file(self, key: ConversationKey, slack_file_id: str) -> str | None:
@@ -357,7 +394,6 @@ class SQLiteStore:
         now = time.time()
         removed = 0
         for sql, args in (
-            ("DELETE FROM conversations WHERE created_at < ?", (now - self.retention_s,)),
             ("DELETE FROM claims WHERE expires_at < ?", (now,)),
             ("DELETE FROM leases WHERE expires_at < ?", (now,)),
             ("DELETE FROM hits WHERE expires_at < ?", (now,)),

@@ -6,7 +6,6 @@ lease) and delivers the reply; ``TurnAnswer`` is one turn being answered.
 """
 
 from .answer import TurnAnswer, fields_of
-from .files_in import delete_due_files
 from .orchestrator import TurnOrchestrator
 from .ports import Approver, ToolRunner
 from .reply import Caps, Outcome, Reply, ending_for, service_failure_line, wait_for_run
@@ -19,7 +18,6 @@ __all__ = [
     "ToolRunner",
     "TurnAnswer",
     "TurnOrchestrator",
-    "delete_due_files",
     "ending_for",
     "fields_of",
     "service_failure_line",

@@ -149,23 +149,3 @@ class FilesIn:
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
-
-
-async def delete_due_files(store: Store, agents: AgentBackend, *, limit: int = 500) -> int:
-    """Delete from the agent service the files whose conversation's retention has ended (by
-    one replica: a file is forgotten in the store first, only while still due, then deleted).
-    A deletion that fails is put back, due at once, so the next sweep tries again."""
-    deleted = 0
-    for file in await store.agent_files_due(limit):
-        if not await store.forget_agent_file(file):
-            continue  # used again meanwhile, or another replica has it
-        fields = {"agent_file": file.agent_file_id, "conversation": file.key.as_str()}
-        try:
-            await agents.delete_file(file.agent_file_id)
-        except AgentServiceError as exc:
-            log(logger, "files.delete_failed", logging.WARNING, error=str(exc), **fields)
-            await store.remember_agent_file(file, due=True)
-            continue
-        deleted += 1
-        log(logger, "files.deleted", **fields)
-    return deleted

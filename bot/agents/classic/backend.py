@@ -92,6 +92,12 @@ class ClassicBackend:
         except NotFoundError:
             pass
 
+    async def delete_conversation(self, conversation_id: str) -> None:
+        try:
+            await self.client.delete_thread(conversation_id)
+        except NotFoundError:
+            pass
+
     async def start_run(
         self,
         conversation_id: str,

@@ -314,6 +314,9 @@ class AgentsClient:
             raise BadResponseError("POST /files answered without a file id")
         return doc
 
+    async def delete_thread(self, thread_id: str) -> None:
+        await self._json("DELETE", f"/threads/{_id(thread_id)}")
+
     async def delete_file(self, file_id: str) -> None:
         await self._json("DELETE", f"/files/{_id(file_id)}")
 

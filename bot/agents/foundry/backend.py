@@ -262,6 +262,14 @@ class FoundryBackend:
         except openai.OpenAIError as exc:
             raise agent_error(exc) from None
 
+    async def delete_conversation(self, conversation_id: str) -> None:
+        try:
+            await self.openai.conversations.delete(conversation_id)
+        except openai.NotFoundError:
+            pass
+        except openai.OpenAIError as exc:
+            raise agent_error(exc) from None
+
     async def start_run(
         self,
         conversation_id: str,
