@@ -41,6 +41,7 @@ bench: $(STAMP)
 	@$(PY) bench/sse_parse.py
 	@$(PY) bench/slack_stream.py
 	@$(PY) bench/load.py
+	@$(PY) bench/replicas.py
 
 lint: $(STAMP)
 	@$(PY) -m ruff check bot tests bench tools
