@@ -31,7 +31,7 @@ def _run(settings: Settings, mode: str | None, host: str | None, port: int) -> i
     if missing:
         print(f"error: {', '.join(missing)} not set. To get them: {SLACK_HELP}.", file=sys.stderr)
         return 2
-    if not settings.has_agent:
+    if not settings.has_agent and not settings.routes:
         print(
             "error: PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set to run the bot in Slack "
             "(python -m bot check explains what is missing)",

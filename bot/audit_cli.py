@@ -11,7 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from .check import redacted_url
+from .check import STORE_ERRORS, redacted_url
 from .settings import Settings
 from .store import AuditEntry, AuditQuery, open_store
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # the store cannot be reached: say which, never a traceback
+    except STORE_ERRORS as exc:  # the store cannot be reached: say which, never a traceback
         print(f"error: cannot read the store {redacted_url(settings.store_url)}: {exc}", file=sys.stderr)
         return 2
     if args.json:

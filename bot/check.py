@@ -8,10 +8,12 @@ agent is named), and each finding is one line: ``ok``, ``!`` (works, but looks w
 from __future__ import annotations
 
 import re
+import sqlite3
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import redis
 
 from .settings import Settings
 
@@ -31,6 +33,7 @@ LOGIN_FIX = (
     "needs the Azure AI User role on the project"
 )
 UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)  # a call that never got there
+STORE_ERRORS = (OSError, TimeoutError, sqlite3.Error, redis.RedisError)  # a store that cannot be used
 TOKEN_KINDS = {
     "xoxb-": "a bot token",
     "xoxp-": "a user token",
@@ -206,37 +209,68 @@ async def check_project(settings: Settings, report: Report) -> bool:
 
 
 async def check_agent(settings: Settings, report: Report) -> None:
+    """The AGENT_* agent, or every agent of the routing file (``BOT_ROUTES``)."""
+    targets = [("", settings)]
+    if settings.routes:
+        routed = check_routes(settings, report)
+        if routed is None:
+            return
+        targets = routed
+    reached: dict[str | None, bool] = {}
+    for _, target in targets:  # each project once, agent or not
+        if target.project_endpoint not in reached:
+            shaped = check_endpoint_shape(target, report)
+            reached[target.project_endpoint] = shaped and await check_project(target, report)
+    for name, target in targets:
+        if not target.agent_ref:
+            report.fail(
+                "no agent: set AGENT_ID (asst_..., classic agents) or AGENT_NAME "
+                "(new Foundry agents; AGENT_VERSION to pin a version)"
+            )
+        elif reached.get(target.project_endpoint):
+            await check_one_agent(target, report, name)
+
+
+def check_routes(settings: Settings, report: Report) -> list[tuple[str, Settings]] | None:
+    """The routing file, checked; the agents it names (None: it cannot be used)."""
+    from .agents import make_backend
+    from .agents.routing import AgentRouter, RoutesError, load_routes
+
+    try:
+        routes = load_routes(settings.routes)
+        router = AgentRouter(settings, routes, make_backend)
+    except RoutesError as exc:
+        report.fail(str(exc), "see the README's routing section for the file's shape")
+        return None
+    report.ok(
+        f"routing file {settings.routes}: {len(routes.agents)} agent(s), {len(routes.routes)} route(s), "
+        f"default {router.label(router.default_key)}"
+    )
+    return [(f"{key} " if key else "", router.settings_for(key)) for key in router.keys()]
+
+
+async def check_one_agent(settings: Settings, report: Report, name: str = "") -> None:
     from .agents import AgentServiceError, AuthenticationError, NotFoundError, make_backend
 
-    if not check_endpoint_shape(settings, report):
-        return
-    reached = await check_project(settings, report)
-    if not settings.agent_ref:
-        report.fail(
-            "no agent: set AGENT_ID (asst_..., classic agents) or AGENT_NAME "
-            "(new Foundry agents; AGENT_VERSION to pin a version)"
-        )
-        return
-    if not reached:
-        return
     try:
         backend = make_backend(settings)
     except ValueError as exc:
-        report.fail(str(exc))
+        report.fail(f"{name}{exc}")
         return
     try:
         info = await backend.describe()
     except AuthenticationError as exc:
-        report.fail(f"authentication failed: {exc}", LOGIN_FIX)
+        report.fail(f"{name}authentication failed: {exc}", LOGIN_FIX)
         return
     except NotFoundError as exc:
         report.fail(
-            f"not found: {exc}",
-            f"check AGENT_ID / AGENT_NAME / AGENT_VERSION and that PROJECT_ENDPOINT is {ENDPOINT_SHAPE}",
+            f"{name}not found: {exc}",
+            f"check AGENT_ID / AGENT_NAME / AGENT_VERSION (or the routing file) and that the "
+            f"endpoint is {ENDPOINT_SHAPE}",
         )
         return
     except AgentServiceError as exc:
-        report.fail(f"the agent service failed: {exc}")
+        report.fail(f"{name}the agent service failed: {exc}")
         return
     finally:
         await backend.aclose()
@@ -244,7 +278,7 @@ async def check_agent(settings: Settings, report: Report) -> None:
         "new Foundry agent (Responses API)" if info.backend == "foundry" else "classic agent (threads/runs)"
     )
     report.ok(
-        f"{kind} {info.label} (model {info.model}) with {len(info.function_tools)} function tool(s)"
+        f"{name}{kind} {info.label} (model {info.model}) with {len(info.function_tools)} function tool(s)"
         f" and {len(info.other_tools)} other tool(s)"
     )
     check_tools(settings, info, report)
@@ -279,7 +313,7 @@ async def check_store(settings: Settings, report: Report) -> None:
     except ValueError as exc:
         report.fail(str(exc))
         return
-    except Exception as exc:  # Redis down, a path that cannot be written
+    except STORE_ERRORS as exc:  # Redis down, a path that cannot be written
         report.fail(
             f"cannot open the store {shown}: {exc or type(exc).__name__}",
             "BOT_STORE_URL: sqlite:///<writable path> (one process) or redis://host:6379/0 (replicas)",

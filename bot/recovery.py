@@ -81,7 +81,7 @@ class Recovery:
         """The store's periodic clean-up (conversation mappings past the retention, old marks,
         leases, counters, dead replicas' heartbeats), so its state stays bounded."""
         self._forgot_at = time.monotonic()
-        kept = await enforce(self.store, self.o.agents)  # what the agent service keeps for us
+        kept = await enforce(self.store, self.o.router)  # what the agent services keep for us
         removed = await self.store.sweep()
         log(
             logger,
@@ -178,7 +178,8 @@ class Recovery:
             if reply.agent_thread_id and reply.run_id:
                 body, how = await self._from_run(reply)
             elif reply.agent_thread_id:
-                await self.o.agents.abandon(reply.agent_thread_id, None, "not run: the bot restarted")
+                agents, thread_id = self.o.router.resolve(reply.agent_thread_id)
+                await agents.abandon(thread_id, None, "not run: the bot restarted")
         except AgentServiceError as exc:
             log(logger, "recovery.run_unavailable", logging.WARNING, error=str(exc), **fields)
         writer = self.o.writer_for(reply)
@@ -197,9 +198,10 @@ class Recovery:
         """The run's stored answer; a run still going or waiting for us is ended first, so the
         conversation takes the next message (a new agent's function call is answered)."""
         assert reply.agent_thread_id and reply.run_id
-        snapshot = await wait_for_run(self.o.agents, reply.agent_thread_id, reply.run_id, self.run_wait_s)
+        agents, thread_id = self.o.router.resolve(reply.agent_thread_id)
+        snapshot = await wait_for_run(agents, thread_id, reply.run_id, self.run_wait_s)
         if snapshot is None or not snapshot.terminal:
-            await self.o.agents.abandon(reply.agent_thread_id, reply.run_id, "not run: the bot restarted")
+            await agents.abandon(thread_id, reply.run_id, "not run: the bot restarted")
             return RESTART_LINE, "interrupted"
         ending = ending_for(snapshot.final_event()) or ""
         return Reply.of(snapshot).body(ending), "finished"

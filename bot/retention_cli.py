@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import sys
 
-from .check import redacted_url
+from .check import STORE_ERRORS, redacted_url
 from .settings import Settings
 from .store import open_store
 from .turns.retention import RetentionReport, due, enforce
@@ -30,12 +30,15 @@ async def _run(settings: Settings, dry_run: bool, limit: int) -> RetentionReport
         if dry_run:
             return await due(store, limit=limit)
         from .agents import make_backend
+        from .agents.routing import AgentRouter, load_routes
 
-        agents = make_backend(settings)
+        router = AgentRouter(
+            settings, load_routes(settings.routes) if settings.routes else None, make_backend
+        )
         try:
-            return await enforce(store, agents, limit=limit)
+            return await enforce(store, router, limit=limit)
         finally:
-            await agents.aclose()
+            await router.aclose()
     finally:
         await store.close()
 
@@ -55,7 +58,7 @@ def _print(report: RetentionReport, settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if not args.dry_run and not settings.has_agent:
+    if not args.dry_run and not settings.has_agent and not settings.routes:
         print(
             "error: deleting needs the agent settings (PROJECT_ENDPOINT and AGENT_ID or AGENT_NAME); "
             "--dry-run needs only the store",
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # the store or the service cannot be reached: say which
+    except STORE_ERRORS as exc:
         print(f"error: cannot read the store {redacted_url(settings.store_url)}: {exc}", file=sys.stderr)
         return 2
     _print(report, settings)

@@ -15,6 +15,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from .agents import AgentBackend, AgentServiceError, function_tool, make_backend, tool_drift
+from .agents.routing import AgentRouter, load_routes
 from .logs import log
 from .metrics import Metrics
 from .plugins import PluginToolRunner, discover
@@ -38,7 +39,7 @@ logger = logging.getLogger("bot.runtime")
 class Bot:
     settings: Settings
     store: Store
-    agents: AgentBackend
+    agents: AgentRouter
     slack: AsyncWebClient
     bolt: AsyncApp
     orchestrator: TurnOrchestrator
@@ -78,8 +79,9 @@ async def build_bot(
     token = settings.secret("slack_bot_token")
     if not token:
         raise ValueError("SLACK_BOT_TOKEN is not set")
-    if not settings.has_agent:
+    if not settings.has_agent and not settings.routes:
         raise ValueError("PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set")
+    routes = load_routes(settings.routes) if settings.routes else None  # before anything opens
     slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)
     identity = await slack.auth_test()  # first: a refused token leaves nothing open behind it
     store = await open_store(
@@ -87,9 +89,9 @@ async def build_bot(
         retention_s=settings.retention_days * 86400,
         audit_retention_s=settings.audit_retention_days * 86400,
     )
-    agents: AgentBackend | None = None
+    agents: AgentRouter | None = None
     try:
-        agents = make_backend(settings)
+        agents = AgentRouter(settings, routes, make_backend)
         return await _assemble(
             settings, slack, identity, store, agents, tools=tools, budgets=budgets, extra_tools=extra_tools
         )
@@ -118,7 +120,7 @@ async def _assemble(
     slack: AsyncWebClient,
     identity: Any,
     store: Store,
-    agents: AgentBackend,
+    agents: AgentRouter,
     *,
     tools: ToolRunner | None,
     budgets: Budgets | None,
@@ -153,7 +155,7 @@ async def _assemble(
         lease_ttl_s=settings.heartbeat_ttl,
         metrics=metrics,
         allow_mass_mentions=settings.allow_mass_mentions,
-        agents=agents,
+        router=agents,
         approver=confirmer,
         delivery_deadline_s=settings.delivery_deadline_minutes * 60,
         caps=Caps(
@@ -168,13 +170,12 @@ async def _assemble(
         tools=tools,
         admins=settings.admin_ids,
         files_in=FilesIn(
-            agents,
             store,
             settings.secret("slack_bot_token") or "",
             max_bytes=int(settings.file_max_mb * 1024 * 1024),
             max_files=settings.max_files,
         ),
-        files_out=FilesOut(agents, slack),
+        files_out=FilesOut(slack),
         audit=audit,
     )
     surface = SlackSurface(
@@ -193,7 +194,8 @@ async def _assemble(
         channel_per_minute=settings.channel_runs_per_minute,
     )
     if registry.tools:
-        await warn_on_tool_drift(agents, registry)
+        for key in agents.keys():
+            await warn_on_tool_drift(agents.backend(key), registry)
     recovery = Recovery(
         orchestrator, heartbeat_ttl_s=settings.heartbeat_ttl, interval_s=max(0.5, settings.heartbeat_ttl / 3)
     )
@@ -206,6 +208,7 @@ async def _assemble(
         bot_user=identity.get("user_id"),
         agent_id=settings.agent_ref,
         backend=settings.backend,
+        routes=agents.describe() if agents.routed else None,
     )
     return Bot(
         settings,

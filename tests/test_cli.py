@@ -332,3 +332,38 @@ async def test_check_says_what_an_operator_must_fix_in_one_line_each(make_emulat
         assert "x BOT_STORE_URL must start with sqlite:/// or redis://" in unknown.stdout
     finally:
         await slack.stop()
+
+
+async def test_check_reaches_every_agent_of_the_routing_file(make_emulator: Callable, tmp_path: Any) -> None:
+    import asyncio
+
+    emulator: AgentServiceEmulator = await make_emulator(token="cfg-token")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "agents:\n"
+        "  helpdesk: {backend: classic, id: asst_demo}\n"
+        "  support: {backend: foundry, name: demo-agent}\n"
+        "  gone: {backend: classic, id: asst_gone}\n"
+        "default: helpdesk\n"
+        "routes: [{channel: C0SUPPORT, agent: support}, {channel: C0OLD, agent: gone}]\n"
+    )
+    env = {
+        "PROJECT_ENDPOINT": emulator.endpoint,
+        "AGENTS_ACCESS_TOKEN": "cfg-token",
+        "BOT_ROUTES": str(routes),
+    }
+    result = await asyncio.to_thread(run_cli, "check", env=env)
+    assert "Traceback" not in result.stderr and result.returncode == 1
+    out = result.stdout
+    assert f"ok routing file {routes}: 3 agent(s), 2 route(s), default helpdesk (asst_demo)" in out
+    assert "ok helpdesk classic agent (threads/runs) asst_demo" in out
+    assert "ok support new Foundry agent (Responses API) demo-agent" in out
+    assert "x gone not found: No assistant found with id 'asst_gone'" in out
+    assert out.count("agent service project") == 1  # one project, reached once
+    routes.write_text("agents: {a: {id: asst_a}}\nroutes: [{channel: C1, agent: b}]\n")
+    broken = await asyncio.to_thread(run_cli, "check", env=env)
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    assert (
+        "names agent 'b', which is not under agents: (a)" in broken.stdout
+        and "fix: see the README" in broken.stdout
+    )

@@ -214,7 +214,9 @@ class SlackSurface:
         tools = self.registry.tools if self.registry is not None else {}
         if verb == "list":
             disabled = await self.store.disabled_tools(team, channel)
-            await ack(text=_tool_listing(self.registry, disabled, admin=user in self.admins))
+            listing = _tool_listing(self.registry, disabled, admin=user in self.admins)
+            speaker = self.sink.speaker(team, channel)
+            await ack(text=f"*Agent answering here:* {speaker}\n{listing}" if speaker else listing)
             return
         if verb in ("enable", "disable") and len(words) == 2:
             name = words[1]

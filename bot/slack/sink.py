@@ -68,3 +68,7 @@ class TurnSink(Protocol):
         """The *Ask again* button under a reply cut short: the turn to receive and answer
         again, or a short note for the person who clicked."""
         ...
+
+    def speaker(self, team: str, channel: str) -> str | None:
+        """The agent answering in this conversation, by name, when several agents answer."""
+        ...

@@ -81,8 +81,10 @@ class ReplyWriter:
         on_rate_limited: Callable[[], None] | None = None,
         deadline_s: float = 900.0,
         on_posted: Callable[[str], Awaitable[None]] | None = None,
+        speaker: str | None = None,
     ) -> None:
         self.client = client
+        self.speaker = speaker  # the agent answering, named in the status line (several agents)
         self.budget = budget
         self.channel = channel
         self.thread_ts = thread_ts
@@ -284,8 +286,11 @@ class ReplyWriter:
                 plain["blocks"] = []  # an edit without blocks would keep the old ones (and Stop)
             return plain
         blocks: list[dict[str, Any]] = [{"type": "markdown", "text": markdown}]
-        if is_open and self._status:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": self._status}]})
+        status = self._status
+        if self.speaker:
+            status = f"{self.speaker} · {status}" if status else f"{self.speaker} is answering"
+        if is_open and status:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": status}]})
         if is_open and self.stop_value:
             blocks.append(_button(STOP_ACTION, "Stop", self.stop_value, style="danger"))
         if self._ask_again and page is self.pages[-1] and self.stop_value:

@@ -30,6 +30,7 @@ from ..agents.events import (
     TextDelta,
     ToolCallsRequested,
 )
+from ..agents.routing import make_ref, split_ref
 from ..logs import log
 from ..plugins.context import ToolContext
 from ..slack.sink import Turn
@@ -79,6 +80,10 @@ class TurnAnswer:
         self.produced: list[FileProduced] = []  # files the agent made, for the thread
         self.earlier_files: list[dict[str, Any]] = []  # shared in the thread before a first mention
         self.fields = fields_of(turn, turn_id)
+        self.route = o.router.route(turn.team, turn.channel)  # the agent answering here
+        self.agents = o.router.backend(self.route)
+        if o.router.routed:
+            self.fields["agent"] = self.route or "default"
         self.requester = turn.user
         self.thread_id: str | None = None
         self.run_id: str | None = None
@@ -92,7 +97,7 @@ class TurnAnswer:
         self.stop_requested = True
         self.stopped.set()
         if self.thread_id and self.run_id:
-            await self.o.agents.cancel(self.thread_id, self.run_id)
+            await self.agents.cancel(self.thread_id, self.run_id)
 
     async def run(self) -> tuple[Outcome, str]:
         try:
@@ -135,7 +140,7 @@ class TurnAnswer:
             Outcome.INTERRUPTED: "not run: the bot was stopping",
         }.get(outcome, "not run: the request failed")
         assert self.thread_id is not None
-        work = self.o.agents.abandon(self.thread_id, self.run_id, reason)
+        work = self.agents.abandon(self.thread_id, self.run_id, reason)
         try:
             await asyncio.wait_for(asyncio.shield(work), LEAVE_WITHIN_S)
         except (AgentServiceError, TimeoutError, asyncio.CancelledError) as exc:
@@ -146,12 +151,17 @@ class TurnAnswer:
     async def _run_turn(self) -> str:
         turn, context_reader = self.turn, self.o.context
         self.thread_id = thread_id = await self._agent_thread()
-        self.record.agent_thread_id = thread_id
+        self.record.agent_thread_id = make_ref(self.route, thread_id)  # recovery finds its agent
         self.fields["thread_id"] = thread_id
         files: list[InputFile] = []
         if (turn.files or self.earlier_files) and self.o.files_in is not None:
             prepared = await self.o.files_in.prepare(
-                turn.key, turn.files, self.fields, earlier=self.earlier_files
+                turn.key,
+                turn.files,
+                self.fields,
+                earlier=self.earlier_files,
+                agents=self.agents,
+                route=self.route,
             )
             files, self.reply.notes = prepared.files, prepared.notes
         await self._add_message((await context_reader.message_text(turn)) or "(empty message)", files)
@@ -160,7 +170,7 @@ class TurnAnswer:
         if turn.user not in self.o.admins:
             await context_reader.mark_others(turn.key)
         context = await context_reader.tool_context(turn)
-        stream = await self.o.agents.start_run(
+        stream = await self.agents.start_run(
             thread_id,
             context=await context_reader.turn_context(turn, context),
             tools=await context_reader.function_tools(context),
@@ -228,7 +238,7 @@ class TurnAnswer:
         self.run_id = self.record.run_id = self.fields["run_id"] = run_id
         await self.o.store.record_reply(self.record)
         if self.stop_requested and self.thread_id:
-            await self.o.agents.cancel(self.thread_id, run_id)
+            await self.agents.cancel(self.thread_id, run_id)
 
     async def _answer_pause(
         self, paused: ToolCallsRequested | ApprovalsRequested, expires_at: float | None, context: ToolContext
@@ -242,12 +252,12 @@ class TurnAnswer:
                 paused.approvals, context, budget, self.writer, self.o.approver, self.fields, self.o.audit
             )
             self.writer.status(None)
-            return await self.o.agents.answer_approvals(self.thread_id, paused.run_id, decisions)
+            return await self.agents.answer_approvals(self.thread_id, paused.run_id, decisions)
         tools = self.o.context.tools
         known = {tool.name for tool in await self.o.context.function_tools(context)}
         outputs = await run_tools(paused, context, budget, self.writer, tools, known, self.fields)
         self.writer.status(None)
-        return await self.o.agents.submit_tool_outputs(self.thread_id, paused.run_id, outputs)
+        return await self.agents.submit_tool_outputs(self.thread_id, paused.run_id, outputs)
 
     def _show(self, event: AgentEvent) -> str | None:
         """Show one event; returns the ending line when the run has ended."""
@@ -295,7 +305,7 @@ class TurnAnswer:
         """The stream broke: poll the run until it ends (show the stored answer) or waits."""
         if run_id is None or self.thread_id is None:
             return "_The connection to the agent broke before the run started. Please try again._"
-        snapshot = await wait_for_run(self.o.agents, self.thread_id, run_id, self.o.busy_wait_s)
+        snapshot = await wait_for_run(self.agents, self.thread_id, run_id, self.o.busy_wait_s)
         if snapshot is None:
             return "_The connection to the agent broke and the run did not finish in time._"
         if snapshot.text:
@@ -313,13 +323,18 @@ class TurnAnswer:
         turn, store = self.turn, self.o.store
         existing = await store.get_agent_thread(turn.key)
         if existing:
-            return existing
+            key, thread_id = split_ref(existing)
+            if key == self.route:
+                return thread_id
+            # the channel is routed to another agent now: this thread starts afresh with it
+            # (the old conversation is deleted, with its own agent, by the retention clean-up)
+            log(logger, "turn.agent_changed", was=key or "default", **self.fields)
         context = await self.o.context.thread_context(turn) if turn.thread_ts != turn.ts else NO_CONTEXT
         self.earlier_files = context.files
-        thread_id = await self.o.agents.create_conversation(
+        thread_id = await self.agents.create_conversation(
             context=context.lines, metadata={"slack": f"{turn.team}/{turn.channel}/{turn.thread_ts}"}
         )
-        await store.set_agent_thread(turn.key, thread_id)
+        await store.set_agent_thread(turn.key, make_ref(self.route, thread_id))
         log(
             logger,
             "turn.thread_created",
@@ -337,12 +352,12 @@ class TurnAnswer:
         deadline = time.monotonic() + self.o.busy_wait_s
         while True:
             try:
-                await self.o.agents.add_message(self.thread_id, text, files)
+                await self.agents.add_message(self.thread_id, text, files)
                 return
             except ThreadBusyError as busy:
                 if time.monotonic() > deadline or not busy.active_run_id:
                     raise
                 log(logger, "turn.thread_busy", logging.INFO, active_run=busy.active_run_id, **self.fields)
                 await wait_for_run(
-                    self.o.agents, self.thread_id, busy.active_run_id, deadline - time.monotonic()
+                    self.agents, self.thread_id, busy.active_run_id, deadline - time.monotonic()
                 )

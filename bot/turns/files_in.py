@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from ..agents import AgentBackend, AgentServiceError, InputFile
+from ..agents.routing import DEFAULT, make_ref, split_ref
 from ..agents.uploads import TooLargeError, Upload
 from ..logs import log
 from ..slack.files import FileUnavailable, download
@@ -26,6 +27,15 @@ DATA = frozenset(
     {"csv", "tsv", "json", "xlsx", "xls", "xml", "txt", "text", "log", "py", "sql", "yaml", "yml", "zip"}
 )
 DOCUMENTS = frozenset({"pdf", "docx", "doc", "pptx", "md", "markdown", "html", "htm"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a message's files go: its conversation, and the agent answering it."""
+
+    key: ConversationKey
+    agents: AgentBackend
+    route: str
 
 
 @dataclass
@@ -55,14 +65,12 @@ def _mb(size: float) -> str:
 class FilesIn:
     def __init__(
         self,
-        agents: AgentBackend,
         store: Store,
         token: str,
         *,
         max_bytes: int = 20 * 1024 * 1024,
         max_files: int = 10,
     ) -> None:
-        self.agents = agents
         self.store = store
         self.token = token
         self.max_bytes = max_bytes
@@ -75,10 +83,13 @@ class FilesIn:
         files: Sequence[dict[str, Any]],
         fields: dict[str, Any],
         *,
+        agents: AgentBackend,
+        route: str = DEFAULT,
         earlier: Sequence[dict[str, Any]] = (),
     ) -> Prepared:
         """The message's own files, then (on a first mention) the thread's earlier ones, newest
-        first, all within one limit of files; a file shared twice is given once."""
+        first, all within one limit of files; a file shared twice is given once. ``agents``
+        (the agent answering, ``route`` in the routing file) gets them."""
         done = Prepared()
         seen: set[str] = set()
         candidates = [(f, False) for f in files] + [(f, True) for f in reversed(earlier)]
@@ -99,7 +110,7 @@ class FilesIn:
                         f"{label}: not given to the agent (at most {self.max_files} files a message)"
                     )
                 continue
-            why_not = await self._give(key, file, name, fields, done)
+            why_not = await self._give(Target(key, agents, route), file, name, fields, done)
             if why_not:
                 done.notes.append(f"{label}: not given to the agent ({why_not})")
         if left_out:
@@ -110,7 +121,7 @@ class FilesIn:
         return done
 
     async def _give(
-        self, key: ConversationKey, file: dict[str, Any], name: str, fields: dict[str, Any], done: Prepared
+        self, target: Target, file: dict[str, Any], name: str, fields: dict[str, Any], done: Prepared
     ) -> str | None:
         """Upload one file for the agent and add it to ``done``, or say why it cannot go."""
         kind = _kind(file)
@@ -120,7 +131,7 @@ class FilesIn:
         if size > self.max_bytes:  # checked before a byte is downloaded
             return f"{_mb(size)}, over the {_mb(self.max_bytes)} limit"
         try:
-            file_id = await self._uploaded(key, file, name)
+            file_id = await self._uploaded(target, file, name)
         except (FileUnavailable, TooLargeError, AgentServiceError) as exc:
             log(logger, "turn.file_skipped", logging.WARNING, file=name, error=str(exc), **fields)
             return str(exc)
@@ -128,22 +139,27 @@ class FilesIn:
         log(logger, "turn.file_given", file=name, kind=kind, agent_file=file_id, **fields)
         return None
 
-    async def _uploaded(self, key: ConversationKey, file: dict[str, Any], name: str) -> str:
-        """The agent's id for this Slack file in this conversation, uploading it the first time."""
+    async def _uploaded(self, target: Target, file: dict[str, Any], name: str) -> str:
+        """The agent's id for this Slack file in this conversation, uploading it the first time
+        (and again if the conversation's agent changed since)."""
         slack_id = str(file.get("id") or "")
-        known = await self.store.agent_file(key, slack_id) if slack_id else None
+        known = await self.store.agent_file(target.key, slack_id) if slack_id else None
         if known:
-            return known
+            route, file_id = split_ref(known)
+            if route == target.route:
+                return file_id
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
         chunks = download(self._http, self.token, file)
         upload = await Upload.spool(name, str(file.get("mimetype") or ""), chunks, limit=self.max_bytes)
         try:
-            file_id = await self.agents.upload_file(upload)
+            file_id = await target.agents.upload_file(upload)
         finally:
             upload.close()
         if slack_id:
-            await self.store.remember_agent_file(AgentFile(key, slack_id, file_id))
+            await self.store.remember_agent_file(
+                AgentFile(target.key, slack_id, make_ref(target.route, file_id))
+            )
         return file_id
 
     async def aclose(self) -> None:

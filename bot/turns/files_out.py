@@ -23,27 +23,29 @@ logger = logging.getLogger("bot.turns")
 
 
 class FilesOut:
-    def __init__(
-        self, agents: AgentBackend, slack: AsyncWebClient, *, max_bytes: int = 512 * 1024 * 1024
-    ) -> None:
-        self.agents = agents
+    def __init__(self, slack: AsyncWebClient, *, max_bytes: int = 512 * 1024 * 1024) -> None:
         self.slack = slack
         self.max_bytes = max_bytes
         self._http: httpx.AsyncClient | None = None
 
     async def deliver(
-        self, channel: str, thread_ts: str, files: Sequence[FileProduced], fields: dict[str, Any]
+        self,
+        channel: str,
+        thread_ts: str,
+        files: Sequence[FileProduced],
+        fields: dict[str, Any],
+        *,
+        agents: AgentBackend,
     ) -> list[str]:
-        """Share each file in the thread; the Slack file ids of those that arrived."""
+        """Share each file the agent (``agents``: the one that answered) made in the thread;
+        the Slack file ids of those that arrived."""
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0))
         shared: list[str] = []
         failed: list[str] = []
         for file in files:
             try:
-                upload = await Upload.spool(
-                    file.name, "", self.agents.file_content(file), limit=self.max_bytes
-                )
+                upload = await Upload.spool(file.name, "", agents.file_content(file), limit=self.max_bytes)
             except (AgentServiceError, TooLargeError) as exc:
                 log(
                     logger, "turn.file_not_fetched", logging.WARNING, file=file.name, error=str(exc), **fields

@@ -19,8 +19,9 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from ..agents import AgentBackend
+from ..agents.routing import AgentRouter
 from ..logs import log
+from ..mentions import escape_mrkdwn
 from ..metrics import Metrics
 from ..slack.pacing import Budgets
 from ..slack.sink import Turn
@@ -47,7 +48,7 @@ class TurnOrchestrator:
     def __init__(
         self,
         *,
-        agents: AgentBackend,
+        router: AgentRouter,
         store: Store,
         slack: AsyncWebClient,
         budgets: Budgets,
@@ -68,7 +69,7 @@ class TurnOrchestrator:
         files_out: FilesOut | None = None,
         audit: AuditTrail | None = None,
     ) -> None:
-        self.agents = agents
+        self.router = router  # which agent answers where (one, or a routing file's)
         self.store = store
         self.slack = slack
         self.budgets = budgets
@@ -225,7 +226,14 @@ class TurnOrchestrator:
             allow_mass_mentions=self.allow_mass_mentions,
             on_rate_limited=self.metrics.slack_rate_limited.inc,
             deadline_s=self.delivery_deadline_s,
+            speaker=self.speaker(turn.team, turn.channel),
         )
+
+    def speaker(self, team: str, channel: str) -> str | None:
+        """The answering agent's name for the status line, when several agents answer."""
+        if not self.router.routed:
+            return None
+        return escape_mrkdwn(self.router.label(self.router.route(team, channel)))
 
     def writer_for(self, reply: InFlight) -> ReplyWriter:
         """A writer for a message another process started (recovery, restart)."""
@@ -307,7 +315,11 @@ class TurnOrchestrator:
         self._records.pop(answer.turn_id, None)
         if answer.produced and self.files_out is not None:
             await self.files_out.deliver(
-                answer.turn.channel, answer.turn.thread_ts, answer.produced, answer.fields
+                answer.turn.channel,
+                answer.turn.thread_ts,
+                answer.produced,
+                answer.fields,
+                agents=answer.agents,
             )
         if writer.undelivered:
             await self.keep_undelivered(record, writer, body)
@@ -368,7 +380,8 @@ class TurnOrchestrator:
         if user != record.user and user not in self.admins:
             return f"Only <@{record.user}> (or an admin) can stop this reply."
         if record.agent_thread_id and record.run_id:
-            await self.agents.cancel(record.agent_thread_id, record.run_id)
+            agents, thread_id = self.router.resolve(record.agent_thread_id)
+            await agents.cancel(thread_id, record.run_id)
             return "Stopping…"
         return "This reply has not started yet; it will be answered in turn."
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..agents import AgentBackend, AgentServiceError
+from ..agents import AgentServiceError
+from ..agents.routing import AgentRouter, RoutesError
 from ..logs import log
 from ..store import AgentFile, ConversationKey, Store
 
@@ -30,16 +31,18 @@ async def due(store: Store, *, limit: int = 500) -> RetentionReport:
     return RetentionReport(await store.conversations_due(limit), await store.agent_files_due(limit))
 
 
-async def enforce(store: Store, agents: AgentBackend, *, limit: int = 500) -> RetentionReport:
-    """Delete what is due: the files first, then the conversations that held them."""
+async def enforce(store: Store, router: AgentRouter, *, limit: int = 500) -> RetentionReport:
+    """Delete what is due, each with the agent it belongs to: the files first, then the
+    conversations that held them."""
     report = await due(store, limit=limit)
     for file in report.files:
         if not await store.forget_agent_file(file):
             continue  # used again meanwhile, or another replica has it
         fields = {"agent_file": file.agent_file_id, "conversation": file.key.as_str()}
         try:
-            await agents.delete_file(file.agent_file_id)
-        except AgentServiceError as exc:
+            agents, file_id = router.resolve(file.agent_file_id)
+            await agents.delete_file(file_id)
+        except (AgentServiceError, RoutesError) as exc:
             log(logger, "retention.file_delete_failed", logging.WARNING, error=str(exc), **fields)
             await store.remember_agent_file(file, due=True)
             report.failed += 1
@@ -51,8 +54,9 @@ async def enforce(store: Store, agents: AgentBackend, *, limit: int = 500) -> Re
             continue
         fields = {"agent_thread": thread_id, "conversation": key.as_str()}
         try:
-            await agents.delete_conversation(thread_id)
-        except AgentServiceError as exc:
+            agents, conversation_id = router.resolve(thread_id)
+            await agents.delete_conversation(conversation_id)
+        except (AgentServiceError, RoutesError) as exc:
             log(logger, "retention.conversation_delete_failed", logging.WARNING, error=str(exc), **fields)
             await store.restore_conversation(key, thread_id)
             report.failed += 1
