@@ -14,6 +14,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from . import telemetry
 from .agents import AgentBackend, AgentServiceError, function_tool, make_backend, tool_drift
 from .agents.routing import AgentRouter, load_routes
 from .logs import log
@@ -67,6 +68,7 @@ class Bot:
         await self.orchestrator.aclose()
         await self.agents.aclose()
         await self.store.close()
+        await telemetry.shutdown()  # what is buffered is sent
 
 
 async def build_bot(
@@ -82,6 +84,11 @@ async def build_bot(
     if not settings.has_agent and not settings.routes:
         raise ValueError("PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set")
     routes = load_routes(settings.routes) if settings.routes else None  # before anything opens
+    telemetry.configure(
+        otlp_endpoint=settings.otel_exporter_otlp_endpoint,
+        azure_connection_string=settings.secret("applicationinsights_connection_string") or "",
+        service_name=settings.otel_service_name,
+    )
     slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)
     identity = await slack.auth_test()  # first: a refused token leaves nothing open behind it
     store = await open_store(

@@ -75,6 +75,13 @@ class Settings(BaseSettings):
     max_files: int = Field(default=10, ge=0, le=100, alias="BOT_MAX_FILES")
     max_turn_minutes: float = Field(default=15.0, gt=0, alias="BOT_MAX_TURN_MINUTES")
 
+    # Traces (OpenTelemetry): exported only when one of these is set
+    otel_exporter_otlp_endpoint: str = Field(default="", alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    applicationinsights_connection_string: SecretStr | None = Field(
+        default=None, alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+    otel_service_name: str = Field(default="slack-agent-bot", alias="OTEL_SERVICE_NAME")
+
     # Logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", alias="BOT_LOG_LEVEL")
     log_format: Literal["text", "json"] = Field(default="text", alias="BOT_LOG_FORMAT")

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
+from .. import telemetry
 from ..agents.events import ToolCall
 from ..logs import log
 from ..store import AuditEntry
@@ -126,7 +127,10 @@ class PluginToolRunner:
         confirmed: bool = False,
         ids: Mapping[str, str] | None = None,
     ) -> str:
-        attempt = await self._attempt(call, context, disabled, confirmed=confirmed)
+        attributes = {"tool.name": call.name, "tool.call_id": call.id, "slack.channel": context.channel}
+        with telemetry.span("tool.call", attributes):
+            attempt = await self._attempt(call, context, disabled, confirmed=confirmed)
+            telemetry.annotate(**{"tool.outcome": attempt.outcome, "tool.approval": attempt.approval})
         if self.on_outcome is not None:
             self.on_outcome(attempt.outcome)
         if self.audit is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -16,6 +17,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from .. import telemetry
 from ..logs import log
 from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from ..plugins.registry import Registry
@@ -30,6 +32,17 @@ logger = logging.getLogger("bot.slack.app")
 
 TOOLS_COMMAND = "/agent-tools"
 MAX_BODY_BYTES = 1024 * 1024
+
+
+def _turn_attributes(turn: Turn) -> dict[str, str]:
+    """The ids operators search a trace by."""
+    return {
+        "slack.event_id": turn.event_id,
+        "slack.team": turn.team,
+        "slack.channel": turn.channel,
+        "slack.thread_ts": turn.thread_ts,
+        "slack.user": turn.user,
+    }
 
 
 def _tool_listing(registry: Registry | None, disabled: set[str], *, admin: bool) -> str:
@@ -107,12 +120,14 @@ class SlackSurface:
         """Runs before Bolt acks Slack (``process_before_response``): the durable intake only;
         the answer goes on in the background."""
         turn: Turn = context["turn"]
-        try:
-            receipt = await self.sink.receive(turn)
-        except BaseException:
-            await self.once.release(context)  # not taken in: Slack's retry may take it
-            raise
-        await self.once.received(context)
+        with telemetry.span("slack.event", _turn_attributes(turn)):
+            turn = replace(turn, traceparent=telemetry.traceparent())
+            try:
+                receipt = await self.sink.receive(turn)
+            except BaseException:
+                await self.once.release(context)  # not taken in: Slack's retry may take it
+                raise
+            await self.once.received(context)
         self._spawn(self.sink.answer(receipt, turn))
 
     def _spawn(self, work: Any) -> None:

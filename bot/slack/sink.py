@@ -25,6 +25,7 @@ class Turn:
     text: str
     event_id: str = ""
     files: tuple[dict[str, Any], ...] = ()
+    traceparent: str = ""  # the Slack event's trace, continued wherever the turn is answered
 
     @property
     def key(self) -> ConversationKey:
@@ -47,7 +48,7 @@ class Turn:
         return cls(**values, files=tuple(files))
 
 
-_FIELDS = ("team", "channel", "thread_ts", "ts", "user", "text", "event_id")
+_FIELDS = ("team", "channel", "thread_ts", "ts", "user", "text", "event_id", "traceparent")
 
 
 class TurnSink(Protocol):

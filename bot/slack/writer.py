@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from .. import telemetry
 from ..logs import log
 from .pacing import Pacer, SlackBudget, Ticket
 from .reads import replies_page, retry_after
@@ -82,8 +83,10 @@ class ReplyWriter:
         deadline_s: float = 900.0,
         on_posted: Callable[[str], Awaitable[None]] | None = None,
         speaker: str | None = None,
+        traceparent: str = "",
     ) -> None:
         self.client = client
+        self.traceparent = traceparent  # the turn's trace: each Slack call is a span in it
         self.speaker = speaker  # the agent answering, named in the status line (several agents)
         self.budget = budget
         self.channel = channel
@@ -351,6 +354,21 @@ class ReplyWriter:
         sent_length = self._length
         dirty_since = page.dirty_since
         page.dirty_since = None
+        method = "chat.postMessage" if posting else "chat.update"
+        attributes = {"slack.channel": self.channel, "slack.ts": page.ts}
+        with telemetry.span(f"slack.{method}", attributes, parent=self.traceparent):
+            await self._call(page, pacer, payload, encoded, dirty_since, sent_length)
+
+    async def _call(
+        self,
+        page: Page,
+        pacer: Pacer,
+        payload: dict[str, Any],
+        encoded: str,
+        dirty_since: float | None,
+        sent_length: int,
+    ) -> None:
+        posting = page.ts is None
         try:
             self.calls += 1
             if posting:
@@ -371,6 +389,9 @@ class ReplyWriter:
                 await self.client.chat_update(channel=self.channel, ts=page.ts, **payload)
         except SlackApiError as exc:
             page.dirty_since = dirty_since or time.monotonic()
+            status = exc.response.status_code if exc.response is not None else None
+            error = exc.response.get("error") if exc.response is not None else None
+            telemetry.annotate(**{"http.response.status_code": status, "slack.error": error})
             self._handle_error(page, pacer, exc)
             return
         except Exception as exc:  # network trouble: try again shortly

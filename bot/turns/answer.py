@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .. import telemetry
 from ..agents import (
     AgentServiceError,
     ContextTooLongError,
@@ -153,6 +154,7 @@ class TurnAnswer:
         self.thread_id = thread_id = await self._agent_thread()
         self.record.agent_thread_id = make_ref(self.route, thread_id)  # recovery finds its agent
         self.fields["thread_id"] = thread_id
+        telemetry.annotate(**{"agent.thread_id": thread_id})
         files: list[InputFile] = []
         if (turn.files or self.earlier_files) and self.o.files_in is not None:
             prepared = await self.o.files_in.prepare(
@@ -170,6 +172,17 @@ class TurnAnswer:
         if turn.user not in self.o.admins:
             await context_reader.mark_others(turn.key)
         context = await context_reader.tool_context(turn)
+        attributes = {
+            "agent.thread_id": thread_id,
+            "agent.backend": self.agents.kind,
+            "agent.route": self.route,
+        }
+        with telemetry.span("agent.run", attributes):
+            return await self._run_agent(thread_id, context)
+
+    async def _run_agent(self, thread_id: str, context: ToolContext) -> str:
+        """Start the run and follow it (and its tool rounds) to its end."""
+        turn, context_reader = self.turn, self.o.context
         stream = await self.agents.start_run(
             thread_id,
             context=await context_reader.turn_context(turn, context),
@@ -236,6 +249,7 @@ class TurnAnswer:
 
     async def _note_run(self, run_id: str) -> None:
         self.run_id = self.record.run_id = self.fields["run_id"] = run_id
+        telemetry.annotate(**{"agent.run_id": run_id})
         await self.o.store.record_reply(self.record)
         if self.stop_requested and self.thread_id:
             await self.agents.cancel(self.thread_id, run_id)

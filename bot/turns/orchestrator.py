@@ -19,6 +19,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from .. import telemetry
 from ..agents.routing import AgentRouter
 from ..logs import log
 from ..mentions import escape_mrkdwn
@@ -227,6 +228,7 @@ class TurnOrchestrator:
             on_rate_limited=self.metrics.slack_rate_limited.inc,
             deadline_s=self.delivery_deadline_s,
             speaker=self.speaker(turn.team, turn.channel),
+            traceparent=turn.traceparent,
         )
 
     def speaker(self, team: str, channel: str) -> str | None:
@@ -255,8 +257,23 @@ class TurnOrchestrator:
             log(logger, "turn.unreadable", logging.ERROR, turn=turn_id, error=str(exc))
             await self.store.finish_reply(turn_id)
             return
+        attributes = {
+            "turn.id": turn_id,
+            "slack.event_id": turn.event_id,
+            "slack.team": turn.team,
+            "slack.channel": turn.channel,
+            "slack.thread_ts": turn.thread_ts,
+            "bot.replica": self.replica_id,
+        }
+        with telemetry.span("turn", attributes, parent=turn.traceparent):
+            await self._answer_traced(turn, turn_id, queued_ts, item, received_by)
+
+    async def _answer_traced(
+        self, turn: Turn, turn_id: str, queued_ts: str, item: dict[str, Any], received_by: str
+    ) -> None:
         waiting = received_by not in ("", self.replica_id)
         answer = await self._prepare(turn, turn_id, queued_ts, item, waiting=waiting)
+        telemetry.annotate(**{"agent.route": answer.route or None})
         started = time.monotonic()
         self._active[turn_id] = answer
         self.metrics.active_streams.inc()
@@ -270,6 +287,7 @@ class TurnOrchestrator:
             self.metrics.active_streams.dec()
             if task is not None:
                 self.answering.discard(task)
+        telemetry.annotate(**{"turn.outcome": outcome.value, "agent.run_id": answer.run_id})
         await self._deliver(answer, outcome, ending, started)
 
     async def _prepare(
