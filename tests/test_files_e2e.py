@@ -246,11 +246,12 @@ async def test_a_100_mb_file_streams_from_slack_to_the_agent_in_flat_memory(tmp_
         PROJECT_ENDPOINT=agent.endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="t", _env_file=None
     )  # type: ignore[call-arg]
     backend = make_backend(settings)
-    files_in = FilesIn(backend, store, slack.bot_token, max_bytes=size + 1)
+    files_in = FilesIn(store, slack.bot_token, max_bytes=size + 1)
     try:
         shared = slack.files.share("U0ALICE", "big.csv", content, "text/csv")
         tracemalloc.start()
-        prepared = await files_in.prepare(ConversationKey("T0EMU", "C0GENERAL", "1.0"), [shared], {})
+        key = ConversationKey("T0EMU", "C0GENERAL", "1.0")
+        prepared = await files_in.prepare(key, [shared], {}, agents=backend)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert [f.name for f in prepared.files] == ["big.csv"] and not prepared.notes
@@ -512,12 +513,13 @@ async def test_a_100_mb_file_the_agent_made_streams_to_slack_in_flat_memory() ->
         PROJECT_ENDPOINT=agent.endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="t", _env_file=None
     )  # type: ignore[call-arg]
     backend = make_backend(settings)
-    files_out = FilesOut(backend, AsyncWebClient(token=slack.bot_token, base_url=slack.api_url))
+    files_out = FilesOut(AsyncWebClient(token=slack.bot_token, base_url=slack.api_url))
     try:
         made = agent.files.add("export.csv", content)
         root = slack.user_posts("U0ALICE", "C0GENERAL", "export please")
         tracemalloc.start()
-        shared = await files_out.deliver("C0GENERAL", root, [FileProduced(made.id, "export.csv")], {})
+        made_files = [FileProduced(made.id, "export.csv")]
+        shared = await files_out.deliver("C0GENERAL", root, made_files, {}, agents=backend)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert len(shared) == 1 and slack.files.digests[shared[0]] == hashlib.sha256(content).hexdigest()

@@ -315,7 +315,7 @@ class WeatherTools:
             }
         ]
 
-    async def run(self, calls: Any, context: Any) -> list[dict[str, str]]:
+    async def run(self, calls: Any, context: Any, ids: Any = None) -> list[dict[str, str]]:
         self.contexts.append(context)
         if self.until is not None:
             await eventually(self.until, "the status line shown while the tool runs")
@@ -427,7 +427,7 @@ class SlowTools:
     async def definitions(self, context: Any) -> list[dict[str, Any]]:
         return [{"type": "function", "function": {"name": "slow_lookup", "parameters": {"type": "object"}}}]
 
-    async def run(self, calls: Any, context: Any) -> list[dict[str, str]]:
+    async def run(self, calls: Any, context: Any, ids: Any = None) -> list[dict[str, str]]:
         self.started.set()
         await asyncio.sleep(self.seconds)
         return [{"tool_call_id": call.id, "output": "done"} for call in calls]
