@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from .agents import AgentServiceError
+from .agents.routing import RoutesError
 from .logs import log
 from .store import InFlight
 from .turns import Reply, TurnOrchestrator, ending_for, wait_for_run
@@ -180,7 +181,7 @@ class Recovery:
             elif reply.agent_thread_id:
                 agents, thread_id = self.o.router.resolve(reply.agent_thread_id)
                 await agents.abandon(thread_id, None, "not run: the bot restarted")
-        except AgentServiceError as exc:
+        except (AgentServiceError, RoutesError) as exc:  # RoutesError: its agent left the routing file
             log(logger, "recovery.run_unavailable", logging.WARNING, error=str(exc), **fields)
         writer = self.o.writer_for(reply)
         await writer.adopt_posted()  # posted by the dead owner, but not yet recorded

@@ -127,8 +127,10 @@ class SlackSurface:
             except BaseException:
                 await self.once.release(context)  # not taken in: Slack's retry may take it
                 raise
+            # taken in: answered from here on, whatever becomes of the marks below (should they
+            # fail, Slack's retry finds the turn stored and answered, and takes nothing twice)
+            self._spawn(self.sink.answer(receipt, turn))
             await self.once.received(context)
-        self._spawn(self.sink.answer(receipt, turn))
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)

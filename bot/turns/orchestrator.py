@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from .. import telemetry
-from ..agents.routing import AgentRouter
+from ..agents.routing import AgentRouter, RoutesError
 from ..logs import log
 from ..mentions import escape_mrkdwn
 from ..metrics import Metrics
@@ -398,7 +398,10 @@ class TurnOrchestrator:
         if user != record.user and user not in self.admins:
             return f"Only <@{record.user}> (or an admin) can stop this reply."
         if record.agent_thread_id and record.run_id:
-            agents, thread_id = self.router.resolve(record.agent_thread_id)
+            try:
+                agents, thread_id = self.router.resolve(record.agent_thread_id)
+            except RoutesError:
+                return "This reply's agent is no longer configured here; it cannot be stopped."
             await agents.cancel(thread_id, record.run_id)
             return "Stopping…"
         return "This reply has not started yet; it will be answered in turn."
