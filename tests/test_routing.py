@@ -101,6 +101,14 @@ def test_no_default_agent_anywhere_is_refused(tmp_path: Path) -> None:
         load_routes("/nope.yaml")
 
 
+def test_a_conversation_of_an_agent_since_removed_is_named_not_guessed(tmp_path: Path) -> None:
+    router = _router(tmp_path)
+    with pytest.raises(RoutesError, match="no agent 'retired' in the routing file"):
+        router.resolve("retired::thread_1")
+    backend, ident = router.resolve("support::conv_1")
+    assert ident == "conv_1" and backend.agent_name == "demo-agent"  # type: ignore[attr-defined]
+
+
 def test_references_keep_the_agent_and_bare_ids_stay_the_defaults() -> None:
     assert make_ref("", "thread_1") == "thread_1" and split_ref("thread_1") == ("", "thread_1")
     assert make_ref("support", "conv_1") == "support::conv_1"
