@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from . import __version__, audit_cli, logs, retention_cli, tools_cli
+from . import __version__, audit_cli, feedback_cli, logs, retention_cli, tools_cli
 from .check import SLACK_HELP, check
 from .settings import Settings, SettingsError, load_settings
 
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     tools_cli.add_parser(sub)
     audit_cli.add_parser(sub)
     retention_cli.add_parser(sub)
+    feedback_cli.add_parser(sub)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     level = (
         "CRITICAL"
-        if args.command in ("tools", "audit", "retention")
+        if args.command in ("tools", "audit", "retention", "feedback")
         else "WARNING"
         if quiet
         else settings.log_level
@@ -146,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             return audit_cli.run(args, settings)
         if args.command == "retention":
             return retention_cli.run(args, settings)
+        if args.command == "feedback":
+            return feedback_cli.run(args, settings)
         if args.command == "check":
             return asyncio.run(check(settings))
         if args.command == "playground":

@@ -35,6 +35,9 @@ class Metrics:
         )
         self.slack_rate_limited = Counter("bot_slack_rate_limited", "Slack 429 answers", registry=r)
         self.tool_calls = Counter("bot_tool_calls", "Tool calls, by outcome", ["outcome"], registry=r)
+        self.feedback = Counter(
+            "bot_answer_feedback", "Thumbs up / down on answers, by rating", ["rating"], registry=r
+        )
         self.active_streams = Gauge("bot_active_streams", "Replies streaming right now", registry=r)
         self.recovered = Counter("bot_replies_recovered", "Replies finished by recovery", ["how"], registry=r)
         self.undelivered = Counter(

@@ -40,7 +40,17 @@ MARKDOWN_LIMIT = 12_000
 MAX_BLOCKS = 50
 LB_DOWN_S = 10.0  # how long the emulated load balancer leaves out a replica that refused a connection
 BLOCK_TYPES = frozenset(
-    {"section", "markdown", "actions", "context", "divider", "header", "rich_text", "image"}
+    {
+        "section",
+        "markdown",
+        "actions",
+        "context",
+        "divider",
+        "header",
+        "rich_text",
+        "image",
+        "context_actions",
+    }
 )
 
 
@@ -468,6 +478,8 @@ class SlackEmulator:
                         element.get("text") and element.get("action_id")
                     ):
                         return "invalid_blocks"
+            elif kind == "context_actions" and not _valid_context_actions(block):
+                return "invalid_blocks"
             elif kind == "section":
                 section = block.get("text") or {}
                 if not block.get("fields") and len(str(section.get("text", ""))) > 3000:
@@ -901,6 +913,7 @@ class SlackEmulator:
     async def click(self, user: str, channel: str, message_ts: str, action_id: str, value: str) -> int:
         """A person clicks a button on a message (a ``block_actions`` interaction)."""
         message = self.find(channel, message_ts)
+        kind, block_id = _clicked(message, action_id, value)
         payload = {
             "type": "block_actions",
             "user": {"id": user, "team_id": self.team_id},
@@ -920,9 +933,9 @@ class SlackEmulator:
             "actions": [
                 {
                     "action_id": action_id,
-                    "block_id": "controls",
+                    "block_id": block_id,
                     "value": value,
-                    "type": "button",
+                    "type": kind,
                     "action_ts": str(time.time()),
                 }
             ],
@@ -934,6 +947,44 @@ class SlackEmulator:
             return 200 if answer is not None else 0
         body = urlencode({"payload": json.dumps(payload)}).encode()
         return await self.post_signed(body, "application/x-www-form-urlencoded")
+
+
+def _valid_context_actions(block: dict[str, Any]) -> bool:
+    """A ``context_actions`` block: 1 to 5 feedback-buttons or icon-button elements; feedback
+    buttons need a positive and a negative button, each with plain text and a value."""
+    elements = block.get("elements")
+    if not isinstance(elements, list) or not 1 <= len(elements) <= 5:
+        return False
+    for element in elements:
+        if not isinstance(element, dict) or element.get("type") not in ("feedback_buttons", "icon_button"):
+            return False
+        if element["type"] == "feedback_buttons":
+            for side in ("positive_button", "negative_button"):
+                button = element.get(side)
+                if (
+                    not isinstance(button, dict)
+                    or not isinstance(button.get("value"), str)
+                    or not button["value"]
+                ):
+                    return False
+                text = button.get("text") or {}
+                if text.get("type") != "plain_text" or not text.get("text"):
+                    return False
+    return True
+
+
+def _clicked(message: Any, action_id: str, value: str) -> tuple[str, str]:
+    """The clicked element's type and block id, as Slack reports them (a button by default)."""
+    for block in (message.blocks if message else None) or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") != action_id:
+                continue
+            if element.get("type") == "feedback_buttons":
+                values = {element["positive_button"]["value"], element["negative_button"]["value"]}
+                if value in values:
+                    return "feedback_buttons", str(block.get("block_id") or "feedback")
+            return str(element.get("type") or "button"), str(block.get("block_id") or "controls")
+    return "button", "controls"
 
 
 def _valid_metadata(metadata: Any) -> bool:

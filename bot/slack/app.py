@@ -26,7 +26,7 @@ from ..store.audit import AuditTrail
 from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
 from .filters import AllowList, FirstDelivery, RunLimits, follow_up_only, person_message
 from .sink import Turn, TurnSink
-from .writer import ASK_AGAIN_ACTION, STOP_ACTION
+from .writer import ASK_AGAIN_ACTION, FEEDBACK_ACTION, STOP_ACTION
 
 logger = logging.getLogger("bot.slack.app")
 
@@ -109,6 +109,7 @@ class SlackSurface:
         )(self._on_message)
         app.action(STOP_ACTION)(self._on_stop)
         app.action(ASK_AGAIN_ACTION)(self._on_ask_again)
+        app.action(FEEDBACK_ACTION)(self._on_feedback)
         app.action(APPROVE_ACTION)(self._on_confirm)
         app.action(DENY_ACTION)(self._on_confirm)
         app.command(TOOLS_COMMAND)(self._on_tools_command)
@@ -166,6 +167,57 @@ class SlackSurface:
                 await client.chat_postEphemeral(channel=channel, user=user, text=answer, thread_ts=thread_ts)
             except Exception as exc:
                 log(logger, "stop.ephemeral_failed", logging.INFO, error=repr(exc))
+
+    async def _on_feedback(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        self._spawn(self._feedback(body, client))
+
+    async def _feedback(self, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """A thumbs up / down: counted, logged and kept in the audit trail (``python -m bot
+        feedback`` sums it up), and acknowledged to the clicker only."""
+        action = (body.get("actions") or [{}])[0]
+        parts = str(action.get("value") or "").split("|")
+        rating, turn_id, route, run_id = [*parts, "", "", "", ""][:4]
+        if rating not in ("good", "bad") or not turn_id:
+            log(logger, "feedback.unreadable", logging.WARNING, value=str(action.get("value"))[:80])
+            return
+        user = (body.get("user") or {}).get("id", "")
+        channel = (body.get("channel") or {}).get("id", "")
+        message = body.get("message") or {}
+        team = (body.get("team") or {}).get("id", "") or (body.get("user") or {}).get("team_id", "")
+        self.metrics.feedback.labels(rating).inc()
+        log(
+            logger,
+            "feedback",
+            rating=rating,
+            turn=turn_id,
+            agent=route or "default",
+            run_id=run_id,
+            user=user,
+        )
+        await self._audit(
+            AuditEntry(
+                "feedback",
+                team,
+                channel,
+                user,
+                route or "default",
+                rating,
+                thread_ts=str(message.get("thread_ts") or ""),
+                ids={"turn": turn_id, "run": run_id, "message_ts": str(message.get("ts") or "")},
+            )
+        )
+        note = (
+            "Thanks: your feedback on this answer is recorded."
+            if rating == "good"
+            else ("Thanks: your feedback is recorded, and helps the people who run this agent improve it.")
+        )
+        try:
+            await client.chat_postEphemeral(
+                channel=channel, user=user, text=note, thread_ts=message.get("thread_ts")
+            )
+        except Exception as exc:
+            log(logger, "feedback.ephemeral_failed", logging.INFO, error=repr(exc))
 
     async def _on_ask_again(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()

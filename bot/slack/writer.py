@@ -27,6 +27,7 @@ logger = logging.getLogger("bot.slack.writer")
 PLACEHOLDER = "_Thinking…_"
 STOP_ACTION = "stop_run"
 ASK_AGAIN_ACTION = "ask_again"
+FEEDBACK_ACTION = "answer_feedback"
 REPLY_EVENT = "agent_reply"  # the message metadata type that names a reply's turn and page
 ADOPT_WAIT_S = 60.0  # how long a thread read waits out 429s before the reply goes on without it
 ADOPT_READS = 5  # pages of 200 thread messages read at most to find a reply's own messages
@@ -88,6 +89,7 @@ class ReplyWriter:
         self.client = client
         self.traceparent = traceparent  # the turn's trace: each Slack call is a span in it
         self.speaker = speaker  # the agent answering, named in the status line (several agents)
+        self._feedback = ""  # set by finish: the feedback buttons under the final answer
         self.budget = budget
         self.channel = channel
         self.thread_ts = thread_ts
@@ -207,11 +209,15 @@ class ReplyWriter:
             self._status = line
             self._mark_dirty(self.pages[-1])
 
-    async def finish(self, body: str, *, deadline_s: float | None = None, ask_again: bool = False) -> None:
+    async def finish(
+        self, body: str, *, deadline_s: float | None = None, ask_again: bool = False, feedback: str = ""
+    ) -> None:
         """Show the complete reply; returns once Slack has every final message, or when the
         delivery deadline (or ``deadline_s``, if sooner) passes: then ``undelivered`` is set.
-        ``ask_again`` puts an *Ask again* button under a reply that was cut short."""
+        ``ask_again`` puts an *Ask again* button under a reply that was cut short; ``feedback``
+        (what a click should name: the turn, its agent and run) thumbs up / down under an answer."""
         self._ask_again = ask_again and bool(self.stop_value)
+        self._feedback = feedback
         self._source, self._length = _Whole(body), len(body)
         self._pending_updates.append((time.monotonic(), len(body)))
         self._finished = True
@@ -298,6 +304,8 @@ class ReplyWriter:
             blocks.append(_button(STOP_ACTION, "Stop", self.stop_value, style="danger"))
         if self._ask_again and page is self.pages[-1] and self.stop_value:
             blocks.append(_button(ASK_AGAIN_ACTION, "Ask again", self.stop_value, style="primary"))
+        if self._feedback and self._finished and page is self.pages[-1]:
+            blocks.append(feedback_block(self._feedback))
         return {"text": text, "blocks": blocks}
 
     # -- sending ------------------------------------------------------------------------
@@ -436,6 +444,30 @@ class ReplyWriter:
             page.plain = True
         else:
             page.dirty_since = None  # cannot be fixed by retrying: stop trying this payload
+
+
+def feedback_block(about: str) -> dict[str, Any]:
+    """Slack's feedback buttons (a ``context_actions`` block) under a final answer; each
+    button's value is ``good|<about>`` or ``bad|<about>``."""
+    return {
+        "type": "context_actions",
+        "elements": [
+            {
+                "type": "feedback_buttons",
+                "action_id": FEEDBACK_ACTION,
+                "positive_button": {
+                    "text": {"type": "plain_text", "text": "Good answer"},
+                    "accessibility_label": "Mark this answer as good",
+                    "value": f"good|{about}",
+                },
+                "negative_button": {
+                    "text": {"type": "plain_text", "text": "Bad answer"},
+                    "accessibility_label": "Mark this answer as bad",
+                    "value": f"bad|{about}",
+                },
+            }
+        ],
+    }
 
 
 def _button(action_id: str, label: str, value: str, *, style: str) -> dict[str, Any]:

@@ -61,7 +61,7 @@ class AuditEntry:
     tool, a digest of the arguments, who approved it, how it ended, how long it took), a
     decision on the agent's own tools, or an admin's change to the tool settings."""
 
-    kind: str  # tool_call | approval | tool_setting
+    kind: str  # tool_call | approval | tool_setting | feedback
     team: str
     channel: str
     user: str  # who asked (a call) or who acted (an admin action)
@@ -88,6 +88,7 @@ class AuditEntry:
 class AuditQuery:
     user: str | None = None
     tool: str | None = None
+    kind: str | None = None
     since: float | None = None  # epoch seconds, inclusive
     until: float | None = None  # epoch seconds, exclusive
     limit: int = 1000
@@ -96,6 +97,7 @@ class AuditQuery:
         return (
             (self.user is None or entry.user == self.user)
             and (self.tool is None or entry.tool == self.tool)
+            and (self.kind is None or entry.kind == self.kind)
             and (self.since is None or entry.at >= self.since)
             and (self.until is None or entry.at < self.until)
         )

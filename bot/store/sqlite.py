@@ -231,6 +231,7 @@ class SQLiteStore:
         for clause, value in (
             ("user = ?", query.user),
             ("tool = ?", query.tool),
+            ("json_extract(doc, '$.kind') = ?", query.kind),
             ("at >= ?", query.since),
             ("at < ?", query.until),
         ):

@@ -329,7 +329,13 @@ class TurnOrchestrator:
         body = answer.reply.body(ending)
         cut = outcome is Outcome.INTERRUPTED
         again = cut and await self.again.keep(record)
-        await writer.finish(body, deadline_s=INTERRUPTED_FINISH_S if cut else None, ask_again=again)
+        # what a thumbs up / down names: the turn, the agent (route) and the run that answered
+        about = (
+            f"{answer.turn_id}|{answer.route}|{answer.run_id or ''}" if outcome is Outcome.COMPLETED else ""
+        )
+        await writer.finish(
+            body, deadline_s=INTERRUPTED_FINISH_S if cut else None, ask_again=again, feedback=about
+        )
         self._records.pop(answer.turn_id, None)
         if answer.produced and self.files_out is not None:
             await self.files_out.deliver(

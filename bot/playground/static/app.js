@@ -72,6 +72,12 @@ function renderBlocks(message) {
     if (block.type === "markdown") return `<div class="content">${markdown(block.text)}</div>`;
     if (block.type === "section") return `<div class="content">${mrkdwn((block.text || {}).text || "")}</div>`;
     if (block.type === "context") return `<div class="context">${(block.elements || []).map((e) => mrkdwn(e.text || "")).join(" ")}</div>`;
+    if (block.type === "context_actions") {  // Slack's feedback buttons under an answer
+      return '<div class="actions feedback">' + block.elements.filter((e) => e.type === "feedback_buttons").map((e) =>
+        [e.positive_button, e.negative_button].map((b) =>
+          `<button data-action="${esc(e.action_id)}" data-value="${esc(b.value)}" data-ts="${esc(message.ts)}" data-channel="${esc(message.channel)}" title="${esc(b.accessibility_label || "")}">${esc(b.text.text)}</button>`
+        ).join("")).join("") + "</div>";
+    }
     if (block.type === "actions") {
       return '<div class="actions">' + block.elements.map((e) =>
         `<button class="${e.style || ""}" data-action="${esc(e.action_id)}" data-value="${esc(e.value || "")}" data-ts="${esc(message.ts)}" data-channel="${esc(message.channel)}">${esc(e.text.text)}</button>`
