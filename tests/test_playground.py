@@ -80,7 +80,16 @@ async def test_the_page_in_a_browser(playground: str, tmp_path: Path) -> None:
         intermediate = [s for s in states[:-1] if "Thinking" not in s and s != final]
         assert len(intermediate) >= 2, states
         timeline = await page.inner_text("#timeline-list")
-        assert "slack chat.update" in timeline and "agent thread.message.delta" in timeline
+        assert "slack chat.update" in timeline and "agent thread.message.delta ×" in timeline  # runs fold
+        assert "agentbot" in await page.inner_text("#thread-messages .message:has(.avatar.bot) .who")
+
+        # a thumbs up: the bot thanks the clicker privately, and only they see it
+        await page.click("#thread-messages button[data-value^='good|']")
+        await page.wait_for_selector("#thread-messages .ephemeral", timeout=15000)
+        assert "Only visible to you" in await page.inner_text("#thread-messages .ephemeral")
+        await page.select_option("#as-user", "U0BOB")
+        assert await page.locator("#thread-messages .ephemeral").count() == 0
+        await page.select_option("#as-user", "U0ALICE")
 
         # a slow reply, stopped with its Stop button
         await page.click("#close-thread")

@@ -24,7 +24,9 @@ A script is a JSON or YAML file::
     deltas: 4                       # default number of deltas a text is cut into
 
 ``${output}`` in a text is the last tool round's outputs joined by newlines;
-``${output0}``, ``${output1}``... are the single outputs.
+``${output0}``, ``${output1}``... are the single outputs; an output that is a JSON object
+also gives its fields, ``${output_<field>}`` (the first output's) and ``${output<i>_<field>}``,
+so a script can quote a tool's result the way a model would, not dump its JSON.
 """
 
 from __future__ import annotations
@@ -35,6 +37,24 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+def output_substitutions(outputs: list[str]) -> dict[str, str]:
+    """``${output}``, ``${output<i>}`` and the fields of JSON-object outputs (see above)."""
+    subs = {"output": "\n".join(outputs)}
+    for i, out in enumerate(outputs):
+        subs[f"output{i}"] = out
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            for key, value in doc.items():
+                text = value if isinstance(value, str) else json.dumps(value)
+                subs[f"output{i}_{key}"] = text
+                if i == 0:
+                    subs[f"output_{key}"] = text
+    return subs
 
 
 class ScriptError(ValueError):

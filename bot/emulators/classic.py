@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .agent_script import Action, MadeFile, Reject, Script, Turn
+from .agent_script import Action, MadeFile, Reject, Script, Turn, output_substitutions
 from .agent_state import (
     BODY,
     TERMINAL,
@@ -726,8 +726,7 @@ class RunWorker:
         return False
 
     def substitutions(self) -> dict[str, str]:
-        subs = {f"output{i}": out for i, out in enumerate(self.outputs)}
-        subs["output"] = "\n".join(self.outputs)
+        subs = output_substitutions(self.outputs)
         subs["files"] = self.em.received_files(self.thread_id)
         return subs
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .agent_script import Action
+from .agent_script import Action, output_substitutions
 from .agent_state import BODY, AgentEmulatorState, reject_response, split_text
 from .streamed import send_bytes
 
@@ -679,9 +679,7 @@ class _Worker:
         script = self.api.em.script
         kind = action.kind
         if kind == "text":
-            subs = {"output": "\n".join(self.subs.values())} | {
-                f"output{i}": v for i, v in enumerate(self.subs.values())
-            }
+            subs = output_substitutions(list(self.subs.values()))
             subs["files"] = _received_files(self.history, self.api.em.files)
             text = string.Template(action.text or "").safe_substitute(subs)
             await self.say(

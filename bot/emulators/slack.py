@@ -176,6 +176,7 @@ class SlackEmulator:
         self.messages: dict[str, list[Message]] = {}
         self.calls: list[Call] = []
         self.deliveries: list[dict[str, Any]] = []  # every events request sent, with its answer
+        self.ephemerals: list[dict[str, Any]] = []  # chat.postEphemeral: seen by one person each
         self.events_url: str | None = None
         self.events_urls: list[str] = []  # set instead of events_url: a round-robin load balancer
         self.app_token = app_token
@@ -579,7 +580,19 @@ class SlackEmulator:
             return {"ok": False, "error": error}
         if params.get("user") not in self.users:
             return {"ok": False, "error": "user_not_found"}
-        return {"ok": True, "message_ts": self._next_ts()}
+        ts = self._next_ts()
+        ephemeral = {
+            "kind": "ephemeral",
+            "channel": params["channel"],
+            "user": params["user"],  # the one person who sees it
+            "ts": ts,
+            "thread_ts": params.get("thread_ts") or None,
+            "text": str(params.get("text") or ""),
+            "t": time.monotonic(),
+        }
+        self.ephemerals.append(ephemeral)
+        self._notify(ephemeral)
+        return {"ok": True, "message_ts": ts}
 
     def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
         error = self._channel_error(params)

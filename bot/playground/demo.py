@@ -75,7 +75,7 @@ DEMO_SCRIPT: dict[str, Any] = {
             "actions": [
                 {"text": "Let me check the clock. "},
                 {"tool_calls": [{"name": "current_time", "arguments": {"timezone": "Europe/Amsterdam"}}]},
-                {"text": "In Amsterdam it is now: `${output}`."},
+                {"text": "In Amsterdam it is now **${output_readable}** (${output_timezone})."},
             ],
         },
         {

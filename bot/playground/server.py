@@ -62,7 +62,7 @@ class Playground:
         change = {**change}
         if "t" in change:
             change["t"] = round((change["t"] - self.started) * 1000)
-        if change["kind"] != "message":
+        if change["kind"] not in ("message", "ephemeral"):
             self.timeline.append(change)
             del self.timeline[:-5000]
         for queue in list(self.clients):
@@ -84,6 +84,7 @@ class Playground:
                 {"id": c["id"], "name": c["name"], "is_im": c["is_im"]} for c in slack.channels.values()
             ],
             "messages": [slack.message_change(m) for msgs in slack.messages.values() for m in msgs],
+            "ephemerals": [{**e, "t": round((e["t"] - self.started) * 1000)} for e in slack.ephemerals],
             "timeline": self.timeline,
             "real_agent": self.real_agent,
         }

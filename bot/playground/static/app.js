@@ -4,7 +4,8 @@ const API_HEADERS = { "Content-Type": "application/json", "X-Playground-Token": 
 // The playground page: renders the emulated workspace and follows it live (Server-Sent Events).
 "use strict";
 
-const state = { users: {}, channels: [], messages: new Map(), timeline: [], bot: "", channel: "C0GENERAL", thread: null };
+const state = { users: {}, channels: [], messages: new Map(), ephemerals: [], timeline: [], bot: "", channel: "C0GENERAL", thread: null };
+const botName = () => (state.users[state.bot] || {}).name || "agentbot";  // one name: the bot user's
 const $ = (id) => document.getElementById(id);
 
 function esc(text) {
@@ -107,7 +108,7 @@ function renderFiles(message) {
 function renderMessage(message, inThread) {
   const user = state.users[message.user] || { name: message.user };
   const replies = inThread ? 0 : [...state.messages.values()].filter((m) => m.thread_ts === message.ts && m.ts !== message.ts && !m.deleted).length;
-  const name = message.bot ? "agent" : user.name;
+  const name = message.bot ? botName() : user.name;
   return `<div class="message" data-ts="${esc(message.ts)}">
     <div class="avatar ${message.bot ? "bot" : ""}">${esc(name[0].toUpperCase())}</div>
     <div class="body"><div class="who">${esc(name)}${message.bot ? '<span class="tag">APP</span>' : ""}</div>
@@ -118,23 +119,45 @@ function renderMessage(message, inThread) {
 
 function render() {
   const channel = state.channels.find((c) => c.id === state.channel) || {};
-  $("channel-title").textContent = channel.is_im ? "agent (direct message)" : "#" + channel.name;
+  $("channel-title").textContent = channel.is_im ? `${botName()} (direct message)` : "#" + channel.name;
   const inChannel = [...state.messages.values()].filter((m) => m.channel === state.channel && !m.deleted && (!m.thread_ts || m.thread_ts === m.ts));
   const pane = $("messages");
   const atBottom = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 40;
-  pane.innerHTML = inChannel.map((m) => renderMessage(m, false)).join("");
+  pane.innerHTML = inChannel.map((m) => renderMessage(m, false)).join("") + renderEphemerals(null);
   if (atBottom) pane.scrollTop = pane.scrollHeight;
   for (const li of document.querySelectorAll("#sidebar li")) li.classList.toggle("active", li.dataset.id === state.channel);
   if (state.thread) {
     $("thread").classList.remove("hidden");
     const threadMessages = [...state.messages.values()].filter((m) => m.channel === state.channel && !m.deleted && (m.ts === state.thread || m.thread_ts === state.thread));
     const tpane = $("thread-messages");
-    tpane.innerHTML = threadMessages.map((m) => renderMessage(m, true)).join("");
+    tpane.innerHTML = threadMessages.map((m) => renderMessage(m, true)).join("") + renderEphemerals(state.thread);
     tpane.scrollTop = tpane.scrollHeight;
   } else {
     $("thread").classList.add("hidden");
   }
   renderTimeline();
+}
+
+// What the bot told one person privately (a refused Stop or Approve, a note): shown only
+// while writing as that person, as Slack shows it only to them.
+function renderEphemerals(thread) {
+  const me = $("as-user").value;
+  return state.ephemerals.filter((e) => e.user === me && e.channel === state.channel && (thread ? e.thread_ts === thread : !e.thread_ts))
+    .map((e) => `<div class="message ephemeral"><div class="avatar bot">${esc(botName()[0].toUpperCase())}</div>
+      <div class="body"><div class="who">${esc(botName())}<span class="tag">APP</span> <span class="only-you">Only visible to you</span></div>
+      <div class="content">${mrkdwn(e.text)}</div></div></div>`).join("");
+}
+
+// Runs of the same event fold into one line ("thread.message.delta ×24"), so each Slack call
+// and each tool run stands out.
+function foldTimeline(items) {
+  const folded = [];
+  for (const e of items) {
+    const key = e.kind === "agent" ? "agent " + e.event : "slack " + e.method + (e.ok ? "" : " " + (e.status === 429 ? "429" : e.error || "error"));
+    const last = folded[folded.length - 1];
+    if (last && last.key === key) { last.count += 1; last.until = e.t; } else folded.push({ key, e, count: 1, until: e.t });
+  }
+  return folded;
 }
 
 function renderTimeline() {
@@ -146,16 +169,22 @@ function renderTimeline() {
   });
   const list = $("timeline-list");
   const follow = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  list.innerHTML = items.slice(-400).map((e) => {
-    if (e.kind === "agent") return `<li class="agent">${e.t} agent ${esc(e.event)}</li>`;
+  list.innerHTML = foldTimeline(items).slice(-400).map(({ e, count, until }) => {
+    const times = count > 1 ? ` ×${count} <span class="span">(${until - e.t} ms)</span>` : "";
+    if (e.kind === "agent") {
+      const tool = e.event === "thread.run.requires_action" || e.event === "response.function_call_arguments.done" ? " tool" : "";
+      return `<li class="agent${tool}">${e.t} agent ${esc(e.event)}${times}</li>`;
+    }
     const failed = e.status === 429 ? " 429 (rate limited)" : e.ok ? "" : ` ${esc(e.error || "error")}`;
-    return `<li class="slack ${e.ok ? "" : "error"}">${e.t} slack ${esc(e.method)}${failed}</li>`;
+    return `<li class="slack ${e.ok ? "" : "error"}">${e.t} slack ${esc(e.method)}${failed}${times}</li>`;
   }).join("") || '<li>Open a thread to see its timeline.</li>';
   if (follow) list.scrollTop = list.scrollHeight;
 }
 
 function apply(change) {
-  if (change.kind === "message") {
+  if (change.kind === "ephemeral") {
+    state.ephemerals.push(change);
+  } else if (change.kind === "message") {
     state.messages.set(change.channel + "/" + change.ts, change);
     if (change.bot && change.thread_ts && change.channel === state.channel && !state.thread) state.thread = change.thread_ts;
   } else {
@@ -167,18 +196,20 @@ function load(snapshot) {
   state.users = snapshot.users; state.channels = snapshot.channels; state.bot = snapshot.bot_user;
   state.messages = new Map(snapshot.messages.map((m) => [m.channel + "/" + m.ts, m]));
   state.timeline = snapshot.timeline;
+  state.ephemerals = snapshot.ephemerals || [];
   $("mode").textContent = snapshot.real_agent ? "emulated Slack, your real agent" : "a demo on emulated services (Slack and a scripted agent)";
   const people = Object.entries(state.users).filter(([, u]) => !u.is_bot);
   $("as-user").innerHTML = people.map(([id, u]) => `<option value="${esc(id)}">${esc(u.name)}</option>`).join("");
   $("channel-list").innerHTML = state.channels.filter((c) => !c.is_im).map((c) => `<li data-id="${esc(c.id)}">#${esc(c.name)}</li>`).join("");
-  $("dm-list").innerHTML = state.channels.filter((c) => c.is_im).map((c) => `<li data-id="${esc(c.id)}">agent</li>`).join("");
+  $("dm-list").innerHTML = state.channels.filter((c) => c.is_im).map((c) => `<li data-id="${esc(c.id)}">${esc(botName())}</li>`).join("");
+  for (const box of ["text", "thread-text"]) $(box).placeholder = box === "text" ? `Message (mention the bot with @${botName()})` : "Reply…";
   render();
 }
 
 function slackText(text) {
   // What the Slack client sends: entities escaped, @names as user mentions.
   let out = text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-  out = out.replace(/@agent\b/g, `<@${state.bot}>`);
+  out = out.replace(new RegExp("@(" + botName() + "|agent)\\b", "g"), `<@${state.bot}>`);  // @agent: the old name
   for (const [id, user] of Object.entries(state.users)) out = out.replace(new RegExp("@" + user.name + "\\b", "g"), `<@${id}>`);
   return out;
 }
@@ -229,6 +260,7 @@ document.addEventListener("click", async (event) => {
   }
 });
 $("close-thread").addEventListener("click", () => { state.thread = null; render(); });
+$("as-user").addEventListener("change", render);  // what one person sees privately follows them
 for (const [form, box, picker, status, thread] of [["composer", "text", "attach", "attached", false], ["thread-composer", "thread-text", "thread-attach", "thread-attached", true]]) {
   $(form).addEventListener("submit", async (e) => {
     e.preventDefault();
