@@ -156,3 +156,19 @@ async def test_without_the_shared_store_a_replica_paces_alone() -> None:
     await asyncio.wait_for(asyncio.gather(*(alone.acquire(alone.ticket()) for _ in range(4))), 30)
     assert alone.granted == 4 and alone.shared_failures >= 1
     await down.aclose()
+
+
+async def test_a_shared_budget_probes_upward_while_callers_wait(buckets: Any) -> None:
+    """Like a replica's own pacer, the shared rate grows past the documented floor while calls
+    queue (Slack's tiers are floors). Its state lives in Redis as text: a rate written back
+    rounded would sit a hair under the floor forever and never grow."""
+    [pacer] = _replicas(buckets, 1, per_minute=50, burst=2)
+
+    async def call() -> None:
+        await pacer.acquire(pacer.ticket())
+        pacer.succeeded()
+
+    await asyncio.gather(*(call() for _ in range(8)))
+    await pacer.flush()
+    await pacer.acquire(pacer.ticket())  # reads the shared rate back
+    assert pacer.per_minute > 50

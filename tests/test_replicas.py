@@ -3,7 +3,6 @@ replicas on one Redis behind a round-robin load balancer with one killed mid-str
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -18,6 +17,7 @@ from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
 from bot.emulators.slack import Limit, SlackEmulator, default_limits
 from bot.store import open_store
+from tests.stack import eventually
 
 BOT = "<@U0BOT>"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -64,22 +64,6 @@ def replica_id(bot: Any) -> str:
     raise AssertionError("the bot did not log its replica id")
 
 
-async def wait_until_async(predicate: Any, within_s: float = 30.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + within_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(step)
-
-
-async def wait_until(predicate: Any, within_s: float = 30.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(step)
-
-
 def final_text(slack: SlackEmulator, channel: str, ts: str) -> str:
     return "".join(m.visible_text for m in slack.bot_replies(channel, ts))
 
@@ -90,7 +74,9 @@ async def test_a_restart_finishes_the_reply_in_flight(emulators: Any, tmp_path: 
     first = await start_bot(agent, slack, store, str(tmp_path / "first.log"), backend=backend)
     slack.events_url = first.events_url
     ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow one please")
-    await wait_until(lambda: any(len(m.history) >= 3 for m in slack.bot_replies("C0GENERAL", ts)))
+    await eventually(
+        lambda: any(len(m.history) >= 3 for m in slack.bot_replies("C0GENERAL", ts)), "the reply streaming"
+    )
     first.kill()
     await first.wait()
     partial = final_text(slack, "C0GENERAL", ts)
@@ -99,12 +85,12 @@ async def test_a_restart_finishes_the_reply_in_flight(emulators: Any, tmp_path: 
     killed_at = time.monotonic()
     second = await start_bot(agent, slack, store, str(tmp_path / "second.log"), backend=backend)
     try:
-        await wait_until(lambda: final_text(slack, "C0GENERAL", ts) == full, within_s=30)
+        await eventually(lambda: final_text(slack, "C0GENERAL", ts) == full, "the reply in full", within_s=30)
         recovery_s = time.monotonic() - killed_at
         print(f"\nrestart: the reply in flight was finished {recovery_s:.1f} s after the crash")
         assert recovery_s < 30
         # the log line is written just after the final edit lands: give it a moment
-        await wait_until(lambda: "recovery.finished" in second.logs(), within_s=10)
+        await eventually(lambda: "recovery.finished" in second.logs(), "the takeover logged", within_s=10)
     finally:
         second.terminate()
         assert await second.wait() == 0
@@ -131,7 +117,9 @@ async def test_sigterm_finishes_or_marks_the_reply_and_exits_zero(
     )
     slack.events_url = bot.events_url
     ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow, then SIGTERM")
-    await wait_until(lambda: any(len(m.history) >= 2 for m in slack.bot_replies("C0GENERAL", ts)))
+    await eventually(
+        lambda: any(len(m.history) >= 2 for m in slack.bot_replies("C0GENERAL", ts)), "the reply streaming"
+    )
     bot.terminate()
     assert await bot.wait(40) == 0
     assert final_text(slack, "C0GENERAL", ts).endswith(ending)
@@ -154,7 +142,9 @@ async def test_a_reply_cut_by_shutdown_is_asked_again_with_one_click(
     )
     slack.events_url = first.events_url
     ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow, then SIGTERM")
-    await wait_until(lambda: any(len(m.history) >= 2 for m in slack.bot_replies("C0GENERAL", ts)))
+    await eventually(
+        lambda: any(len(m.history) >= 2 for m in slack.bot_replies("C0GENERAL", ts)), "the reply streaming"
+    )
     first.terminate()
     assert await first.wait(40) == 0
     [cut] = slack.bot_replies("C0GENERAL", ts)
@@ -166,10 +156,11 @@ async def test_a_reply_cut_by_shutdown_is_asked_again_with_one_click(
     slack.events_url = second.events_url
     try:
         assert await slack.click("U0BOB", "C0GENERAL", cut.ts, "ask_again", again["value"]) == 200
-        await wait_until(
+        await eventually(
             lambda: any(
                 c.method == "chat.postEphemeral" and c.params.get("user") == "U0BOB" for c in slack.calls
-            )
+            ),
+            "the stranger told privately",
         )
         [refusal] = [c for c in slack.calls if c.method == "chat.postEphemeral"]
         assert "Only <@U0ALICE> (or an admin) can ask this again" in refusal.params["text"]
@@ -177,11 +168,19 @@ async def test_a_reply_cut_by_shutdown_is_asked_again_with_one_click(
 
         full = "A complete but slow answer, word by word. " * 6
         assert await slack.click("U0ALICE", "C0GENERAL", cut.ts, "ask_again", again["value"]) == 200
-        await wait_until(lambda: [m.visible_text for m in slack.bot_replies("C0GENERAL", ts)][1:] == [full])
-        await wait_until(lambda: not buttons(slack.find("C0GENERAL", cut.ts)))  # no second ask
+        await eventually(
+            lambda: [m.visible_text for m in slack.bot_replies("C0GENERAL", ts)][1:] == [full],
+            "the question asked again, answered in full",
+        )
+        await eventually(
+            lambda: not buttons(slack.find("C0GENERAL", cut.ts)), "the button gone: no second ask"
+        )
         assert "asked again" in str(slack.find("C0GENERAL", cut.ts).blocks)
         assert await slack.click("U0ALICE", "C0GENERAL", cut.ts, "ask_again", again["value"]) == 200
-        await wait_until(lambda: len([c for c in slack.calls if c.method == "chat.postEphemeral"]) == 2)
+        await eventually(
+            lambda: len([c for c in slack.calls if c.method == "chat.postEphemeral"]) == 2,
+            "two private notes",
+        )
         assert (
             "already asked this again"
             in [c for c in slack.calls if c.method == "chat.postEphemeral"][1].params["text"]
@@ -228,7 +227,11 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
         root = slack.user_posts("U0ALICE", channel, f"{BOT} {word} question {i}")
         conversations.append((channel, root, i, word))
     # follow-ups as soon as the bot is in each thread (the first answer may still be streaming)
-    await wait_until(lambda: all(slack.bot_replies(c, ts) for c, ts, _, _ in conversations), within_s=60)
+    await eventually(
+        lambda: all(slack.bot_replies(c, ts) for c, ts, _, _ in conversations),
+        "the bot in every thread",
+        within_s=60,
+    )
     for channel, root, i, _ in conversations:
         slack.user_posts("U0ALICE", channel, f"follow-up {i}", thread_ts=root)
     # kill the first replica while it is writing replies, proven from the store, not the clock
@@ -245,7 +248,7 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
             ]
             return len(in_flight) >= 3
 
-        await wait_until_async(victim_is_writing, within_s=60)
+        await eventually(victim_is_writing, "the victim writing three replies", within_s=60)
         replicas[0].kill()
         killed_at = time.monotonic()
         await replicas[0].wait()
@@ -272,8 +275,10 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
 
     try:
         try:
-            await wait_until(lambda: all(finished(*c) for c in conversations), within_s=90, step=0.2)
-        except TimeoutError:
+            await eventually(
+                lambda: all(finished(*c) for c in conversations), "every reply final", within_s=90, step=0.2
+            )
+        except AssertionError:  # counted below
             for channel, root, i, word in conversations:
                 if not finished(channel, root, i, word):
                     print(
@@ -303,9 +308,12 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
                     await slack.click("U0ALICE", channel, message.ts, "ask_again", again[0]["value"])
                     asked_again += 1
         # every question asked again is answered in full (then counted; a miss is counted lost)
-        with contextlib.suppress(TimeoutError):
-            await wait_until(
-                lambda: all(finished(*c, asked_again=True) for c in conversations), within_s=60, step=0.2
+        with contextlib.suppress(AssertionError):  # a miss is counted lost below
+            await eventually(
+                lambda: all(finished(*c, asked_again=True) for c in conversations),
+                "every question asked again answered",
+                within_s=60,
+                step=0.2,
             )
         lost = duplicates = out_of_order = 0
         for channel, root, i, word in conversations:

@@ -4,8 +4,6 @@ acked within 3 s, retried when not, and connections that drop or are asked to re
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,16 +15,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.devstack.processes import BotProcess, start_bot
 from bot.emulators.agents import AgentServiceEmulator
 from bot.emulators.slack import SlackEmulator
+from tests.stack import eventually
 
 BOT = "<@U0BOT>"
-
-
-async def wait_until(predicate: Any, within_s: float = 30.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -45,7 +36,7 @@ async def socket_bot(tmp_path: Path, backend: str) -> AsyncIterator[tuple[SlackE
         backend=backend,
         mode="socket",
     )
-    await wait_until(lambda: slack.sockets.connections, within_s=10)
+    await eventually(lambda: slack.sockets.connections, "a socket connected", within_s=10)
     yield slack, bot
     bot.terminate()
     assert await bot.wait(30) == 0
@@ -60,7 +51,10 @@ def answered(slack: SlackEmulator, channel: str, ts: str, text: str) -> bool:
 async def test_a_mention_over_socket_mode_is_acked_and_answered(socket_bot: Any) -> None:
     slack, _ = socket_bot
     ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} hello over a socket")
-    await wait_until(lambda: answered(slack, "C0GENERAL", ts, "You said: hello over a socket"))
+    await eventually(
+        lambda: answered(slack, "C0GENERAL", ts, "You said: hello over a socket"),
+        "the answer over the socket",
+    )
     events = [e for e in slack.sockets.envelopes if e["type"] == "events_api"]
     assert events and all(e["acked"] and e["ms"] < 3000 for e in events)  # acked inside Slack's 3 s
     # every event (the mention arrives as app_mention and as message) went over the socket,
@@ -77,11 +71,15 @@ async def test_a_slash_command_and_a_button_over_socket_mode(socket_bot: Any) ->
         "No tools are installed."
     )  # the ack's payload
     ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} hi")
-    await wait_until(lambda: answered(slack, "C0GENERAL", ts, "You said: hi"))
+    await eventually(
+        lambda: answered(slack, "C0GENERAL", ts, "You said: hi"), "the answer after the reconnect"
+    )
     reply = slack.bot_replies("C0GENERAL", ts)[0]
     status = await slack.click("U0ALICE", "C0GENERAL", reply.ts, "stop_run", "no-such-turn")
     assert status == 200  # acked; the finished reply's Stop answers privately
-    await wait_until(lambda: any(c.method == "chat.postEphemeral" for c in slack.calls))
+    await eventually(
+        lambda: any(c.method == "chat.postEphemeral" for c in slack.calls), "a private note sent"
+    )
     [note] = [c for c in slack.calls if c.method == "chat.postEphemeral"]
     assert note.params["user"] == "U0ALICE" and note.params["text"] == "This reply has already finished."
 
@@ -93,7 +91,7 @@ async def test_a_dropped_socket_is_reconnected_and_no_event_is_lost(socket_bot: 
     posts = [slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} while down {i}") for i in range(3)]
     expected = [(ts, f"You said: while down {i}") for i, ts in enumerate(posts)]
     everything = lambda: all(answered(slack, "C0GENERAL", ts, text) for ts, text in expected)  # noqa: E731
-    await wait_until(everything, within_s=60)
+    await eventually(everything, "every event answered", within_s=60)
     assert slack.sockets.opened > opened  # it came back on a fresh connection
 
 
@@ -101,9 +99,12 @@ async def test_a_refresh_request_moves_the_bot_to_a_new_connection(socket_bot: A
     slack, _ = socket_bot
     opened = slack.sockets.opened
     await slack.sockets.disconnect("refresh_requested")
-    await wait_until(lambda: slack.sockets.opened > opened, within_s=30)
+    await eventually(lambda: slack.sockets.opened > opened, "a new socket opened", within_s=30)
     ts = slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} after the refresh")
-    await wait_until(lambda: answered(slack, "C0GENERAL", ts, "You said: after the refresh"))
+    await eventually(
+        lambda: answered(slack, "C0GENERAL", ts, "You said: after the refresh"),
+        "the answer after the refresh",
+    )
 
 
 async def test_tokens_are_not_interchangeable() -> None:

@@ -174,7 +174,9 @@ class SharedBuckets(Protocol):
 
     async def throttle(self, bucket: str, retry_after: float, *, floor: float, base: float) -> float: ...
 
-    async def succeeded(self, bucket: str, *, base: float, ceiling: float, step: float) -> float: ...
+    async def succeeded(
+        self, bucket: str, *, base: float, ceiling: float, step: float, waiting: bool = False
+    ) -> float: ...
 
     async def refund(self, bucket: str, burst: float) -> None: ...
 
@@ -224,11 +226,10 @@ class SharedPacer(Pacer):
 
     def succeeded(self) -> None:
         super().succeeded()
-        self._later(
-            self._quietly(
-                self.buckets.succeeded(self.bucket, base=self.base, ceiling=self.ceiling, step=self.step)
-            )
+        shared = self.buckets.succeeded(
+            self.bucket, base=self.base, ceiling=self.ceiling, step=self.step, waiting=bool(self._waiting)
         )
+        self._later(self._quietly(shared))
 
     def rate_limited(self, retry_after: float) -> None:
         super().rate_limited(retry_after)  # this replica stops at once; the others at their next ask

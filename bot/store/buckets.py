@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+# numbers go back into Redis at full precision: a rate rounded on the way would sit under
+# the documented floor and never grow
+
 # KEYS: bucket hash, heads zset (replica -> rank), seen zset (replica -> last asked)
 # ARGV: replica, rank, base rate (calls/s), burst, stale after (s)
 # -> "wait,rate": wait 0 = the slot is yours; > 0 = seconds until one may be; -1 = another
 #    replica's caller ranks first (ask again shortly)
 _TAKE = """
+local function num(x) return string.format('%.17g', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local replica, rank = ARGV[1], tonumber(ARGV[2])
@@ -52,13 +56,14 @@ if wait == 0 then
   tokens = tokens - 1
   redis.call('zrem', KEYS[2], replica)
 end
-redis.call('hset', KEYS[1], 'tokens', tostring(tokens), 'stamp', tostring(stamp), 'rate', tostring(rate))
+redis.call('hset', KEYS[1], 'tokens', num(tokens), 'stamp', num(stamp), 'rate', num(rate))
 for i = 1, 3 do redis.call('expire', KEYS[i], 3600) end
-return tostring(wait) .. ',' .. tostring(rate)
+return num(wait) .. ',' .. num(rate)
 """
 
 # KEYS: bucket hash. ARGV: retry after (s), floor rate, base rate
 _THROTTLE = """
+local function num(x) return string.format('%.17g', x) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local retry = tonumber(ARGV[1])
@@ -70,31 +75,34 @@ if now - last > math.max(5, 2 * retry) then
   last = now
 end
 local paused = math.max(tonumber(b[3]) or 0, now + retry)
-redis.call('hset', KEYS[1], 'rate', tostring(rate), 'last_decrease', tostring(last),
-  'paused_until', tostring(paused), 'tokens', '1', 'stamp', tostring(paused), 'slow', '0')
+redis.call('hset', KEYS[1], 'rate', num(rate), 'last_decrease', num(last),
+  'paused_until', num(paused), 'tokens', '1', 'stamp', num(paused), 'slow', '0')
 redis.call('expire', KEYS[1], 3600)
-return tostring(rate)
+return num(rate)
 """
 
-# KEYS: bucket hash, heads zset. ARGV: base rate, ceiling rate, step
+# KEYS: bucket hash, heads zset. ARGV: base rate, ceiling rate, step, callers waiting at the
+# caller's replica (1/0): the rate probes upward only while someone, anywhere, waits
 _SUCCEEDED = """
+local function num(x) return string.format('%.17g', x) end
 local b = redis.call('hmget', KEYS[1], 'rate', 'slow')
 local base = tonumber(ARGV[1])
 local rate = tonumber(b[1]) or base
 if rate < base then
   rate = math.min(base, rate * 1.5)
-elseif redis.call('zcard', KEYS[2]) > 0 then
+elseif ARGV[4] == '1' or redis.call('zcard', KEYS[2]) > 0 then
   if b[2] == '0' then rate = rate + tonumber(ARGV[3]) else rate = rate * 1.1 end
   rate = math.min(tonumber(ARGV[2]), rate)
 end
-redis.call('hset', KEYS[1], 'rate', tostring(rate))
-return tostring(rate)
+redis.call('hset', KEYS[1], 'rate', num(rate))
+return num(rate)
 """
 
 # KEYS: bucket hash. ARGV: burst
 _REFUND = """
+local function num(x) return string.format('%.17g', x) end
 local tokens = tonumber(redis.call('hget', KEYS[1], 'tokens') or ARGV[1])
-redis.call('hset', KEYS[1], 'tokens', tostring(math.min(tonumber(ARGV[1]), tokens + 1)))
+redis.call('hset', KEYS[1], 'tokens', num(math.min(tonumber(ARGV[1]), tokens + 1)))
 return 1
 """
 
@@ -143,10 +151,12 @@ class RedisBuckets:
         )
         return float(answer)
 
-    async def succeeded(self, bucket: str, *, base: float, ceiling: float, step: float) -> float:
+    async def succeeded(
+        self, bucket: str, *, base: float, ceiling: float, step: float, waiting: bool = False
+    ) -> float:
         keys = self._keys(bucket)
         answer = await self.redis.eval(  # type: ignore[misc]
-            _SUCCEEDED, 2, keys[0], keys[1], repr(base), repr(ceiling), repr(step)
+            _SUCCEEDED, 2, keys[0], keys[1], repr(base), repr(ceiling), repr(step), "1" if waiting else "0"
         )
         return float(answer)
 
