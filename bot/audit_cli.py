@@ -4,14 +4,13 @@ changes), read from the store; a table for people, ``--json`` lines for export."
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
 import time
 from datetime import UTC, datetime
 
-from .check import STORE_ERRORS, redacted_url
+from .cli_store import run_on_store
 from .settings import Settings
 from .store import AuditEntry, AuditQuery, open_store
 
@@ -80,13 +79,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        entries = asyncio.run(_query(settings, query))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except STORE_ERRORS as exc:  # the store cannot be reached: say which, never a traceback
-        print(f"error: cannot read the store {redacted_url(settings.store_url)}: {exc}", file=sys.stderr)
+    entries = run_on_store(settings, _query(settings, query))
+    if entries is None:
         return 2
     if args.json:
         for entry in entries:

@@ -8,13 +8,12 @@ agent is named), and each finding is one line: ``ok``, ``!`` (works, but looks w
 from __future__ import annotations
 
 import re
-import sqlite3
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
-import redis
 
+from .cli_store import STORE_ERRORS, redacted_url
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -33,7 +32,6 @@ LOGIN_FIX = (
     "needs the Azure AI User role on the project"
 )
 UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)  # a call that never got there
-STORE_ERRORS = (OSError, TimeoutError, sqlite3.Error, redis.RedisError)  # a store that cannot be used
 TOKEN_KINDS = {
     "xoxb-": "a bot token",
     "xoxp-": "a user token",
@@ -63,16 +61,6 @@ def _kind_of(token: str) -> str:
     return next(
         (kind for prefix, kind in TOKEN_KINDS.items() if token.startswith(prefix)), "not a Slack token"
     )
-
-
-def redacted_url(url: str) -> str:
-    """A store or service URL as it may be printed: no password."""
-    parts = urlsplit(url)
-    if parts.password:
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 # -- Slack ---------------------------------------------------------------------------------

@@ -4,13 +4,12 @@ agent, per day, and the worst-rated answers with links, from the audit trail."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 from .audit_cli import parse_time
-from .check import STORE_ERRORS, redacted_url
+from .cli_store import run_on_store
 from .settings import Settings
 from .store import AuditEntry, AuditQuery, open_store
 
@@ -84,12 +83,11 @@ async def _read(settings: Settings, since: float) -> list[AuditEntry]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         since = parse_time(args.since)
-        entries = asyncio.run(_read(settings, since))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except STORE_ERRORS as exc:
-        print(f"error: cannot read the store {redacted_url(settings.store_url)}: {exc}", file=sys.stderr)
+    entries = run_on_store(settings, _read(settings, since))
+    if entries is None:
         return 2
     day = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M")
     print(f"feedback since {day} UTC")

@@ -5,10 +5,9 @@ does the same every hour."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from .check import STORE_ERRORS, redacted_url
+from .cli_store import run_on_store
 from .settings import Settings
 from .store import open_store
 from .turns.retention import RetentionReport, due, enforce
@@ -65,13 +64,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        report = asyncio.run(_run(settings, args.dry_run, max(1, args.limit)))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except STORE_ERRORS as exc:
-        print(f"error: cannot read the store {redacted_url(settings.store_url)}: {exc}", file=sys.stderr)
+    report = run_on_store(settings, _run(settings, args.dry_run, max(1, args.limit)))
+    if report is None:
         return 2
     _print(report, settings)
     if args.dry_run:

@@ -250,7 +250,12 @@ async def test_tool_calls_and_admin_actions_are_in_the_audit_trail(plugin_stack:
     stack.slack.add_user("U0ADMIN", "admin", "Ada Admin")
     await stack.slack.slash_command("U0ADMIN", "C0GENERAL", "/agent-tools", "disable add_numbers")
 
-    entries = await stack.bot.store.audit_entries(AuditQuery())
+    async def recorded() -> list[Any]:
+        return list(await stack.bot.store.audit_entries(AuditQuery()))
+
+    # over Socket Mode the ack goes out first and the entry is written right after it
+    await eventually(lambda: _at_least(recorded, 3), "three audit entries")
+    entries = await recorded()
     assert [(e.kind, e.user, e.tool, e.outcome) for e in entries] == [
         ("tool_call", "U0ALICE", "restart_service", "ok"),
         ("tool_setting", "U0ALICE", "add_numbers", "refused: disable by a non-admin"),
@@ -288,3 +293,7 @@ async def test_tool_calls_and_admin_actions_are_in_the_audit_trail(plugin_stack:
     assert "approved by U0ALICE" in table.stdout
     wrong = await asyncio.to_thread(run_cli, "audit", "--since", "last tuesday")
     assert wrong.returncode == 2 and "is not a time" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+async def _at_least(entries: Any, n: int) -> bool:
+    return len(await entries()) >= n
