@@ -29,6 +29,10 @@ class ConversationQueue:
         self.replica_id = replica_id
         self.lease_ttl_s = lease_ttl_s
         self._answer = answer
+        # one drain per conversation in this process, whatever the store's lease says: a lease
+        # lost to a stalled event loop must not let a second turn of the conversation run here
+        # beside the first
+        self._draining: dict[str, tuple[asyncio.Lock, int]] = {}  # lock, drains holding or waiting
 
     @staticmethod
     def lease_name(key: ConversationKey) -> str:
@@ -50,6 +54,20 @@ class ConversationQueue:
 
     async def drain(self, key: ConversationKey) -> None:
         """Answer the conversation's queued turns, in order, if nobody else is."""
+        name = key.as_str()
+        lock, users = self._draining.get(name) or (asyncio.Lock(), 0)
+        self._draining[name] = (lock, users + 1)
+        try:
+            async with lock:
+                await self._drain(key)
+        finally:
+            lock, users = self._draining[name]
+            if users <= 1:
+                del self._draining[name]
+            else:
+                self._draining[name] = (lock, users - 1)
+
+    async def _drain(self, key: ConversationKey) -> None:
         while True:
             owner = f"{self.replica_id}:{uuid.uuid4().hex[:8]}"
             lease = self.lease_name(key)
