@@ -8,7 +8,7 @@ like a load balancer. Three configurations, each from a fresh start, in one run:
 
   one replica      the baseline: one process paces the workspace alone
   3 x own pacer    three processes, each pacing as if alone (BOT_SHARED_SLACK_BUDGET=false)
-  3 x shared       three processes sharing one budget through Redis (the default)
+  3 x shared       three processes sharing one budget through Redis (BOT_SHARED_SLACK_BUDGET=true)
 
 Reported: Slack's 429s, staleness (how long a piece of the answer waits before a person can
 see it, p50/p95), calls per reply, replies whose final text never appeared. Goal: the shared

@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     heartbeat_ttl: float = Field(default=15.0, ge=1, alias="BOT_HEARTBEAT_TTL")
     retention_days: float = Field(default=90.0, gt=0, alias="BOT_RETENTION_DAYS")
     routes: str = Field(default="", alias="BOT_ROUTES")
-    shared_slack_budget: bool = Field(default=True, alias="BOT_SHARED_SLACK_BUDGET")
+    shared_slack_budget: bool = Field(default=False, alias="BOT_SHARED_SLACK_BUDGET")
     audit_retention_days: float = Field(default=365.0, gt=0, alias="BOT_AUDIT_RETENTION_DAYS")
     audit_log: str = Field(default="", alias="BOT_AUDIT_LOG")
     delivery_deadline_minutes: float = Field(default=15.0, gt=0, alias="BOT_DELIVERY_DEADLINE_MINUTES")
