@@ -13,7 +13,7 @@ from .settings import Settings, SettingsError, load_settings
 
 
 def _missing_slack(settings: Settings) -> list[str]:
-    missing = [] if settings.slack_bot_token else ["SLACK_BOT_TOKEN"]
+    missing = [] if settings.slack_bot_token or settings.multi_workspace else ["SLACK_BOT_TOKEN"]
     if not settings.slack_app_token and not settings.slack_signing_secret:
         missing.append("SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
     return missing
@@ -45,7 +45,7 @@ def _run(settings: Settings, mode: str | None, host: str | None, port: int) -> i
     mode = mode or ("socket" if settings.slack_app_token else "http")
     try:
         if mode == "socket":
-            asyncio.run(serve_socket(settings))
+            asyncio.run(serve_socket(settings, host or "0.0.0.0", port))
         else:
             asyncio.run(serve_http(settings, host or "0.0.0.0", port))
     except ValueError as exc:

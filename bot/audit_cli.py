@@ -10,9 +10,9 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from .cli_store import run_on_store
+from .cli_store import read_audit
 from .settings import Settings
-from .store import AuditEntry, AuditQuery, open_store
+from .store import AuditEntry, AuditQuery
 
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -22,6 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     audit = sub.add_parser("audit", help="the audit trail: tool calls, approvals, admin actions")
     audit.add_argument("--user", help="only this Slack user id (who asked, or who acted)")
     audit.add_argument("--tool", help="only this tool")
+    audit.add_argument(
+        "--kind",
+        choices=["tool_call", "approval", "tool_setting", "feedback", "install"],
+        help="only this kind of entry (install: a workspace uninstalled the app or revoked its tokens)",
+    )
     audit.add_argument(
         "--since", help="from this time: 2026-11-01, 2026-11-01T09:30 (UTC) or 7d, 12h, 30m ago"
     )
@@ -59,27 +64,18 @@ def _row(entry: AuditEntry) -> str:
     ).rstrip()
 
 
-async def _query(settings: Settings, query: AuditQuery) -> list[AuditEntry]:
-    store = await open_store(settings.store_url, audit_retention_s=settings.audit_retention_days * 86400)
-    try:
-        return await store.audit_entries(query)
-    finally:
-        await store.close()
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        query = AuditQuery(
+    entries = read_audit(
+        settings,
+        lambda: AuditQuery(
             user=args.user,
             tool=args.tool,
+            kind=args.kind,
             since=parse_time(args.since) if args.since else None,
             until=parse_time(args.until) if args.until else None,
             limit=max(1, args.limit),
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    entries = run_on_store(settings, _query(settings, query))
+        ),
+    )
     if entries is None:
         return 2
     if args.json:
@@ -95,8 +91,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     for entry in entries:
         print(_row(entry))
-    if len(entries) == query.limit:
+    if len(entries) == max(1, args.limit):
         print(
-            f"(the first {query.limit}: narrow with --since/--user/--tool or raise --limit)", file=sys.stderr
+            f"(the first {max(1, args.limit)}: narrow with --since/--user/--tool or raise --limit)",
+            file=sys.stderr,
         )
     return 0

@@ -32,6 +32,7 @@ LOGIN_FIX = (
     "needs the Azure AI User role on the project"
 )
 UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)  # a call that never got there
+CHECKED_WORKSPACES = 20  # installs checked one by one; the rest are counted
 TOKEN_KINDS = {
     "xoxb-": "a bot token",
     "xoxp-": "a user token",
@@ -49,8 +50,8 @@ class Report:
     def ok(self, text: str) -> None:
         print(f"ok {text}")
 
-    def warn(self, text: str) -> None:
-        print(f"! {text}")
+    def warn(self, text: str, fix: str | None = None) -> None:
+        print(f"! {text}" + (f"\n  fix: {fix}" if fix else ""))
 
     def fail(self, text: str, fix: str | None = None) -> None:
         self.failed = True
@@ -71,7 +72,9 @@ def check_slack_settings(settings: Settings, report: Report) -> bool:
     bot_token = settings.secret("slack_bot_token")
     app_token = settings.secret("slack_app_token")
     usable = True
-    if not bot_token:
+    if settings.multi_workspace:
+        usable = _check_oauth_settings(settings, report)
+    elif not bot_token:
         report.fail("SLACK_BOT_TOKEN is not set", SLACK_HELP)
         usable = False
     elif not bot_token.startswith("xoxb-"):
@@ -99,11 +102,77 @@ def check_slack_settings(settings: Settings, report: Report) -> bool:
     return usable
 
 
+def _check_oauth_settings(settings: Settings, report: Report) -> bool:
+    if settings.slack_bot_token:
+        report.fail(
+            "both SLACK_BOT_TOKEN and SLACK_CLIENT_ID/SLACK_CLIENT_SECRET are set",
+            "unset SLACK_BOT_TOKEN to install in many workspaces, or the client settings for one",
+        )
+        return False
+    if not re.fullmatch(r"\d+\.\d+", settings.slack_client_id or ""):
+        report.warn("SLACK_CLIENT_ID does not look like Slack's (digits.digits, from Basic Information)")
+    return True
+
+
+async def check_installs(settings: Settings, report: Report) -> None:
+    """Installed through OAuth: the install store opens, and each workspace's token works."""
+    from slack_sdk.errors import SlackApiError
+    from sqlalchemy import select
+
+    from .slack.installs import InstallStoreError, open_installs
+    from .slack.workspaces import InstalledWorkspaces
+
+    try:
+        installs = await open_installs(settings.install_store_url, settings.slack_client_id or "")
+    except InstallStoreError as exc:
+        report.fail(str(exc), "BOT_INSTALL_STORE_URL: postgresql://user@host/db (replicas) or sqlite:///path")
+        return
+    try:
+        bots = installs.installations.bots
+        query = select(bots.c.team_id).where(bots.c.client_id == settings.slack_client_id).distinct()
+        async with installs.engine.connect() as conn:
+            teams = sorted(str(row[0]) for row in await conn.execute(query) if row[0])
+        report.ok(f"install store: {redacted_url(settings.install_store_url)}")
+        if not teams:
+            report.warn(
+                "no workspace has installed the app yet",
+                "open https://<your host>/slack/install and click Allow (the redirect URL on the "
+                "app's OAuth & Permissions page must be https://<your host>/slack/oauth_redirect)",
+            )
+        workspaces = InstalledWorkspaces(
+            installs.installations,
+            client_id=settings.slack_client_id or "",
+            client_secret=settings.secret("slack_client_secret") or "",
+            base_url=settings.slack_api_url,
+        )
+        for team in teams[:CHECKED_WORKSPACES]:
+            try:
+                identity = await workspaces.client(team).auth_test()
+            except SlackApiError as exc:
+                report.fail(
+                    f"workspace {team}: Slack refused its token ({exc.response.get('error')})",
+                    "install the app there again at /slack/install",
+                )
+                continue
+            except UNREACHABLE as exc:
+                report.fail(f"cannot reach Slack at {settings.slack_api_url}: {exc or type(exc).__name__}")
+                return
+            report.ok(f"workspace {identity.get('team')} ({team}) as bot user {identity.get('user')}")
+        if len(teams) > CHECKED_WORKSPACES:
+            report.ok(f"... and {len(teams) - CHECKED_WORKSPACES} more workspaces (not checked)")
+    finally:
+        await installs.aclose()
+
+
 async def check_slack(settings: Settings, report: Report) -> None:
     from slack_sdk.errors import SlackApiError
     from slack_sdk.web.async_client import AsyncWebClient
 
     if not check_slack_settings(settings, report):
+        return
+    if settings.multi_workspace:
+        await check_installs(settings, report)
+        await _check_app_token(settings, report)
         return
     client = AsyncWebClient(token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url)
     try:
@@ -118,6 +187,13 @@ async def check_slack(settings: Settings, report: Report) -> None:
         report.fail(f"cannot reach Slack at {settings.slack_api_url}: {exc or type(exc).__name__}")
         return
     report.ok(f"Slack workspace {identity.get('team')} as bot user {identity.get('user')}")
+    await _check_app_token(settings, report)
+
+
+async def _check_app_token(settings: Settings, report: Report) -> None:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_client import AsyncWebClient
+
     app_token = settings.secret("slack_app_token")
     if app_token and app_token.startswith("xapp-"):
         try:  # what Socket Mode does first; the URL it answers is not used

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
 from .settings import Settings
+from .store import AuditEntry, AuditQuery, open_store
 
 T = TypeVar("T")
 STORE_ERRORS = (OSError, TimeoutError, sqlite3.Error, redis.RedisError)  # a store that cannot be used
@@ -37,3 +38,22 @@ def run_on_store(settings: Settings, work: Coroutine[Any, Any, T]) -> T | None:
     except STORE_ERRORS as exc:
         print(f"error: cannot read the store {redacted_url(settings.store_url)}: {exc}", file=sys.stderr)
     return None
+
+
+def read_audit(settings: Settings, question: Callable[[], AuditQuery]) -> list[AuditEntry] | None:
+    """The audit entries a command asks for; None (and one line saying why) when the question
+    (a time that cannot be read) or the store cannot be used."""
+    try:
+        query = question()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    return run_on_store(settings, _audit_entries(settings, query))
+
+
+async def _audit_entries(settings: Settings, query: AuditQuery) -> list[AuditEntry]:
+    store = await open_store(settings.store_url, audit_retention_s=settings.audit_retention_days * 86400)
+    try:
+        return await store.audit_entries(query)
+    finally:
+        await store.close()

@@ -4,14 +4,14 @@ agent, per day, and the worst-rated answers with links, from the audit trail."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter, defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from .audit_cli import parse_time
-from .cli_store import run_on_store
+from .cli_store import read_audit
 from .settings import Settings
-from .store import AuditEntry, AuditQuery, open_store
+from .store import AuditEntry, AuditQuery
 
 WORST = 10
 
@@ -72,23 +72,12 @@ def summary(entries: list[AuditEntry], agent_label: str) -> list[str]:
     return lines
 
 
-async def _read(settings: Settings, since: float) -> list[AuditEntry]:
-    store = await open_store(settings.store_url, audit_retention_s=settings.audit_retention_days * 86400)
-    try:
-        return await store.audit_entries(AuditQuery(kind="feedback", since=since, limit=100_000))
-    finally:
-        await store.close()
-
-
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        since = parse_time(args.since)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    entries = run_on_store(settings, _read(settings, since))
+    asked = AuditQuery(kind="feedback", limit=100_000)
+    entries = read_audit(settings, lambda: replace(asked, since=parse_time(args.since)))
     if entries is None:
         return 2
+    since = parse_time(args.since)
     day = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M")
     print(f"feedback since {day} UTC")
     for line in summary(entries, settings.agent_ref or "default agent"):

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.oauth.async_oauth_settings import AsyncOAuthSettings
 from slack_sdk.web.async_client import AsyncWebClient
 
 from . import telemetry
@@ -24,9 +25,11 @@ from .plugins.registry import specs_in
 from .plugins.workers import ToolWorkers
 from .recovery import Recovery
 from .settings import Settings
-from .slack.app import SlackSurface, http_app, ops_app
+from .slack.app import SlackSurface, http_app, install_app, ops_app
 from .slack.confirm import SlackConfirmer
+from .slack.installs import BOT_SCOPES, STATE_EXPIRATION_S, Installs, authorize_url, open_installs
 from .slack.pacing import Budgets
+from .slack.workspaces import InstalledAuthorize, InstalledWorkspaces, OneWorkspace, Workspaces
 from .store import Store, open_store
 from .store.audit import AuditTrail
 from .turns import Caps, ToolRunner, TurnOrchestrator
@@ -48,6 +51,7 @@ class Bot:
     ready: asyncio.Event
     recovery: Recovery
     draining: asyncio.Event
+    installs: Installs | None = None  # OAuth installs (many workspaces)
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Stop taking events, let turns in flight finish within the grace period, mark
@@ -68,6 +72,8 @@ class Bot:
         await self.orchestrator.aclose()
         await self.agents.aclose()
         await self.store.close()
+        if self.installs is not None:
+            await self.installs.aclose()
         await telemetry.shutdown()  # what is buffered is sent
 
 
@@ -79,8 +85,13 @@ async def build_bot(
     extra_tools: Sequence[Callable[..., Any]] = (),
 ) -> Bot:
     token = settings.secret("slack_bot_token")
-    if not token:
-        raise ValueError("SLACK_BOT_TOKEN is not set")
+    if token and settings.multi_workspace:
+        raise ValueError(
+            "set SLACK_BOT_TOKEN (one workspace) or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET "
+            "(installed in many workspaces), not both"
+        )
+    if not token and not settings.multi_workspace:
+        raise ValueError("SLACK_BOT_TOKEN is not set (or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET)")
     if not settings.has_agent and not settings.routes:
         raise ValueError("PROJECT_ENDPOINT and AGENT_ID (or AGENT_NAME) must be set")
     routes = load_routes(settings.routes) if settings.routes else None  # before anything opens
@@ -89,24 +100,91 @@ async def build_bot(
         azure_connection_string=settings.secret("applicationinsights_connection_string") or "",
         service_name=settings.otel_service_name,
     )
-    slack = AsyncWebClient(token=token, base_url=settings.slack_api_url)
-    identity = await slack.auth_test()  # first: a refused token leaves nothing open behind it
-    store = await open_store(
-        settings.store_url,
-        retention_s=settings.retention_days * 86400,
-        audit_retention_s=settings.audit_retention_days * 86400,
-    )
+    side = await _slack_side(settings)
+    store: Store | None = None
     agents: AgentRouter | None = None
     try:
+        store = await open_store(
+            settings.store_url,
+            retention_s=settings.retention_days * 86400,
+            audit_retention_s=settings.audit_retention_days * 86400,
+        )
         agents = AgentRouter(settings, routes, make_backend)
         return await _assemble(
-            settings, slack, identity, store, agents, tools=tools, budgets=budgets, extra_tools=extra_tools
+            settings,
+            side,
+            store,
+            agents,
+            tools=tools,
+            budgets=budgets,
+            extra_tools=extra_tools,
         )
     except BaseException:  # nothing left open: a process that cannot start must exit
         if agents is not None:
             await agents.aclose()
-        await store.close()
+        if store is not None:
+            await store.close()
+        if side.installs is not None:
+            await side.installs.aclose()
         raise
+
+
+@dataclass
+class SlackSide:
+    """The Slack client the app starts with, who the bot is (one workspace) and, installed
+    through OAuth, where the installs are."""
+
+    client: AsyncWebClient
+    identity: dict[str, Any]
+    installs: Installs | None
+    workspaces: Workspaces
+
+    def bolt(self, settings: Settings) -> AsyncApp:
+        oauth: dict[str, Any] = {}
+        if self.installs is not None:
+            assert isinstance(self.workspaces, InstalledWorkspaces)
+            oauth = {
+                "authorize": InstalledAuthorize(self.workspaces),
+                "installation_store": self.installs.installations,
+                "oauth_settings": AsyncOAuthSettings(
+                    client_id=settings.slack_client_id,
+                    client_secret=settings.secret("slack_client_secret"),
+                    scopes=list(BOT_SCOPES),
+                    user_scopes=[],
+                    redirect_uri=settings.slack_redirect_uri,
+                    authorization_url=authorize_url(settings.slack_api_url),
+                    installation_store=self.installs.installations,
+                    state_store=self.installs.states,
+                    state_expiration_seconds=STATE_EXPIRATION_S,
+                ),
+            }
+        return AsyncApp(
+            client=self.client,
+            signing_secret=settings.secret("slack_signing_secret") or "",
+            request_verification_enabled=bool(settings.slack_signing_secret),
+            # the listener makes the turn durable before Slack gets its ack (a few ms, measured:
+            # bench/intake.py); the answer runs in the background
+            process_before_response=True,
+            **oauth,
+        )
+
+
+async def _slack_side(settings: Settings) -> SlackSide:
+    """One workspace: its token is checked first (a refused token leaves nothing open behind
+    it). Many: a token-less client, and the install store every replica shares."""
+    if not settings.multi_workspace:
+        slack = AsyncWebClient(token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url)
+        response = await slack.auth_test()
+        identity = dict(response.data) if isinstance(response.data, dict) else {}
+        return SlackSide(slack, identity, None, OneWorkspace(slack, identity.get("user_id")))
+    installs = await open_installs(settings.install_store_url, settings.slack_client_id or "")
+    workspaces = InstalledWorkspaces(
+        installs.installations,
+        client_id=settings.slack_client_id or "",
+        client_secret=settings.secret("slack_client_secret") or "",
+        base_url=settings.slack_api_url,
+    )
+    return SlackSide(AsyncWebClient(base_url=settings.slack_api_url), {}, installs, workspaces)
 
 
 def _budgets(settings: Settings, store: Store) -> Budgets:
@@ -124,8 +202,7 @@ def _budgets(settings: Settings, store: Store) -> Budgets:
 
 async def _assemble(
     settings: Settings,
-    slack: AsyncWebClient,
-    identity: Any,
+    side: SlackSide,
     store: Store,
     agents: AgentRouter,
     *,
@@ -134,18 +211,15 @@ async def _assemble(
     extra_tools: Sequence[Callable[..., Any]],
 ) -> Bot:
     """The bot's parts, wired: Bolt, tools, the pipeline, the Slack surface, recovery."""
-    bolt = AsyncApp(
-        client=slack,
-        signing_secret=settings.secret("slack_signing_secret") or "",
-        request_verification_enabled=bool(settings.slack_signing_secret),
-        # the listener makes the turn durable before Slack gets its ack (a few ms, measured:
-        # bench/intake.py); the answer runs in the background
-        process_before_response=True,
-    )
+    slack, identity = side.client, side.identity
+    bolt = side.bolt(settings)
+    workspaces = side.workspaces
     registry = discover(settings.tools_dir)
     for spec in specs_in(list(extra_tools)):
         registry.add(spec, f"built in: {spec.source}")
-    confirmer = SlackConfirmer(slack, store, admins=settings.admin_ids, timeout_s=settings.confirm_timeout)
+    confirmer = SlackConfirmer(
+        workspaces, store, admins=settings.admin_ids, timeout_s=settings.confirm_timeout
+    )
     metrics = Metrics()
     audit = AuditTrail(store)
     if tools is None and registry.tools:
@@ -171,18 +245,17 @@ async def _assemble(
             turn_seconds=settings.max_turn_minutes * 60,
         ),
         store=store,
-        slack=slack,
+        workspaces=workspaces,
         budgets=budgets or _budgets(settings, store),
-        bot_user_id=identity.get("user_id"),
         tools=tools,
         admins=settings.admin_ids,
         files_in=FilesIn(
             store,
-            settings.secret("slack_bot_token") or "",
+            workspaces,
             max_bytes=int(settings.file_max_mb * 1024 * 1024),
             max_files=settings.max_files,
         ),
-        files_out=FilesOut(slack),
+        files_out=FilesOut(workspaces),
         audit=audit,
     )
     surface = SlackSurface(
@@ -195,6 +268,8 @@ async def _assemble(
         confirmer=confirmer,
         registry=registry,
         audit=audit,
+        workspaces=workspaces,
+        installations=side.installs.installations if side.installs is not None else None,
         allowed_teams=settings.allowed_team_ids,
         allowed_channels=settings.allowed_channel_ids,
         user_per_minute=settings.user_runs_per_minute,
@@ -211,7 +286,7 @@ async def _assemble(
         logger,
         "bot.ready",
         replica=orchestrator.replica_id,
-        team=identity.get("team_id"),
+        team=identity.get("team_id") or ("installed workspaces" if side.installs else None),
         bot_user=identity.get("user_id"),
         agent_id=settings.agent_ref,
         backend=settings.backend,
@@ -228,6 +303,7 @@ async def _assemble(
         asyncio.Event(),
         recovery,
         asyncio.Event(),
+        side.installs,
     )
 
 
@@ -280,7 +356,7 @@ async def serve_http(settings: Settings, host: str, port: int) -> None:
 SOCKET_PING_INTERVAL_S = 3.0
 
 
-async def serve_socket(settings: Settings) -> None:
+async def serve_socket(settings: Settings, host: str = "0.0.0.0", port: int = 3000) -> None:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     app_token = settings.secret("slack_app_token")
@@ -291,17 +367,24 @@ async def serve_socket(settings: Settings) -> None:
     # enough for Slack to spend a retry of an event on a dead socket)
     handler = AsyncSocketModeHandler(bot.bolt, app_token, ping_interval=SOCKET_PING_INTERVAL_S)
     ops: web.AppRunner | None = None
+    installs: web.AppRunner | None = None
     try:  # a refused app token or a taken ops port ends here too, with nothing left running
         await handler.connect_async()
         ops = await serve_ops(settings, bot)
+        if bot.bolt.oauth_flow is not None:  # installs come back over HTTP even in Socket Mode
+            installs = web.AppRunner(install_app(bot.bolt, bot.ready), access_log=None)
+            await installs.setup()
+            await web.TCPSite(installs, host, port).start()
+            print(f"slack-agent-bot installs at http://{host}:{port}/slack/install", flush=True)
         bot.ready.set()
         print("slack-agent-bot connected in Socket Mode", flush=True)
         await _until_signal()
     finally:
         await handler.close_async()  # stop taking events
         await bot.shutdown()
-        if ops is not None:
-            await ops.cleanup()
+        for runner in (ops, installs):
+            if runner is not None:
+                await runner.cleanup()
 
 
 async def serve_ops(settings: Settings, bot: Bot) -> web.AppRunner | None:

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+    # Many workspaces (OAuth install) instead of one SLACK_BOT_TOKEN
+    slack_client_id: str | None = Field(default=None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: SecretStr | None = Field(default=None, alias="SLACK_CLIENT_SECRET")
+    slack_redirect_uri: str | None = Field(default=None, alias="SLACK_REDIRECT_URI")
+    install_store_url: str = Field(default="sqlite:///./data/installations.db", alias="BOT_INSTALL_STORE_URL")
 
     # The bot
     store_url: str = Field(default="sqlite:///./data/bot.db", alias="BOT_STORE_URL")
@@ -65,7 +70,7 @@ class Settings(BaseSettings):
     heartbeat_ttl: float = Field(default=15.0, ge=1, alias="BOT_HEARTBEAT_TTL")
     retention_days: float = Field(default=90.0, gt=0, alias="BOT_RETENTION_DAYS")
     routes: str = Field(default="", alias="BOT_ROUTES")
-    shared_slack_budget: bool = Field(default=False, alias="BOT_SHARED_SLACK_BUDGET")
+    shared_slack_budget: bool = Field(default=True, alias="BOT_SHARED_SLACK_BUDGET")
     audit_retention_days: float = Field(default=365.0, gt=0, alias="BOT_AUDIT_RETENTION_DAYS")
     audit_log: str = Field(default="", alias="BOT_AUDIT_LOG")
     delivery_deadline_minutes: float = Field(default=15.0, gt=0, alias="BOT_DELIVERY_DEADLINE_MINUTES")
@@ -133,8 +138,14 @@ class Settings(BaseSettings):
         return bool(self.project_endpoint and self.agent_ref)
 
     @property
+    def multi_workspace(self) -> bool:
+        """Installed through OAuth in any number of workspaces (``SLACK_CLIENT_ID`` and
+        ``SLACK_CLIENT_SECRET``), rather than one workspace's ``SLACK_BOT_TOKEN``."""
+        return bool(self.slack_client_id and self.slack_client_secret)
+
+    @property
     def has_slack(self) -> bool:
-        return bool(self.slack_bot_token)
+        return bool(self.slack_bot_token) or self.multi_workspace
 
     @property
     def access_token(self) -> str | None:

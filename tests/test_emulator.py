@@ -209,3 +209,33 @@ def test_standalone_command_rejects_a_bad_script(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "turns.0.actions.0.txt" in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+async def test_a_click_on_a_button_that_is_not_on_the_message_is_refused() -> None:
+    """Slack sends only actions that are on the message: the emulator will not forge one."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.emulators.slack import SlackEmulator
+
+    async with SlackEmulator() as slack:
+        as_bot = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+        button = {
+            "type": "button",
+            "action_id": "stop_run",
+            "value": "t1",
+            "text": {"type": "plain_text", "text": "Stop"},
+        }
+        posted = await as_bot.chat_postMessage(
+            channel="C0GENERAL", text="working", blocks=[{"type": "actions", "elements": [button]}]
+        )
+        plain = slack.user_posts("U0ALICE", "C0GENERAL", "no buttons here")
+        for ts, action, value in (
+            (plain, "stop_run", "t1"),
+            (posted["ts"], "stop_run", "t2"),
+            (posted["ts"], "other", "t1"),
+        ):
+            with pytest.raises(ValueError, match="nobody can click it"):
+                await slack.click("U0ALICE", "C0GENERAL", ts, action, value)
+        await as_bot.chat_update(channel="C0GENERAL", ts=posted["ts"], text="done", blocks=[])
+        with pytest.raises(ValueError, match="nobody can click it"):  # taken off by the update
+            await slack.click("U0ALICE", "C0GENERAL", posted["ts"], "stop_run", "t1")

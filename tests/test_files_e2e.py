@@ -227,10 +227,13 @@ async def test_a_100_mb_file_streams_from_slack_to_the_agent_in_flat_memory(tmp_
     import os
     import tracemalloc
 
+    from slack_sdk.web.async_client import AsyncWebClient
+
     from bot.agents import make_backend
     from bot.emulators.agents import AgentServiceEmulator
     from bot.emulators.slack import SlackEmulator
     from bot.settings import Settings
+    from bot.slack.workspaces import OneWorkspace
     from bot.store import ConversationKey, open_store
     from bot.turns.files_in import FilesIn
 
@@ -246,7 +249,8 @@ async def test_a_100_mb_file_streams_from_slack_to_the_agent_in_flat_memory(tmp_
         PROJECT_ENDPOINT=agent.endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="t", _env_file=None
     )  # type: ignore[call-arg]
     backend = make_backend(settings)
-    files_in = FilesIn(store, slack.bot_token, max_bytes=size + 1)
+    as_bot = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
+    files_in = FilesIn(store, OneWorkspace(as_bot, slack.bot_user), max_bytes=size + 1)
     try:
         shared = slack.files.share("U0ALICE", "big.csv", content, "text/csv")
         tracemalloc.start()
@@ -501,6 +505,7 @@ async def test_a_100_mb_file_the_agent_made_streams_to_slack_in_flat_memory() ->
     from bot.emulators.agents import AgentServiceEmulator
     from bot.emulators.slack import SlackEmulator
     from bot.settings import Settings
+    from bot.slack.workspaces import OneWorkspace
     from bot.turns.files_out import FilesOut
 
     size = 100 * 1024 * 1024
@@ -513,13 +518,13 @@ async def test_a_100_mb_file_the_agent_made_streams_to_slack_in_flat_memory() ->
         PROJECT_ENDPOINT=agent.endpoint, AGENT_ID="asst_demo", AGENTS_ACCESS_TOKEN="t", _env_file=None
     )  # type: ignore[call-arg]
     backend = make_backend(settings)
-    files_out = FilesOut(AsyncWebClient(token=slack.bot_token, base_url=slack.api_url))
+    files_out = FilesOut(OneWorkspace(AsyncWebClient(token=slack.bot_token, base_url=slack.api_url), None))
     try:
         made = agent.files.add("export.csv", content)
         root = slack.user_posts("U0ALICE", "C0GENERAL", "export please")
         tracemalloc.start()
         made_files = [FileProduced(made.id, "export.csv")]
-        shared = await files_out.deliver("C0GENERAL", root, made_files, {}, agents=backend)
+        shared = await files_out.deliver("T0EMU", "C0GENERAL", root, made_files, {}, agents=backend)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         assert len(shared) == 1 and slack.files.digests[shared[0]] == hashlib.sha256(content).hexdigest()

@@ -240,6 +240,41 @@ async def test_an_unanswered_function_call_fails_the_next_response_until_answere
             assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "You said: hello again"
 
 
+async def test_one_response_at_a_time_per_conversation_and_the_waiting_message_is_kept() -> None:
+    """The service refuses a second response on a conversation while one runs (400
+    ``conversation_locked``, as OpenAI's Responses API: paulgmiller/careme#379); our backend
+    raises ThreadBusyError and keeps the message for the retry, so nothing mixes or is lost."""
+    from bot.agents import ThreadBusyError
+
+    slow = Script.parse(
+        {"turns": [{"repeat": True, "actions": [{"text": "slow " * 40, "deltas": 40, "delay": 0.05}]}]}
+    )
+    async with AgentServiceEmulator(slow) as emulator:
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent") as backend:
+            conversation = await backend.create_conversation()
+            await backend.add_message(conversation, "first")
+            first = await backend.start_run(conversation)
+            await backend.add_message(conversation, "second")
+            async with ga_client(emulator) as client:
+                with pytest.raises(openai.BadRequestError) as refused:
+                    await client.responses.create(conversation=conversation, input="x", extra_body=AGENT)
+            assert refused.value.body["code"] == "conversation_locked"
+            assert refused.value.body["param"] == "conversation"
+            with pytest.raises(ThreadBusyError):
+                await backend.start_run(conversation)
+            async with first:
+                assert isinstance([e async for e in first.events()][-1], Completed)
+            second = await backend.start_run(conversation)
+            async with second:
+                assert isinstance([e async for e in second.events()][-1], Completed)
+            said = [
+                i["content"][0]["text"]
+                for i in emulator.responses_api.items[conversation]
+                if i.get("type") == "message" and i.get("role") == "user"
+            ]
+            assert said == ["first", "second"]
+
+
 async def test_a_dropped_background_stream_resumes_after_the_last_event_seen() -> None:
     script = Script.parse(
         {

@@ -158,6 +158,33 @@ async def test_without_the_shared_store_a_replica_paces_alone() -> None:
     await down.aclose()
 
 
+async def test_a_slot_given_up_while_the_store_is_down_goes_back_to_the_local_bucket() -> None:
+    """With the store down the replica paces from its own bucket: a caller that gives up its
+    place returns that local slot, never a shared one it did not take."""
+    from redis.asyncio import Redis
+
+    from bot.store.buckets import RedisBuckets
+
+    class Refunds(RedisBuckets):
+        count = 0
+
+        async def refund(self, bucket: str, burst: float) -> None:
+            Refunds.count += 1
+            await super().refund(bucket, burst)
+
+    down = Redis.from_url("redis://127.0.0.1:9/0", socket_connect_timeout=0.2)
+    [alone] = _replicas(Refunds(down), 1, per_minute=60, burst=1)
+    await asyncio.wait_for(alone.acquire(alone.ticket()), 30)  # the one slot of the burst
+    gave_up = asyncio.create_task(alone.acquire(alone.ticket()))
+    await eventually(lambda: alone.waiting == 1, "the second caller waiting")
+    gave_up.cancel()
+    await eventually(lambda: alone.waiting == 0, "the pacer reached the cancelled caller", within_s=30)
+    assert Refunds.count == 0 and alone.granted == 1
+    await asyncio.wait_for(alone.acquire(alone.ticket()), 30)  # the slot it left is there
+    assert alone.granted == 2
+    await down.aclose()
+
+
 async def test_a_shared_budget_probes_upward_while_callers_wait(buckets: Any) -> None:
     """Like a replica's own pacer, the shared rate grows past the documented floor while calls
     queue (Slack's tiers are floors). Its state lives in Redis as text: a rate written back

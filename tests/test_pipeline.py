@@ -459,3 +459,39 @@ async def test_a_delivery_that_died_after_its_intake_is_answered_once_by_recover
         assert len(stack.replies("C0GENERAL", ts)) == 1 and run_count(stack) == 1
     finally:
         await stack.close()
+
+
+async def test_a_follow_up_waits_for_a_response_still_running_in_its_conversation(tmp_path: Path) -> None:
+    """New agents: a replica that lost the conversation's lease may still be running a
+    response in it. The service refuses a second response on the conversation
+    (``conversation_locked``); the follow-up waits for the first to end and is answered on its
+    own, never mixed into the other turn."""
+    from openai import AsyncOpenAI
+
+    slow = {"text": "slow " * 100, "deltas": 100, "delay": 0.05}
+    script = {"turns": [{"match": "elsewhere", "repeat": True, "actions": [slow]}]}
+    stack = await start_stack(script, tmp_path=tmp_path, backend="foundry")
+    try:
+        root = stack.slack.user_posts("U0ALICE", "C0GENERAL", "<@U0BOT> hello")
+        await stack.settle()
+        [conversation] = list(stack.agent.responses_api.conversations)
+        async with AsyncOpenAI(base_url=f"{stack.agent.endpoint}/openai/v1", api_key="t") as other_replica:
+            running = await other_replica.responses.create(
+                conversation=conversation,
+                input="elsewhere",
+                background=True,
+                extra_body={"agent_reference": {"type": "agent_reference", "name": "demo-agent"}},
+            )
+        stack.slack.user_posts("U0ALICE", "C0GENERAL", "and now?", thread_ts=root)
+        await stack.settle(within_s=60)
+        assert stack.agent.responses_api.responses[running.id].doc["status"] == "completed"
+        replies = stack.replies("C0GENERAL", root)
+        assert [r.visible_text for r in replies] == ["You said: hello", "You said: and now?"]
+        tries = [
+            b
+            for m, p, b in stack.agent.requests
+            if m == "POST" and p.endswith("/responses") and "and now?" in json.dumps(b)
+        ]
+        assert len(tries) >= 2  # refused while the other response ran, then taken
+    finally:
+        await stack.close()

@@ -354,6 +354,8 @@ async def test_user_lookup_is_closed_to_guests_and_slack_connect_users(
 
 async def test_slash_command_stop_and_approve_respect_the_allow_lists(tmp_path: Path) -> None:
     """Finding 9: the slash command, Stop and Approve skipped BOT_ALLOWED_TEAMS/CHANNELS."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
     stack = await start_stack(tmp_path=tmp_path, settings_overrides={"allowed_channels": "C0OTHER"})
     try:
         stack.slack.add_channel("C0OTHER", "other")
@@ -362,10 +364,23 @@ async def test_slash_command_stop_and_approve_respect_the_allow_lists(tmp_path: 
         assert "not available in this channel" in str(listing)
         allowed = await stack.slack.slash_command("U0ADMIN", "C0OTHER", "/agent-tools")
         assert "not available" not in str(allowed)
-        posted = stack.slack.user_posts("U0ALICE", "C0GENERAL", "someone else's message")
+        # a bot message with Stop and Approve, left in a channel the allow-list no longer has
+        as_bot = AsyncWebClient(token=stack.slack.bot_token, base_url=stack.slack.api_url)
+        buttons = [
+            {
+                "type": "button",
+                "action_id": action,
+                "value": value,
+                "text": {"type": "plain_text", "text": action},
+            }
+            for action, value in (("stop_run", "turn-x"), ("tool_approve", "key-x"))
+        ]
+        posted = await as_bot.chat_postMessage(
+            channel="C0GENERAL", text="working", blocks=[{"type": "actions", "elements": buttons}]
+        )
         before = len(stack.slack.calls)
-        await stack.slack.click("U0ALICE", "C0GENERAL", posted, "stop_run", "turn-x")
-        await stack.slack.click("U0ALICE", "C0GENERAL", posted, "tool_approve", "key-x")
+        await stack.slack.click("U0ALICE", "C0GENERAL", posted["ts"], "stop_run", "turn-x")
+        await stack.slack.click("U0ALICE", "C0GENERAL", posted["ts"], "tool_approve", "key-x")
         await stack.settle()
         assert not [c for c in stack.slack.calls[before:] if c.method == "chat.postEphemeral"]
     finally:

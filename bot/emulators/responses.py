@@ -340,6 +340,13 @@ class ResponsesAPI:
         cid = conversation.get("id") if isinstance(conversation, dict) else conversation
         if cid is not None and cid not in self.items:
             return _err(404, f"Conversation '{cid}' not found.", "not_found")
+        if cid is not None and self._operating_on(cid):
+            return _err(
+                400,
+                "Another process is currently operating on this conversation. Please retry in a few seconds.",
+                "conversation_locked",
+                param="conversation",
+            )
         inputs = body.get("input")
         items = (
             [{"type": "message", "role": "user", "content": inputs}]
@@ -410,6 +417,14 @@ class ResponsesAPI:
             "Your input exceeds the context window of this model. Please adjust your input and try again.",
             "context_length_exceeded",
             param="input",
+        )
+
+    def _operating_on(self, cid: str) -> bool:
+        """A response of this conversation is still queued or running (one at a time)."""
+        return any(
+            (r.doc.get("conversation") or {}).get("id") == cid
+            and r.doc["status"] in ("queued", "in_progress")
+            for r in self.responses.values()
         )
 
     def _new_response(self, body: dict[str, Any], agent: dict[str, Any], cid: str | None) -> _Response:

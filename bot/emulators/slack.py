@@ -31,6 +31,7 @@ import httpx
 from aiohttp import web
 
 from .slack_files import SlackFiles
+from .slack_oauth import IssuedToken, OAuthApp, SlackInstalls, Workspace
 from .socket_mode import SocketModeHub
 
 logger = logging.getLogger("bot.emulators.slack")
@@ -100,6 +101,7 @@ class Call:
     ok: bool
     error: str | None = None
     status: int = 200
+    team: str = ""  # the workspace whose token made the call
 
 
 @dataclass
@@ -183,7 +185,11 @@ class SlackEmulator:
         # Socket Mode: once set, events, interactions and commands go out over websockets
         self.socket_mode = False
         self.sockets = SocketModeHub("A0EMUAPP", app_token, retry_delays)
-        self.files = SlackFiles(self.team_id, lambda token: token == self.bot_token)
+        # every workspace the app can be in; tokens are each bound to one of them
+        self.workspaces = {self.team_id: Workspace(self.team_id, "Emulated", self.bot_user, self.bot_id)}
+        self.installs = SlackInstalls(tokens={bot_token: IssuedToken(self.team_id)})
+        self.calling_team = ""  # the workspace of the call being answered
+        self.files = SlackFiles(self.team_id, lambda token: self.installs.team_of(token)[0] is not None)
         self._rr = 0
         self._down: dict[str, float] = {}  # Request URL -> when it last refused a connection
         self.listeners: list[Any] = []  # callables taking one dict: messages and calls, as they happen
@@ -241,8 +247,11 @@ class SlackEmulator:
         """A person; ``guest`` for a (multi-channel) guest, ``team_id`` for a Slack Connect user."""
         self._add_user(uid, name, real, email=email, guest=guest, team_id=team_id)
 
-    def add_channel(self, cid: str, name: str | None, *, im_user: str | None = None) -> None:
+    def add_channel(
+        self, cid: str, name: str | None, *, im_user: str | None = None, team: str | None = None
+    ) -> None:
         self.channels[cid] = {
+            "team": team or self.team_id,
             "id": cid,
             "name": name,
             "is_channel": im_user is None,
@@ -253,6 +262,51 @@ class SlackEmulator:
         }
         self.messages.setdefault(cid, [])
 
+    def add_workspace(self, team_id: str, name: str, *, channel: tuple[str, str] | None = None) -> Workspace:
+        """Another workspace (its own bot user, people and channels); the app gets a token for
+        it by being installed there (``enable_oauth``, then the consent page)."""
+        suffix = team_id.removeprefix("T")
+        workspace = Workspace(team_id, name, f"U{suffix}BOT", f"B{suffix}BOT")
+        self.workspaces[team_id] = workspace
+        self._add_user(workspace.bot_user, "agentbot", "Agent Bot", is_bot=True, team_id=team_id)
+        if channel is not None:
+            self.add_channel(channel[0], channel[1], team=team_id)
+        return workspace
+
+    def enable_oauth(
+        self,
+        client_id: str,
+        client_secret: str,
+        *,
+        redirect_urls: tuple[str, ...] = (),
+        token_rotation: bool = False,
+        token_ttl_s: int = 43_200,
+    ) -> None:
+        """The app's OAuth settings, as on its api.slack.com page."""
+        self.installs.app = OAuthApp(client_id, client_secret, redirect_urls, token_rotation, token_ttl_s)
+
+    def sign_in(self, team: str, user: str) -> None:
+        """Who the browser that opens the consent page is signed in to Slack as."""
+        self.installs.signed_in = (team, user)
+
+    def uninstall(self, team: str) -> None:
+        """An admin removes the app: its tokens stop working and the app is told."""
+        self.installs.revoke(team)
+        self.deliver({"type": "app_uninstalled", "event_ts": f"{time.time():.6f}"}, team=team)
+
+    def revoke_bot_token(self, team: str) -> None:
+        self.installs.revoke(team)
+        tokens = {"oauth": [], "bot": [self.workspaces[team].bot_user]}
+        self.deliver(
+            {"type": "tokens_revoked", "tokens": tokens, "event_ts": f"{time.time():.6f}"}, team=team
+        )
+
+    def team_of_channel(self, channel: str) -> str:
+        return str(self.channels.get(channel, {}).get("team") or self.team_id)
+
+    def _workspace(self) -> Workspace:
+        return self.workspaces[self.calling_team or self.team_id]
+
     @property
     def api_url(self) -> str:
         return f"{self.base_url}/api/"
@@ -261,6 +315,7 @@ class SlackEmulator:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self.sockets.websocket)
+        self.installs.routes(app, self.workspaces)
         self.files.routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -388,7 +443,7 @@ class SlackEmulator:
         limit = self.limits.get(method)
         if not self.enforce_limits or limit is None:
             return None
-        scope = str(params.get("channel", "")) if limit.scope == "channel" else self.team_id
+        scope = str(params.get("channel", "")) if limit.scope == "channel" else self.calling_team
         now = time.monotonic()
         bucket = self._buckets.setdefault((method, scope), _Bucket(limit.burst, now))
         rate = limit.per_minute / 60.0
@@ -407,6 +462,10 @@ class SlackEmulator:
             return self._answer(method, {}, {"ok": False, "error": "invalid_json"})
         if self.latency:
             await asyncio.sleep(self.latency)
+        self.calling_team = ""
+        if method == "oauth.v2.access":  # client credentials, not a token
+            authorization = request.headers.get("Authorization", "")
+            return self._answer(method, params, self.installs.access(authorization, params))
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         token = token or str(params.pop("token", ""))
         if not token:
@@ -416,8 +475,10 @@ class SlackEmulator:
             return self._answer(method, params, self.sockets.open_connection(token, ws_base))
         if token == self.app_token:  # an app-level token opens connections, nothing else
             return self._answer(method, params, {"ok": False, "error": "not_allowed_token_type"})
-        if token != self.bot_token:
-            return self._answer(method, params, {"ok": False, "error": "invalid_auth"})
+        team, refused = self.installs.team_of(token)
+        if refused or team is None:
+            return self._answer(method, params, {"ok": False, "error": refused or "invalid_auth"})
+        self.calling_team = team
         storm_left = self.storms.get(method, 0.0) - time.monotonic()
         if storm_left > 0:
             return self._rate_limited(method, params, min(storm_left, 5.0))
@@ -437,7 +498,7 @@ class SlackEmulator:
 
     def _rate_limited(self, method: str, params: dict[str, Any], wait: float) -> web.Response:
         retry_after = max(1, int(wait + 0.999))  # Slack sends whole seconds
-        self._record(Call(time.monotonic(), method, params, False, "ratelimited", 429))
+        self._record(Call(time.monotonic(), method, params, False, "ratelimited", 429, self.calling_team))
         return web.json_response(
             {"ok": False, "error": "ratelimited"},
             status=429,
@@ -445,7 +506,9 @@ class SlackEmulator:
         )
 
     def _answer(self, method: str, params: dict[str, Any], body: dict[str, Any]) -> web.Response:
-        call = Call(time.monotonic(), method, params, bool(body.get("ok")), body.get("error"))
+        call = Call(
+            time.monotonic(), method, params, bool(body.get("ok")), body.get("error"), team=self.calling_team
+        )
         if body.get("ok") and method == "chat.postMessage":
             call.params = {**params, "ts": body.get("ts")}
         self._record(call)
@@ -493,17 +556,20 @@ class SlackEmulator:
         channel = params.get("channel")
         if not channel:
             return "channel_not_found"
-        return None if channel in self.channels else "channel_not_found"
+        if channel not in self.channels or self.team_of_channel(str(channel)) != self.calling_team:
+            return "channel_not_found"  # another workspace's channel is not there for this token
+        return None
 
     def _m_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        workspace = self._workspace()
         return {
             "ok": True,
             "url": "https://emulated.slack.com/",
-            "team": "Emulated",
+            "team": workspace.name,
             "user": "agentbot",
-            "team_id": self.team_id,
-            "user_id": self.bot_user,
-            "bot_id": self.bot_id,
+            "team_id": workspace.team_id,
+            "user_id": workspace.bot_user,
+            "bot_id": workspace.bot_id,
             "is_enterprise_install": False,
         }
 
@@ -521,8 +587,8 @@ class SlackEmulator:
             params["channel"],
             self._next_ts(),
             str(params.get("text") or ""),
-            self.bot_user,
-            self.bot_id,
+            self._workspace().bot_user,
+            self._workspace().bot_id,
             str(thread_ts) if thread_ts else None,
             params.get("blocks"),
             metadata=metadata,
@@ -545,7 +611,7 @@ class SlackEmulator:
         message = self.find(params["channel"], str(params.get("ts", "")))
         if message is None or message.deleted:
             return {"ok": False, "error": "message_not_found"}
-        if message.bot_id != self.bot_id:
+        if message.bot_id != self._workspace().bot_id:
             return {"ok": False, "error": "cant_update_message"}
         error = self._content_error(params)
         if error:
@@ -565,10 +631,12 @@ class SlackEmulator:
         }
 
     def _m_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self._channel_error(params):
+            return {"ok": False, "error": "channel_not_found"}
         message = self.find(str(params.get("channel", "")), str(params.get("ts", "")))
         if message is None or message.deleted:
             return {"ok": False, "error": "message_not_found"}
-        if message.bot_id != self.bot_id:
+        if message.bot_id != self._workspace().bot_id:
             return {"ok": False, "error": "cant_delete_message"}
         message.deleted = True
         self._notify(self.message_change(message))
@@ -659,17 +727,18 @@ class SlackEmulator:
         return {"ok": True}
 
     def _m_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self.files.get_upload_url(params, self.bot_user)
+        return self.files.get_upload_url(params, self._workspace().bot_user)
 
     def _m_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = params.get("channel_id")
-        if channel and channel not in self.channels:
+        if channel and self._channel_error({"channel": channel}):
             return {"ok": False, "error": "channel_not_found"}
         answer, shared = self.files.complete(params)
         if answer.get("ok") and channel:  # shared in the channel (the thread) as the bot's message
             message = Message(
-                channel, self._next_ts(), str(params.get("initial_comment") or ""), self.bot_user,
-                self.bot_id, params.get("thread_ts") or None, None, shared,
+                channel, self._next_ts(), str(params.get("initial_comment") or ""),
+                self._workspace().bot_user, self._workspace().bot_id,
+                params.get("thread_ts") or None, None, shared,
             )  # fmt: skip
             message.history.append((time.monotonic(), message.text, None))
             self.messages[channel].append(message)
@@ -716,17 +785,17 @@ class SlackEmulator:
         message.history.append((time.monotonic(), text, None))
         self.messages[channel].append(message)
         self._notify(self.message_change(message))
-        is_im = self.channels[channel]["is_im"]
+        is_im, team = self.channels[channel]["is_im"], self.team_of_channel(channel)
         base = {
             **message.as_dict(),
             "channel": channel,
-            "team": self.team_id,
+            "team": team,
             "event_ts": message.ts,
             "channel_type": "im" if is_im else "channel",
         }
         if subtype:
             base["subtype"] = subtype
-        if f"<@{self.bot_user}>" in text and not is_im and subtype in (None, "file_share"):
+        if f"<@{self.workspaces[team].bot_user}>" in text and not is_im and subtype in (None, "file_share"):
             mention = {k: v for k, v in base.items() if k != "channel_type"}
             self.deliver({**mention, "type": "app_mention"})
         self.deliver(base)
@@ -740,16 +809,20 @@ class SlackEmulator:
             {
                 **message.as_dict(),
                 "channel": message.channel,
-                "team": self.team_id,
+                "team": self.team_of_channel(message.channel),
                 "event_ts": message.ts,
                 "channel_type": "im" if is_im else "channel",
             }
         )
 
-    def event_envelope(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+    def event_envelope(
+        self, event: dict[str, Any], event_id: str | None = None, *, team: str | None = None
+    ) -> dict[str, Any]:
+        team = team or str(event.get("team") or "") or self.team_id
+        workspace = self.workspaces.get(team) or self.workspaces[self.team_id]
         return {
             "token": "emulator-verification-token",
-            "team_id": self.team_id,
+            "team_id": team,
             "api_app_id": "A0EMUAPP",
             "event": event,
             "type": "event_callback",
@@ -758,8 +831,8 @@ class SlackEmulator:
             "authorizations": [
                 {
                     "enterprise_id": None,
-                    "team_id": self.team_id,
-                    "user_id": self.bot_user,
+                    "team_id": team,
+                    "user_id": workspace.bot_user,
                     "is_bot": True,
                     "is_enterprise_install": False,
                 }
@@ -768,9 +841,11 @@ class SlackEmulator:
             "event_context": secrets.token_hex(8),
         }
 
-    def deliver(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+    def deliver(
+        self, event: dict[str, Any], event_id: str | None = None, *, team: str | None = None
+    ) -> dict[str, Any]:
         """Send one event callback in the background, with Slack's retries."""
-        envelope = self.event_envelope(event, event_id)
+        envelope = self.event_envelope(event, event_id, team=team)
         if self.socket_mode:
 
             def seen(attempt: int, acked: bool, ms: float) -> None:
@@ -897,7 +972,7 @@ class SlackEmulator:
 
         form = {
             "token": "emulator-verification-token",
-            "team_id": self.team_id,
+            "team_id": self.team_of_channel(channel),
             "team_domain": "emulated",
             "channel_id": channel,
             "channel_name": self.channels[channel].get("name") or "directmessage",
@@ -929,10 +1004,10 @@ class SlackEmulator:
         kind, block_id = _clicked(message, action_id, value)
         payload = {
             "type": "block_actions",
-            "user": {"id": user, "team_id": self.team_id},
+            "user": {"id": user, "team_id": self.team_of_channel(channel)},
             "api_app_id": "A0EMUAPP",
             "token": "emulator-verification-token",
-            "team": {"id": self.team_id, "domain": "emulated"},
+            "team": {"id": self.team_of_channel(channel), "domain": "emulated"},
             "container": {
                 "type": "message",
                 "message_ts": message_ts,
@@ -987,8 +1062,10 @@ def _valid_context_actions(block: dict[str, Any]) -> bool:
 
 
 def _clicked(message: Any, action_id: str, value: str) -> tuple[str, str]:
-    """The clicked element's type and block id, as Slack reports them (a button by default)."""
-    for block in (message.blocks if message else None) or []:
+    """The clicked element's type and block id, as Slack reports them. Slack sends only
+    actions that are on the message: a click on a button that is not there (never was, or
+    was taken off by an update) is refused here, as no person could make it."""
+    for block in (message.blocks if message and not message.deleted else None) or []:
         for element in block.get("elements") or []:
             if element.get("action_id") != action_id:
                 continue
@@ -996,8 +1073,12 @@ def _clicked(message: Any, action_id: str, value: str) -> tuple[str, str]:
                 values = {element["positive_button"]["value"], element["negative_button"]["value"]}
                 if value in values:
                     return "feedback_buttons", str(block.get("block_id") or "feedback")
+                continue
+            if element.get("type", "button") == "button" and element.get("value") != value:
+                continue
             return str(element.get("type") or "button"), str(block.get("block_id") or "controls")
-    return "button", "controls"
+    where = f"message {message.ts}" if message else "no such message"
+    raise ValueError(f"no {action_id!r} element with value {value!r} on {where}: nobody can click it")
 
 
 def _valid_metadata(metadata: Any) -> bool:

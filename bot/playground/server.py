@@ -200,9 +200,12 @@ class Playground:
 
     async def _click(self, request: web.Request) -> web.Response:
         body = await request.json()
-        status = await self.stack.slack.click(
-            body["user"], body["channel"], body["ts"], body["action_id"], body.get("value", "")
-        )
+        try:
+            status = await self.stack.slack.click(
+                body["user"], body["channel"], body["ts"], body["action_id"], body.get("value", "")
+            )
+        except ValueError:  # the page showed a button an update has since taken off
+            return web.json_response({"ok": False, "error": "that button is no longer on the message"})
         return web.json_response({"ok": status == 200})
 
 

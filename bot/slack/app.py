@@ -15,6 +15,8 @@ from typing import Any
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.listener.async_builtins import AsyncTokenRevocationListeners
+from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.web.async_client import AsyncWebClient
 
 from .. import telemetry
@@ -26,6 +28,7 @@ from ..store.audit import AuditTrail
 from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
 from .filters import AllowList, FirstDelivery, RunLimits, follow_up_only, person_message
 from .sink import Turn, TurnSink
+from .workspaces import Workspaces
 from .writer import ASK_AGAIN_ACTION, FEEDBACK_ACTION, STOP_ACTION
 
 logger = logging.getLogger("bot.slack.app")
@@ -77,6 +80,8 @@ class SlackSurface:
         confirmer: SlackConfirmer | None = None,
         registry: Registry | None = None,
         audit: AuditTrail | None = None,
+        workspaces: Workspaces | None = None,
+        installations: AsyncInstallationStore | None = None,
         allowed_teams: frozenset[str] = frozenset(),
         allowed_channels: frozenset[str] = frozenset(),
         user_per_minute: int = 10,
@@ -91,6 +96,7 @@ class SlackSurface:
         self.confirmer = confirmer
         self.registry = registry
         self.audit = audit  # admin actions, for `python -m bot audit`
+        self.workspaces = workspaces
         self.tasks: set[asyncio.Task[None]] = set()
         self.allow_list = AllowList(allowed_teams, allowed_channels)
         limits = RunLimits(
@@ -113,6 +119,10 @@ class SlackSurface:
         app.action(APPROVE_ACTION)(self._on_confirm)
         app.action(DENY_ACTION)(self._on_confirm)
         app.command(TOOLS_COMMAND)(self._on_tools_command)
+        if installations is not None:  # installed through OAuth: uninstalls and revocations clean up
+            self.revocations = AsyncTokenRevocationListeners(installations)
+            app.event("app_uninstalled")(self._on_uninstalled)
+            app.event("tokens_revoked")(self._on_tokens_revoked)
 
     def allowed(self, team: str, channel: str) -> bool:
         return self.allow_list.allows(team, channel)
@@ -142,8 +152,9 @@ class SlackSurface:
         self._spawn(self._limited_note(turn, who))
 
     async def _limited_note(self, turn: Turn, who: str) -> None:
+        client = self.workspaces.client(turn.team) if self.workspaces is not None else self.app.client
         try:
-            await self.app.client.chat_postEphemeral(
+            await client.chat_postEphemeral(
                 channel=turn.channel,
                 user=turn.user,
                 thread_ts=turn.thread_ts,
@@ -151,6 +162,22 @@ class SlackSurface:
             )
         except Exception as exc:
             log(logger, "turn.limit_note_failed", logging.INFO, error=repr(exc))
+
+    async def _on_uninstalled(self, context: AsyncBoltContext) -> None:
+        """The app was removed from a workspace: its installation (tokens) goes."""
+        await self.revocations.handle_app_uninstalled_events(context)
+        await self._forget_workspace(context, "uninstalled")
+
+    async def _on_tokens_revoked(self, event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await self.revocations.handle_tokens_revoked_events(event, context)
+        await self._forget_workspace(context, "tokens_revoked")
+
+    async def _forget_workspace(self, context: AsyncBoltContext, why: str) -> None:
+        team = context.team_id or ""
+        if self.workspaces is not None:
+            self.workspaces.forget(team)
+        log(logger, "slack.workspace_removed", team=team, why=why)
+        await self._audit(AuditEntry("install", team, "", "", "slack", why))
 
     async def _on_stop(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -345,6 +372,32 @@ def http_app(
     app = web.Application(client_max_size=max_body_bytes)
     app.router.add_post("/slack/events", events)
     app.router.add_get("/healthz", _health(ready, draining))
+    add_install_routes(app, bolt)
+    return app
+
+
+def add_install_routes(app: web.Application, bolt: AsyncApp) -> None:
+    """``GET /slack/install`` (the *Add to Slack* page) and ``GET /slack/oauth_redirect``
+    (where Slack sends the person back with a code), when the app installs through OAuth."""
+    flow = bolt.oauth_flow
+    if flow is None:
+        return
+
+    async def install(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await flow.handle_installation(await to_bolt_request(request)))
+
+    async def redirect(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await flow.handle_callback(await to_bolt_request(request)))
+
+    app.router.add_get(flow.install_path, install)
+    app.router.add_get(flow.redirect_uri_path, redirect)
+
+
+def install_app(bolt: AsyncApp, ready: asyncio.Event | None = None) -> web.Application:
+    """Socket Mode takes events over the socket, but an install still comes back over HTTP."""
+    app = web.Application(client_max_size=64 * 1024)
+    add_install_routes(app, bolt)
+    app.router.add_get("/healthz", _health(ready, None))
     return app
 
 

@@ -14,13 +14,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from ..logs import log
 from ..mentions import escape_mrkdwn, neutralise_mentions
 from ..plugins.context import ToolContext
 from ..plugins.runner import CannotAsk, Verdict
 from ..plugins.tool import ToolSpec
+from .workspaces import Workspaces
 
 logger = logging.getLogger("bot.slack.confirm")
 
@@ -36,9 +35,11 @@ class _Pending:
     ts: str
     tool: str
     admins_only: bool = False
+    team: str = ""
 
     def as_doc(self) -> dict[str, Any]:
         return {
+            "team": self.team,
             "requester": self.requester,
             "channel": self.channel,
             "ts": self.ts,
@@ -63,14 +64,14 @@ class SlackConfirmer:
 
     def __init__(
         self,
-        client: AsyncWebClient,
+        workspaces: Workspaces,
         store: ApprovalStore,
         *,
         admins: frozenset[str],
         timeout_s: float = 120.0,
         poll_s: float = 0.5,
     ) -> None:
-        self.client = client
+        self.workspaces = workspaces  # approvals are posted and closed with their workspace's token
         self.store = store
         self.admins = admins
         self.timeout_s = timeout_s
@@ -139,10 +140,11 @@ class SlackConfirmer:
                 ],
             },
         ]
-        response = await self.client.chat_postMessage(
+        client = context.slack or self.workspaces.client(context.team)
+        response = await client.chat_postMessage(
             channel=context.channel, thread_ts=context.thread_ts, text=text, blocks=blocks
         )
-        pending = _Pending(context.user_id, context.channel, response["ts"], name, admins_only)
+        pending = _Pending(context.user_id, context.channel, response["ts"], name, admins_only, context.team)
         await self.store.put_approval(key, pending.as_doc(), self.timeout_s + 60)
         self._decided[key] = asyncio.Event()
         log(logger, "confirm.asked", tool=title, user=context.user_id, channel=context.channel)
@@ -195,7 +197,7 @@ class SlackConfirmer:
 
     async def _close(self, pending: _Pending, text: str) -> None:
         try:
-            await self.client.chat_update(
+            await self.workspaces.client(pending.team).chat_update(
                 channel=pending.channel,
                 ts=pending.ts,
                 text=text,

@@ -108,7 +108,7 @@ def person_message(bot_user_id: str | None) -> Middleware:
             and not event.get("bot_id")
             and event.get("subtype") in ALLOWED_SUBTYPES
             and bool(turn.user)
-            and turn.user != bot_user_id
+            and turn.user != (context.bot_user_id or bot_user_id)
         )
         if not usable:
             return await _drop(ack, "not_a_person_message", body)
@@ -128,7 +128,8 @@ def follow_up_only(store: Store, bot_user_id: str | None) -> Middleware:
     ) -> BoltResponse | None:
         turn: Turn = context["turn"]
         if event.get("channel_type") != "im":
-            if turn.thread_ts == turn.ts or f"<@{bot_user_id}>" in turn.text:
+            me = context.bot_user_id or bot_user_id  # installed in many workspaces: this one's bot
+            if turn.thread_ts == turn.ts or f"<@{me}>" in turn.text:
                 return await _drop(ack, "not_a_follow_up", event_id=turn.event_id)
             if await store.lease_owner(f"bot-thread:{turn.key.as_str()}") is None:
                 return await _drop(ack, "not_a_bot_thread", event_id=turn.event_id)

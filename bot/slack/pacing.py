@@ -202,6 +202,7 @@ class SharedPacer(Pacer):
         self.replica = replica
         self.shared_failures = 0
         self._side: set[asyncio.Task[Any]] = set()
+        self._granting_shared = False  # the slot being granted came from the shared bucket
 
     def _rank(self, ticket: Ticket) -> float:
         since_wall = time.time() - (self._clock() - ticket.since)  # comparable across replicas
@@ -244,11 +245,11 @@ class SharedPacer(Pacer):
         self._kick()
 
     def _grant(self, best: Ticket) -> None:
-        if best.granted.done():  # cancelled meanwhile: the shared slot goes back
+        if best.granted.done() and self._granting_shared:  # cancelled meanwhile: the shared slot goes back
             self._waiting.remove(best)
             self.refund()
             return
-        super()._grant(best)
+        super()._grant(best)  # a local slot (the store was down) goes back to the local bucket
 
     async def _serve(self) -> None:
         while True:
@@ -270,6 +271,7 @@ class SharedPacer(Pacer):
                 self.buckets.take(self.bucket, self.replica, self._rank(best), self.base, self.burst)
             )
             if answer is None:  # alone until the store is back
+                self._granting_shared = False
                 await super()._serve_one()
                 continue
             wait, self.rate = answer
@@ -279,6 +281,7 @@ class SharedPacer(Pacer):
             if wait > 0:
                 await self._nap(min(wait, LONGEST_WAIT_S))
                 continue
+            self._granting_shared = True
             self._grant(best)
             await asyncio.sleep(0)
 

@@ -61,7 +61,7 @@ class AuditEntry:
     tool, a digest of the arguments, who approved it, how it ended, how long it took), a
     decision on the agent's own tools, or an admin's change to the tool settings."""
 
-    kind: str  # tool_call | approval | tool_setting | feedback
+    kind: str  # tool_call | approval | tool_setting | feedback | install
     team: str
     channel: str
     user: str  # who asked (a call) or who acted (an admin action)

@@ -182,18 +182,7 @@ class TurnAnswer:
 
     async def _run_agent(self, thread_id: str, context: ToolContext) -> str:
         """Start the run and follow it (and its tool rounds) to its end."""
-        turn, context_reader = self.turn, self.o.context
-        stream = await self.agents.start_run(
-            thread_id,
-            context=await context_reader.turn_context(turn, context),
-            tools=await context_reader.function_tools(context),
-            metadata={
-                "slack_team": turn.team,
-                "slack_channel": turn.channel,
-                "slack_thread_ts": turn.thread_ts,
-                "slack_event_id": turn.event_id[:64],
-            },
-        )
+        stream = await self._start_when_free(thread_id, context)
         rounds = 0
         while True:
             paused = await self._stream_until_pause(stream)
@@ -314,6 +303,43 @@ class TurnAnswer:
                 **self.fields,
             )
         return ending_for(event)
+
+    async def _start_when_free(self, thread_id: str, context: ToolContext) -> Any:
+        """Start the run; while another run of the conversation is still going (a replica
+        that lost the conversation's lease mid-turn, a stuck run), wait for it to end instead
+        of mixing two turns, until the busy deadline."""
+        turn, context_reader = self.turn, self.o.context
+        deadline = time.monotonic() + self.o.busy_wait_s
+        pause = 0.5
+        while True:
+            try:
+                return await self.agents.start_run(
+                    thread_id,
+                    context=await context_reader.turn_context(turn, context),
+                    tools=await context_reader.function_tools(context),
+                    metadata={
+                        "slack_team": turn.team,
+                        "slack_channel": turn.channel,
+                        "slack_thread_ts": turn.thread_ts,
+                        "slack_event_id": turn.event_id[:64],
+                    },
+                )
+            except ThreadBusyError as busy:
+                left = deadline - time.monotonic()
+                if left <= 0 or self.stop_requested:
+                    raise
+                log(
+                    logger,
+                    "turn.conversation_busy",
+                    logging.INFO,
+                    active_run=busy.active_run_id,
+                    **self.fields,
+                )
+                if busy.active_run_id:
+                    await wait_for_run(self.agents, thread_id, busy.active_run_id, left)
+                else:  # the service names no run: it asks to retry in a few seconds
+                    await asyncio.sleep(min(pause, left))
+                    pause = min(pause * 2, 4.0)
 
     async def _recover(self, run_id: str | None) -> str | ToolCallsRequested | ApprovalsRequested:
         """The stream broke: poll the run until it ends (show the stored answer) or waits."""

@@ -7,11 +7,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from ..agents import FunctionTool, TurnContext, function_tool
 from ..logs import log
@@ -19,6 +18,7 @@ from ..plugins.context import ToolContext
 from ..slack.reads import replies_page
 from ..slack.sink import Turn
 from ..slack.text import UserDirectory, slack_to_agent_text
+from ..slack.workspaces import Workspaces
 from ..store import ConversationKey, Store
 from .ports import ToolRunner
 
@@ -44,20 +44,29 @@ PEOPLES_SUBTYPES = (None, "file_share", "thread_broadcast")  # what a person wro
 
 @dataclass
 class ContextReader:
-    slack: AsyncWebClient
+    workspaces: Workspaces
     store: Store
-    users: UserDirectory
     admins: frozenset[str]
-    bot_user_id: str | None
     tools: ToolRunner | None
     allow_mass_mentions: bool = False
     context_messages: int = 15
     context_chars: int = 8_000
+    _directories: dict[str, UserDirectory] = field(default_factory=dict)
+
+    def users(self, team: str) -> UserDirectory:
+        """Names and time zones as one workspace's bot sees them (cached per workspace)."""
+        directory = self._directories.get(team)
+        if directory is None:
+            directory = self._directories[team] = UserDirectory(self.workspaces.client(team))
+        return directory
 
     async def message_text(self, turn: Turn) -> str:
         """The message as the agent should read it."""
         return await slack_to_agent_text(
-            turn.text, bot_user_id=self.bot_user_id, names=self.users.display_name, files=list(turn.files)
+            turn.text,
+            bot_user_id=await self.workspaces.bot_user_id(turn.team),
+            names=self.users(turn.team).display_name,
+            files=list(turn.files),
         )
 
     async def mark_others(self, key: ConversationKey) -> None:
@@ -68,11 +77,11 @@ class ContextReader:
         others = await self.store.lease_owner(f"others:{turn.key.as_str()}") is not None
         return ToolContext(
             user_id=turn.user,
-            user_name=await self.users.display_name(turn.user),
+            user_name=await self.users(turn.team).display_name(turn.user),
             team=turn.team,
             channel=turn.channel,
             thread_ts=turn.thread_ts,
-            slack=self.slack,
+            slack=self.workspaces.client(turn.team),
             logger=logging.getLogger("bot.tools"),
             is_admin=turn.user in self.admins,
             allow_mass_mentions=self.allow_mass_mentions,
@@ -80,13 +89,13 @@ class ContextReader:
         )
 
     async def turn_context(self, turn: Turn, context: ToolContext) -> TurnContext:
-        direct = turn.channel.startswith("D")
+        direct, users = turn.channel.startswith("D"), self.users(turn.team)
         return TurnContext(
             user_id=turn.user,
             user_name=context.user_name,
-            timezone=await self.users.timezone(turn.user),
+            timezone=await users.timezone(turn.user),
             channel_id=turn.channel,
-            channel_name="" if direct else await self.users.channel_name(turn.channel),
+            channel_name="" if direct else await users.channel_name(turn.channel),
             is_direct_message=direct,
         )
 
@@ -105,7 +114,7 @@ class ContextReader:
         for _ in range(CONTEXT_PAGES):  # pages run oldest to newest: keep the tail
             try:
                 response = await replies_page(
-                    self.slack,
+                    self.workspaces.client(turn.team),
                     give_up_at=give_up_at,
                     channel=turn.channel,
                     ts=turn.thread_ts,
@@ -129,14 +138,15 @@ class ContextReader:
 
     async def _render(self, turn: Turn, messages: list[dict[str, Any]]) -> ThreadContext:
         lines: list[str] = []
+        users, bot_user_id = self.users(turn.team), await self.workspaces.bot_user_id(turn.team)
         for message in messages:
             if message.get("user") not in self.admins:
                 await self.mark_others(turn.key)
-            who = await self.users.display_name(message.get("user", "someone"))
+            who = await users.display_name(message.get("user", "someone"))
             text = await slack_to_agent_text(
                 message.get("text", ""),
-                bot_user_id=self.bot_user_id,
-                names=self.users.display_name,
+                bot_user_id=bot_user_id,
+                names=users.display_name,
                 files=message.get("files"),
             )
             lines.append(f"@{who}: {text}")

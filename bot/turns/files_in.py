@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from slack_sdk.errors import SlackApiError
 
 from ..agents import AgentBackend, AgentServiceError, InputFile
 from ..agents.routing import DEFAULT, make_ref, split_ref
 from ..agents.uploads import TooLargeError, Upload
 from ..logs import log
 from ..slack.files import FileUnavailable, download
+from ..slack.workspaces import Workspaces
 from ..store import AgentFile, ConversationKey, Store
 
 logger = logging.getLogger("bot.turns")
@@ -66,13 +68,13 @@ class FilesIn:
     def __init__(
         self,
         store: Store,
-        token: str,
+        workspaces: Workspaces,
         *,
         max_bytes: int = 20 * 1024 * 1024,
         max_files: int = 10,
     ) -> None:
         self.store = store
-        self.token = token
+        self.workspaces = workspaces  # the bot token of the workspace the file was shared in
         self.max_bytes = max_bytes
         self.max_files = max_files
         self._http: httpx.AsyncClient | None = None
@@ -150,7 +152,11 @@ class FilesIn:
                 return file_id
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True)
-        chunks = download(self._http, self.token, file)
+        try:
+            token = await self.workspaces.token(target.key.team)
+        except SlackApiError as exc:
+            raise FileUnavailable(f"the bot cannot read files here ({exc.response.get('error')})") from None
+        chunks = download(self._http, token, file)
         upload = await Upload.spool(name, str(file.get("mimetype") or ""), chunks, limit=self.max_bytes)
         try:
             file_id = await target.agents.upload_file(upload)

@@ -18,18 +18,20 @@ from ..agents.events import FileProduced
 from ..agents.uploads import TooLargeError, Upload
 from ..logs import log
 from ..slack.files import FileUnavailable, upload_to_thread
+from ..slack.workspaces import Workspaces
 
 logger = logging.getLogger("bot.turns")
 
 
 class FilesOut:
-    def __init__(self, slack: AsyncWebClient, *, max_bytes: int = 512 * 1024 * 1024) -> None:
-        self.slack = slack
+    def __init__(self, workspaces: Workspaces, *, max_bytes: int = 512 * 1024 * 1024) -> None:
+        self.workspaces = workspaces
         self.max_bytes = max_bytes
         self._http: httpx.AsyncClient | None = None
 
     async def deliver(
         self,
+        team: str,
         channel: str,
         thread_ts: str,
         files: Sequence[FileProduced],
@@ -43,6 +45,7 @@ class FilesOut:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=10.0))
         shared: list[str] = []
         failed: list[str] = []
+        slack = self.workspaces.client(team)
         for file in files:
             try:
                 upload = await Upload.spool(file.name, "", agents.file_content(file), limit=self.max_bytes)
@@ -54,7 +57,7 @@ class FilesOut:
                 continue
             try:
                 slack_id = await upload_to_thread(
-                    self.slack, self._http, channel=channel, thread_ts=thread_ts,
+                    slack, self._http, channel=channel, thread_ts=thread_ts,
                     name=file.name, size=upload.size, chunks=upload.chunks,
                 )  # fmt: skip
             except (SlackApiError, FileUnavailable) as exc:
@@ -66,14 +69,14 @@ class FilesOut:
             shared.append(slack_id)
             log(logger, "turn.file_shared", file=file.name, slack_file=slack_id, **fields)
         if failed:
-            await self._say_failed(channel, thread_ts, failed, fields)
+            await self._say_failed(slack, channel, thread_ts, failed, fields)
         return shared
 
     async def _say_failed(
-        self, channel: str, thread_ts: str, names: list[str], fields: dict[str, Any]
+        self, slack: AsyncWebClient, channel: str, thread_ts: str, names: list[str], fields: dict[str, Any]
     ) -> None:
         try:
-            await self.slack.chat_postMessage(
+            await slack.chat_postMessage(
                 channel=channel,
                 thread_ts=thread_ts,
                 text=f"_The agent made {', '.join(names)}, but it could not be attached here._",

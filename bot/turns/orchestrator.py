@@ -17,7 +17,6 @@ import uuid
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from .. import telemetry
 from ..agents.routing import AgentRouter, RoutesError
@@ -26,7 +25,7 @@ from ..mentions import escape_mrkdwn
 from ..metrics import Metrics
 from ..slack.pacing import Budgets
 from ..slack.sink import Turn
-from ..slack.text import UserDirectory
+from ..slack.workspaces import Workspaces
 from ..slack.writer import ReplyWriter
 from ..store import ConversationKey, InFlight, Store
 from ..store.audit import AuditTrail
@@ -51,9 +50,8 @@ class TurnOrchestrator:
         *,
         router: AgentRouter,
         store: Store,
-        slack: AsyncWebClient,
+        workspaces: Workspaces,
         budgets: Budgets,
-        bot_user_id: str | None = None,
         tools: ToolRunner | None = None,
         admins: frozenset[str] = frozenset(),
         context_messages: int = 15,
@@ -72,7 +70,7 @@ class TurnOrchestrator:
     ) -> None:
         self.router = router  # which agent answers where (one, or a routing file's)
         self.store = store
-        self.slack = slack
+        self.workspaces = workspaces  # each workspace's Slack client (one, or OAuth installs)
         self.budgets = budgets
         self.admins = admins
         self.approver = approver
@@ -84,11 +82,9 @@ class TurnOrchestrator:
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.metrics = metrics or Metrics()
         self.context = ContextReader(
-            slack,
+            workspaces,
             store,
-            UserDirectory(slack),
             admins,
-            bot_user_id,
             tools,
             allow_mass_mentions=allow_mass_mentions,
             context_messages=context_messages,
@@ -209,7 +205,7 @@ class TurnOrchestrator:
         current = await self.store.reply(turn_id)
         if ts and (current is None or current.message_ts != ts):
             with contextlib.suppress(SlackApiError):
-                await self.slack.chat_delete(channel=writer.channel, ts=ts)
+                await writer.client.chat_delete(channel=writer.channel, ts=ts)
 
     # -- answering ------------------------------------------------------------------------------
 
@@ -217,7 +213,7 @@ class TurnOrchestrator:
         self, turn: Turn, turn_id: str, fields: dict[str, Any], existing_pages: list[str] | None = None
     ) -> ReplyWriter:
         return ReplyWriter(
-            self.slack,
+            self.workspaces.client(turn.team),
             self.budgets.for_team(turn.team),
             turn.channel,
             turn.thread_ts,
@@ -339,6 +335,7 @@ class TurnOrchestrator:
         self._records.pop(answer.turn_id, None)
         if answer.produced and self.files_out is not None:
             await self.files_out.deliver(
+                answer.turn.team,
                 answer.turn.channel,
                 answer.turn.thread_ts,
                 answer.produced,

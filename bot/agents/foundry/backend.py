@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Literal, Self
 
 import httpx
@@ -41,6 +41,7 @@ from ..errors import (
     BadRequestError,
     BadResponseError,
     StreamInterruptedError,
+    ThreadBusyError,
 )
 from ..events import Annotation, FileProduced
 from ..retry import retry_after_seconds
@@ -255,20 +256,10 @@ class FoundryBackend:
             raise StreamInterruptedError(f"the file download broke: {exc or type(exc).__name__}") from None
 
     async def delete_file(self, file_id: str) -> None:
-        try:
-            await self.openai.files.delete(file_id)
-        except openai.NotFoundError:
-            pass
-        except openai.OpenAIError as exc:
-            raise agent_error(exc) from None
+        await _gone_either_way(self.openai.files.delete(file_id))
 
     async def delete_conversation(self, conversation_id: str) -> None:
-        try:
-            await self.openai.conversations.delete(conversation_id)
-        except openai.NotFoundError:
-            pass
-        except openai.OpenAIError as exc:
-            raise agent_error(exc) from None
+        await _gone_either_way(self.openai.conversations.delete(conversation_id))
 
     async def start_run(
         self,
@@ -283,9 +274,14 @@ class FoundryBackend:
         items: list[dict[str, Any]] = []
         if context is not None:
             items.append({"type": "message", "role": "developer", "content": context.as_instructions()})
-        items.extend(self._held.pop(conversation_id, []))
+        held = self._held.pop(conversation_id, [])
+        items.extend(held)
         try:
             return await self._respond(conversation_id, items, metadata)
+        except ThreadBusyError:
+            # another response of the conversation is running: the message waits for the retry
+            self._held[conversation_id] = held + self._held.get(conversation_id, [])
+            raise
         except BadRequestError as exc:
             if "no tool output found" not in exc.message.lower():
                 raise
@@ -470,3 +466,13 @@ async def _log_response(response: httpx.Response) -> None:
         ms=round((time.monotonic() - started) * 1000) if isinstance(started, float) else None,
         service_request_id=response.headers.get("apim-request-id") or response.headers.get("x-request-id"),
     )
+
+
+async def _gone_either_way(deletion: Awaitable[Any]) -> None:
+    """A delete: what the service no longer has is deleted already."""
+    try:
+        await deletion
+    except openai.NotFoundError:
+        pass
+    except openai.OpenAIError as exc:
+        raise agent_error(exc) from None

@@ -17,6 +17,7 @@ from ..errors import (
     RateLimitedError,
     ServiceError,
     StreamTimeoutError,
+    ThreadBusyError,
 )
 from ..retry import retry_after_seconds
 
@@ -36,6 +37,8 @@ def error_from_status(status: int, body: Any, retry_after: float | None = None) 
         return ServiceError(message, status=status, code=code)
     if code == ContextTooLongError.CODE:
         return ContextTooLongError(message, status=status, code=code)
+    if code == "conversation_locked":  # a response of the conversation is still running
+        return ThreadBusyError(message, status=status, code=code)
     return BadRequestError(message, status=status, code=code)
 
 
