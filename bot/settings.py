@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     agents_api_version: str = Field(default="v1", alias="AGENTS_API_VERSION")
     agents_connect_timeout: float = Field(default=10.0, gt=0, alias="AGENTS_CONNECT_TIMEOUT")
     agents_stream_idle_timeout: float = Field(default=60.0, gt=0, alias="AGENTS_STREAM_IDLE_TIMEOUT")
-    agents_max_attempts: int = Field(default=4, ge=1, le=10, alias="AGENTS_MAX_ATTEMPTS")
+    agents_retry_seconds: float = Field(default=60.0, gt=0, alias="AGENTS_RETRY_SECONDS")
+    agents_max_attempts: int | None = Field(default=None, ge=1, alias="AGENTS_MAX_ATTEMPTS")
     # New Foundry agents: GA addressing (project /openai/v1 + agent_reference) unless the
     # agent's own endpoint (preview) is asked for
     agent_addressing: Literal["project", "agent_endpoint"] = Field(

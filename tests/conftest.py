@@ -42,7 +42,7 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=100, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
-FAST_RETRY = RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_max=0.05)
+FAST_RETRY = RetryPolicy(within_s=5.0, backoff_base=0.01, backoff_max=0.05)
 TOKEN = "test-token-5f0c"
 
 

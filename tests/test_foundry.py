@@ -17,6 +17,7 @@ from openai import AsyncOpenAI
 from bot.agents import ApprovalDecision, ContextTooLongError, RunStatus, ToolOutput, TurnContext
 from bot.agents.events import ApprovalsRequested, Completed, TextDelta, ToolCallDelta, ToolCallsRequested
 from bot.agents.foundry import PREVIEW_FEATURES, FoundryBackend, ResponseStream
+from bot.agents.retry import RetryPolicy
 from bot.emulators.agent_script import Script
 from bot.emulators.agents import AgentServiceEmulator
 
@@ -572,7 +573,8 @@ async def test_service_errors_reach_the_pipeline_as_typed_errors(
             "POST", "*conversations", status, retry_after=retry_after, body=body,
             content_type="application/json" if body else None,
         )  # fmt: skip
-        async with FoundryBackend(emulator.endpoint, "t", "demo-agent", max_retries=0) as backend:
+        one_try = RetryPolicy(max_attempts=1)  # AGENTS_MAX_ATTEMPTS=1: the first answer is the answer
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent", retry=one_try) as backend:
             with pytest.raises(AgentServiceError) as caught:
                 await backend.create_conversation()
     assert type(caught.value).__name__ == expected
@@ -583,8 +585,28 @@ async def test_an_unreachable_service_is_a_connection_error() -> None:
     from bot.agents import AgentServiceError
 
     async with FoundryBackend(
-        "http://127.0.0.1:9/api/projects/p", "t", "demo-agent", max_retries=0
+        "http://127.0.0.1:9/api/projects/p", "t", "demo-agent", retry=RetryPolicy(within_s=0.5)
     ) as backend:
         with pytest.raises(AgentServiceError) as caught:
             await backend.create_conversation()
     assert type(caught.value).__name__ == "AgentConnectionError"
+
+
+async def test_transient_errors_are_retried_until_a_deadline_not_a_count() -> None:
+    """The openai client's own retries end after a number of tries; ours end at the deadline:
+    six 429s and 503s in a row are waited out, and a 503 that never ends is the error."""
+    from bot.agents.errors import ServiceError
+
+    fast = RetryPolicy(within_s=30.0, backoff_base=0.01, backoff_max=0.05)
+    async with AgentServiceEmulator(SCRIPT) as emulator:
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent", retry=fast) as backend:
+            emulator.fail_next("POST", "*conversations", 429, times=3, retry_after=0.01)
+            emulator.fail_next("POST", "*conversations", 503, times=3)
+            assert (await backend.create_conversation()).startswith("conv_")
+        tries = [p for m, p, _ in emulator.requests if m == "POST" and p.endswith("conversations")]
+        assert len(tries) == 7
+        short = RetryPolicy(within_s=0.5, backoff_base=0.01, backoff_max=0.05)
+        async with FoundryBackend(emulator.endpoint, "t", "demo-agent", retry=short) as backend:
+            emulator.fail_next("POST", "*conversations", 503, times=100_000)
+            with pytest.raises(ServiceError):
+                await asyncio.wait_for(backend.create_conversation(), 30)

@@ -85,6 +85,7 @@ def make_backend(settings: Settings) -> AgentBackend:
     if settings.backend == "foundry":
         from .auth import token_provider
         from .foundry import FoundryBackend
+        from .retry import RetryPolicy
 
         if not settings.agent_name:
             raise ValueError("AGENT_BACKEND=foundry needs AGENT_NAME (and optionally AGENT_VERSION)")
@@ -99,7 +100,9 @@ def make_backend(settings: Settings) -> AgentBackend:
             truncation=settings.agents_truncation,
             stream_idle_timeout=settings.agents_stream_idle_timeout,
             connect_timeout=settings.agents_connect_timeout,
-            max_retries=max(0, settings.agents_max_attempts - 1),
+            retry=RetryPolicy(
+                within_s=settings.agents_retry_seconds, max_attempts=settings.agents_max_attempts
+            ),
         )
     from .classic import AgentsClient, ClassicBackend
 

@@ -126,7 +126,9 @@ class AgentsClient:
             api_version=settings.agents_api_version,
             connect_timeout=settings.agents_connect_timeout,
             stream_idle_timeout=settings.agents_stream_idle_timeout,
-            retry=RetryPolicy(max_attempts=settings.agents_max_attempts),
+            retry=RetryPolicy(
+                within_s=settings.agents_retry_seconds, max_attempts=settings.agents_max_attempts
+            ),
             **kwargs,
         )
 
@@ -378,7 +380,7 @@ class AgentsClient:
         url = self.endpoint + path
         query = {"api-version": self.api_version, **(params or {})}
         request_id = str(uuid.uuid4())
-        attempt = 0
+        attempt, deadline = 0, self.retry.deadline()
         reauthenticated = False
         while True:
             headers = {
@@ -396,8 +398,7 @@ class AgentsClient:
             try:
                 response = await self._http.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                if attempt + 1 < self.retry.max_attempts:
-                    await self._backoff(method, path, attempt, None, f"connect error: {exc!r}")
+                if await self._backoff(method, path, attempt, deadline, None, f"connect error: {exc!r}"):
                     attempt += 1
                     continue
                 host = urlsplit(url).netloc
@@ -405,8 +406,9 @@ class AgentsClient:
                     f"cannot reach the agent service at {host}: {exc or type(exc).__name__}"
                 ) from None
             except httpx.TimeoutException:
-                if method == "GET" and attempt + 1 < self.retry.max_attempts:
-                    await self._backoff(method, path, attempt, None, "read timeout")
+                if method == "GET" and await self._backoff(
+                    method, path, attempt, deadline, None, "read timeout"
+                ):
                     attempt += 1
                     continue
                 raise ServiceError(f"the agent service did not answer {method} {path} in time") from None
@@ -438,18 +440,21 @@ class AgentsClient:
             if status == 401 and not reauthenticated and self._token.invalidate():
                 reauthenticated = True
                 continue
-            if status in RETRYABLE_STATUS and attempt + 1 < self.retry.max_attempts:
+            if status in RETRYABLE_STATUS:
                 retry_after = retry_after_seconds(response.headers)
                 if retry_after is None or retry_after <= self.retry.max_retry_after:
-                    await self._backoff(method, path, attempt, retry_after, str(error))
-                    attempt += 1
-                    continue
+                    if await self._backoff(method, path, attempt, deadline, retry_after, str(error)):
+                        attempt += 1
+                        continue
             raise error
 
     async def _backoff(
-        self, method: str, path: str, attempt: int, retry_after: float | None, why: str
-    ) -> None:
+        self, method: str, path: str, attempt: int, deadline: float, retry_after: float | None, why: str
+    ) -> bool:
+        """Wait before the next try; False (at once) when it would end past the deadline."""
         delay = self.retry.delay(attempt, retry_after)
+        if not self.retry.may_retry(deadline, attempt, delay):
+            return False
         log(
             logger,
             "agent.retry",
@@ -461,6 +466,7 @@ class AgentsClient:
             why=why,
         )
         await asyncio.sleep(delay)
+        return True
 
     @staticmethod
     def _error(response: httpx.Response, raw: bytes) -> AgentServiceError:

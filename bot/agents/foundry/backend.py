@@ -44,7 +44,7 @@ from ..errors import (
     ThreadBusyError,
 )
 from ..events import Annotation, FileProduced
-from ..retry import retry_after_seconds
+from ..retry import RetryingTransport, RetryPolicy, retry_after_seconds
 from ..uploads import Multipart, Upload
 from .errors import agent_error, error_from_status
 from .project import PROJECT_API_VERSION, AgentVersions
@@ -116,7 +116,7 @@ class FoundryBackend:
         truncation: Literal["disabled", "auto"] = "disabled",
         stream_idle_timeout: float = 60.0,
         connect_timeout: float = 10.0,
-        max_retries: int = 3,
+        retry: RetryPolicy | None = None,
         resume_within_s: float = 60.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
@@ -128,9 +128,11 @@ class FoundryBackend:
         self.background = background
         self.truncation = truncation
         self.resume_within_s = resume_within_s
-        # ``http``: the transport seam (tests replay recorded sessions through it)
+        # ``http``: the transport seam (tests replay recorded sessions through it); otherwise
+        # retries end at the policy's deadline (the openai client's own end after a count)
         self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(stream_idle_timeout, connect=connect_timeout)
+            timeout=httpx.Timeout(stream_idle_timeout, connect=connect_timeout),
+            transport=RetryingTransport(httpx.AsyncHTTPTransport(), retry or RetryPolicy()),
         )
         self._http.event_hooks.setdefault("request", []).append(_request_started)
         self._http.event_hooks.setdefault("response", []).append(_log_response)
@@ -147,7 +149,7 @@ class FoundryBackend:
             default_query=query or None,
             default_headers=headers or None,
             http_client=self._http,
-            max_retries=max_retries,
+            max_retries=0,
         )
         self._held: dict[str, list[dict[str, Any]]] = {}  # conversation -> input for its next response
         # The openai package imports its resources on first use; do it now, at start-up, not
