@@ -3,6 +3,7 @@ replicas on one Redis behind a round-robin load balancer with one killed mid-str
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -167,7 +168,11 @@ async def test_a_reply_cut_by_shutdown_is_asked_again_with_one_click(
         assert len(slack.bot_replies("C0GENERAL", ts)) == 1  # the stranger asked nothing
 
         full = "A complete but slow answer, word by word. " * 6
-        assert await slack.click("U0ALICE", "C0GENERAL", cut.ts, "ask_again", again["value"]) == 200
+        # a double click: both reach the bot before the button comes off; one asks, once
+        clicks = await asyncio.gather(
+            *(slack.click("U0ALICE", "C0GENERAL", cut.ts, "ask_again", again["value"]) for _ in range(2))
+        )
+        assert clicks == [200, 200]
         await eventually(
             lambda: [m.visible_text for m in slack.bot_replies("C0GENERAL", ts)][1:] == [full],
             "the question asked again, answered in full",
@@ -176,15 +181,13 @@ async def test_a_reply_cut_by_shutdown_is_asked_again_with_one_click(
             lambda: not buttons(slack.find("C0GENERAL", cut.ts)), "the button gone: no second ask"
         )
         assert "asked again" in str(slack.find("C0GENERAL", cut.ts).blocks)
-        assert await slack.click("U0ALICE", "C0GENERAL", cut.ts, "ask_again", again["value"]) == 200
         await eventually(
             lambda: len([c for c in slack.calls if c.method == "chat.postEphemeral"]) == 2,
             "two private notes",
         )
-        assert (
-            "already asked this again"
-            in [c for c in slack.calls if c.method == "chat.postEphemeral"][1].params["text"]
-        )
+        second_note = [c for c in slack.calls if c.method == "chat.postEphemeral"][1].params["text"]
+        # whichever way the race went: decided before the second click looked, or while it did
+        assert second_note in ("You already asked this again.", "This was just asked again.")
         assert len(slack.bot_replies("C0GENERAL", ts)) == 2
     finally:
         second.terminate()
