@@ -13,7 +13,7 @@ from .settings import Settings, SettingsError, load_settings
 
 
 def _missing_slack(settings: Settings) -> list[str]:
-    missing = [] if settings.slack_bot_token or settings.multi_workspace else ["SLACK_BOT_TOKEN"]
+    missing = [] if settings.secret("slack_bot_token") or settings.multi_workspace else ["SLACK_BOT_TOKEN"]
     if not settings.slack_app_token and not settings.slack_signing_secret:
         missing.append("SLACK_APP_TOKEN (Socket Mode) or SLACK_SIGNING_SECRET (HTTP mode)")
     return missing

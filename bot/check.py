@@ -103,7 +103,7 @@ def check_slack_settings(settings: Settings, report: Report) -> bool:
 
 
 def _check_oauth_settings(settings: Settings, report: Report) -> bool:
-    if settings.slack_bot_token:
+    if settings.secret("slack_bot_token"):
         report.fail(
             "both SLACK_BOT_TOKEN and SLACK_CLIENT_ID/SLACK_CLIENT_SECRET are set",
             "unset SLACK_BOT_TOKEN to install in many workspaces, or the client settings for one",

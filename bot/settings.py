@@ -142,11 +142,11 @@ class Settings(BaseSettings):
     def multi_workspace(self) -> bool:
         """Installed through OAuth in any number of workspaces (``SLACK_CLIENT_ID`` and
         ``SLACK_CLIENT_SECRET``), rather than one workspace's ``SLACK_BOT_TOKEN``."""
-        return bool(self.slack_client_id and self.slack_client_secret)
+        return bool(self.slack_client_id and self.secret("slack_client_secret"))
 
     @property
     def has_slack(self) -> bool:
-        return bool(self.slack_bot_token) or self.multi_workspace
+        return bool(self.secret("slack_bot_token")) or self.multi_workspace
 
     @property
     def access_token(self) -> str | None:

@@ -31,13 +31,17 @@ SCRIPT = {"turns": [{"actions": [{"text": "Hello from the agent."}], "repeat": T
 
 
 async def install(stack: Stack, team: str, user: str) -> str:
+    return await install_at(stack.url, stack.slack, team, user)
+
+
+async def install_at(bot_url: str, slack: SlackEmulator, team: str, user: str) -> str:
     """A person signed in to ``team`` opens /slack/install and clicks Allow; the page the
     bot shows at the end."""
-    stack.slack.sign_in(team, user)
+    slack.sign_in(team, user)
     # Bolt's state cookie is Secure, as it must be; the test's http://127.0.0.1 stands for https
-    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[stack.url])
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=[bot_url])
     async with aiohttp.ClientSession(cookie_jar=jar) as browser:
-        async with browser.get(f"{stack.url}/slack/install") as response:
+        async with browser.get(f"{bot_url}/slack/install") as response:
             assert response.status == 200
             page = await response.text()
         found = re.search(r'href="([^"]*/oauth/v2/authorize\?[^"]*)"', page)
@@ -48,9 +52,9 @@ async def install(stack: Stack, team: str, user: str) -> str:
         form = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', consent))
         form = {k: html.unescape(v) for k, v in form.items()}
         async with browser.post(
-            f"{stack.slack.base_url}/oauth/v2/authorize", data={**form, "decision": "allow"}
+            f"{slack.base_url}/oauth/v2/authorize", data={**form, "decision": "allow"}
         ) as response:  # Slack sends the browser back to the bot's /slack/oauth_redirect
-            assert str(response.url).startswith(f"{stack.url}/slack/oauth_redirect")
+            assert str(response.url).startswith(f"{bot_url}/slack/oauth_redirect")
             return await response.text()
 
 
@@ -460,3 +464,53 @@ async def test_check_reports_the_install_store_and_each_installed_workspace(
     report = Report()
     await check_slack(both, report)
     assert "x both SLACK_BOT_TOKEN and SLACK_CLIENT_ID/SLACK_CLIENT_SECRET are set" in capsys.readouterr().out
+
+
+async def test_in_socket_mode_installs_come_back_over_http_and_events_over_the_socket(tmp_path: Path) -> None:
+    """The deployed process (`python -m bot run --mode socket`) with OAuth settings serves the
+    install pages on --port and answers each installed workspace over its one socket."""
+    from bot.devstack.processes import start_bot
+    from bot.emulators.agent_script import Script
+    from bot.emulators.agents import AgentServiceEmulator
+
+    client_id = f"{secrets.randbelow(10**9)}.{secrets.randbelow(10**9)}"
+    async with AgentServiceEmulator(Script.parse(SCRIPT)) as agent, SlackEmulator() as slack:
+        slack.add_workspace("T0BETA", "Beta Corp", channel=("C0BETA", "beta-general"))
+        slack.add_user("U0CARL", "carl", "Carl Beta", team_id="T0BETA")
+        bot = await start_bot(
+            agent,
+            slack,
+            f"sqlite:///{tmp_path}/bot.db",
+            str(tmp_path / "bot.log"),
+            mode="socket",
+            SLACK_BOT_TOKEN="",
+            SLACK_CLIENT_ID=client_id,
+            SLACK_CLIENT_SECRET="client-secret",
+            BOT_INSTALL_STORE_URL=POSTGRES_URL,
+        )
+        installs = await open_installs(POSTGRES_URL, client_id)
+        try:
+            slack.enable_oauth(
+                client_id, "client-secret", redirect_urls=(f"{bot.public_url}/slack/oauth_redirect",)
+            )
+            assert "Thank you" in await install_at(bot.public_url, slack, "T0BETA", "U0CARL")
+            ts = mention(slack, "U0CARL", "C0BETA", "over the socket")
+            await _answered(slack, "C0BETA", ts, "Hello from the agent.")
+            assert slack.deliveries and not slack.events_url  # every event went over the socket
+        finally:
+            bot.terminate()
+            assert await bot.wait() == 0, bot.logs()[-2000:]
+            async with installs.engine.begin() as conn:
+                for table in (installs.installations.installations, installs.installations.bots):
+                    await conn.execute(table.delete().where(table.c.client_id == client_id))
+            await installs.aclose()
+
+
+async def _answered(slack: SlackEmulator, channel: str, ts: str, text: str) -> None:
+    from tests.stack import eventually
+
+    def shown() -> bool:
+        replies = slack.bot_replies(channel, ts)
+        return bool(replies) and replies[0].visible_text == text
+
+    await eventually(shown, f"{text!r} shown in {channel}")

@@ -28,8 +28,9 @@ def free_port() -> int:
 @dataclass
 class BotProcess:
     process: asyncio.subprocess.Process
-    url: str
+    url: str  # where /healthz answers (HTTP mode: the Slack port; Socket Mode: the ops port)
     log_path: str
+    public_url: str = ""  # the Slack port: /slack/events, and /slack/install when installed by OAuth
 
     @property
     def events_url(self) -> str:
@@ -84,8 +85,10 @@ async def start_bot(
     if mode == "socket":
         env.update({"SLACK_APP_TOKEN": slack.app_token, "BOT_METRICS_PORT": str(port)})
         slack.socket_mode = True
-        where = ["--mode", "socket"]
+        public = free_port()  # installs come back over HTTP even in Socket Mode
+        where = ["--mode", "socket", "--host", "127.0.0.1", "--port", str(public)]
     else:
+        public = port
         where = ["--mode", "http", "--host", "127.0.0.1", "--port", str(port)]
     log_file = Path(log_path).open("ab")  # noqa: ASYNC230 (a local file, opened once)
     process = await asyncio.create_subprocess_exec(
@@ -105,7 +108,7 @@ async def start_bot(
         while True:
             try:
                 if (await http.get(f"{url}/healthz")).status_code == 200:
-                    return BotProcess(process, url, log_path)
+                    return BotProcess(process, url, log_path, f"http://127.0.0.1:{public}")
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or process.returncode is not None:
