@@ -107,8 +107,8 @@ async def test_check_names_each_failure_and_its_fix(make_emulator: Callable) -> 
             result = await asyncio.to_thread(run_cli, "check", env=env)
             assert result.returncode == 1 and expected in result.stdout, (env, result.stdout)
             assert "Traceback" not in result.stderr
-        emulator.fail_next("GET", "/assistants/*", 500, times=50)
-        down = await asyncio.to_thread(run_cli, "check", env=agent)
+        emulator.fail_next("GET", "/assistants/*", 500, times=100_000)  # down past the retry deadline
+        down = await asyncio.to_thread(run_cli, "check", env={**agent, "AGENTS_RETRY_SECONDS": "1"})
         assert down.returncode == 1 and "x the agent service failed" in down.stdout
     finally:
         await slack.stop()

@@ -35,6 +35,7 @@ from bot.agents.events import (
     UnknownEvent,
     is_terminal,
 )
+from bot.agents.retry import RetryPolicy
 from bot.emulators.agents import AgentServiceEmulator
 
 
@@ -366,13 +367,14 @@ async def test_429_storm_on_run_create_is_rate_limited(
         {
             "turns": [
                 {
-                    "reject": [{"status": 429, "retry_after": 0.01}] * 9,
+                    "reject": [{"status": 429, "retry_after": 0.01}] * 10_000,
                     "actions": [{"text": "never"}],
                 }
             ]
         }
     )
-    client = make_client(emulator)
+    # a storm that outlasts the retry deadline (short here) ends as RateLimitedError
+    client = make_client(emulator, retry=RetryPolicy(within_s=0.5, backoff_base=0.01, backoff_max=0.05))
     with pytest.raises(RateLimitedError):
         await start_run(client, "x")
 

@@ -172,7 +172,10 @@ async def test_retention_dry_run_lists_and_the_command_deletes(stack_factory: An
     from tests.stack import eventually
     from tests.test_cli import run_cli
 
-    stack = await stack_factory(READER, settings_overrides={"retention_days": 1 / 86400})
+    # the service refuses past the retry deadline (kept short here), not for a number of tries
+    stack = await stack_factory(
+        READER, settings_overrides={"retention_days": 1 / 86400, "agents_retry_seconds": 0.5}
+    )
     stack.slack.user_shares("U0ALICE", "C0GENERAL", f"{BOT} look", [("sales.csv", CSV, "text/csv")])
     await stack.settle()
     [conversation] = _conversations(stack)
@@ -206,12 +209,15 @@ async def test_retention_dry_run_lists_and_the_command_deletes(stack_factory: An
 async def test_a_deletion_the_service_refuses_is_tried_again_at_the_next_sweep(stack_factory: Any) -> None:
     from tests.stack import eventually
 
-    stack = await stack_factory(READER, settings_overrides={"retention_days": 1 / 86400})
+    # the service refuses past the retry deadline (kept short here), not for a number of tries
+    stack = await stack_factory(
+        READER, settings_overrides={"retention_days": 1 / 86400, "agents_retry_seconds": 0.5}
+    )
     stack.slack.user_shares("U0ALICE", "C0GENERAL", f"{BOT} look", [("sales.csv", CSV, "text/csv")])
     await stack.settle()
     [uploaded] = stack.agent.files.files
     await eventually(stack.bot.store.agent_files_due, "the file falls due", within_s=30, step=0.2)
-    stack.agent.fail_next("DELETE", "*files/*", 500, times=1000)  # every try of this sweep fails
+    stack.agent.fail_next("DELETE", "*files/*", 500, times=100_000)  # every try of this sweep fails
     await stack.bot.recovery.forget_expired()
     assert list(stack.agent.files.files) == [uploaded]  # not deleted, and not forgotten:
     assert [f.agent_file_id for f in await stack.bot.store.agent_files_due()] == [uploaded]
@@ -482,8 +488,8 @@ async def test_a_chart_and_a_csv_the_agent_makes_come_back_to_the_thread(stack_f
 
 async def test_a_made_file_that_cannot_be_fetched_is_said_in_the_thread(stack_factory: Any) -> None:
     script = {"turns": [{"actions": [{"text": "Done: "}, {"file": {"name": "totals.csv", "text": "a,b\n"}}]}]}
-    stack = await stack_factory(script)
-    stack.agent.fail_next("GET", "*/content", 500, times=20)
+    stack = await stack_factory(script, settings_overrides={"agents_retry_seconds": 0.5})
+    stack.agent.fail_next("GET", "*/content", 500, times=100_000)  # down past the retry deadline
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} make the file")
     await stack.settle()
     texts = [m.visible_text for m in stack.slack.bot_replies("C0GENERAL", ts)]
