@@ -21,8 +21,11 @@ async def test_500_on_run_create_is_retried_and_the_reply_completes(stack_factor
 
 
 async def test_a_429_storm_on_the_agent_ends_with_a_clear_line(stack_factory: Any) -> None:
+    # busy past the retry deadline (kept short here): retries end at a deadline, not a count
+    storm = [{"status": 429, "retry_after": 0.01}] * 1000
     stack = await stack_factory(
-        {"turns": [{"reject": [{"status": 429, "retry_after": 0.01}] * 20, "actions": [{"text": "never"}]}]}
+        {"turns": [{"reject": storm, "actions": [{"text": "never"}]}]},
+        settings_overrides={"agents_retry_seconds": 1.0},
     )
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} busy?")
     await stack.settle()
