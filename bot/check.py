@@ -32,6 +32,7 @@ LOGIN_FIX = (
     "needs the Azure AI User role on the project"
 )
 UNREACHABLE = (aiohttp.ClientError, OSError, TimeoutError)  # a call that never got there
+CHECK_RETRY_S = 5.0  # how long check retries a failing agent service before saying so
 CHECKED_WORKSPACES = 20  # installs checked one by one; the rest are counted
 TOKEN_KINDS = {
     "xoxb-": "a bot token",
@@ -391,7 +392,12 @@ async def check_store(settings: Settings, report: Report) -> None:
 
 
 async def check(settings: Settings) -> int:
-    """Say what works and, for what does not, how to fix it."""
+    """Say what works and, for what does not, how to fix it. An operator waits for the
+    answer: a service that keeps failing is reported after a few seconds of retries, not after
+    the bot's own retry deadline."""
+    settings = settings.model_copy(
+        update={"agents_retry_seconds": min(settings.agents_retry_seconds, CHECK_RETRY_S)}
+    )
     report = Report()
     await check_agent(settings, report)
     await check_slack(settings, report)

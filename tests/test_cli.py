@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from bot.emulators.agents import AgentServiceEmulator
 
 
@@ -366,4 +368,50 @@ async def test_check_reaches_every_agent_of_the_routing_file(make_emulator: Call
     assert (
         "names agent 'b', which is not under agents: (a)" in broken.stdout
         and "fix: see the README" in broken.stdout
+    )
+
+
+def test_a_store_that_cannot_be_used_is_one_line_without_its_password(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In process, as the store commands call it: no traceback, the password never printed."""
+    from bot.cli_store import run_on_store
+    from bot.settings import Settings
+
+    async def unreachable() -> None:
+        from bot.store import open_store
+
+        await open_store("redis://ops:hunter2@127.0.0.1:9/0")
+
+    async def unreadable() -> None:
+        raise ValueError("--since: 'last tuesday' is not a time")
+
+    settings = Settings(BOT_STORE_URL="redis://ops:hunter2@127.0.0.1:9/0", _env_file=None)  # type: ignore[call-arg]
+    assert run_on_store(settings, unreachable()) is None
+    said = capsys.readouterr().err
+    assert "cannot read the store redis://ops:***@127.0.0.1:9/0" in said and "hunter2" not in said
+    assert run_on_store(settings, unreadable()) is None
+    assert capsys.readouterr().err == "error: --since: 'last tuesday' is not a time\n"
+
+
+def test_check_names_each_wrong_slack_setting_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.check import Report, check_slack_settings
+    from bot.settings import Settings
+
+    def said(**env: str) -> str:
+        check_slack_settings(Settings(_env_file=None, **env), Report())  # type: ignore[call-arg]
+        return capsys.readouterr().out
+
+    assert "SLACK_BOT_TOKEN is a user token, not a bot token" in said(
+        SLACK_BOT_TOKEN="xoxp-1", SLACK_SIGNING_SECRET="0" * 32
+    )
+    assert "SLACK_APP_TOKEN is a bot token, not an app-level token" in said(
+        SLACK_BOT_TOKEN="xoxb-1", SLACK_APP_TOKEN="xoxb-2"
+    )
+    assert "neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET" in said(SLACK_BOT_TOKEN="xoxb-1")
+    assert "SLACK_SIGNING_SECRET does not look like Slack's" in said(
+        SLACK_BOT_TOKEN="xoxb-1", SLACK_SIGNING_SECRET="short"
+    )
+    assert "SLACK_CLIENT_ID does not look like Slack's" in said(
+        SLACK_CLIENT_ID="my-app", SLACK_CLIENT_SECRET="s", SLACK_SIGNING_SECRET="0" * 32
     )
