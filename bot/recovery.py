@@ -180,7 +180,8 @@ class Recovery:
                 body, how = await self._from_run(reply)
             elif reply.agent_thread_id:
                 agents, thread_id = self.o.router.resolve(reply.agent_thread_id)
-                await agents.abandon(thread_id, None, "not run: the bot restarted")
+                # the dead process's turn; a message held here is a live turn's: it stays
+                await agents.abandon(thread_id, None, "not run: the bot restarted", drop_held=False)
         except (AgentServiceError, RoutesError) as exc:  # RoutesError: its agent left the routing file
             log(logger, "recovery.run_unavailable", logging.WARNING, error=str(exc), **fields)
         writer = self.o.writer_for(reply)
@@ -202,7 +203,7 @@ class Recovery:
         agents, thread_id = self.o.router.resolve(reply.agent_thread_id)
         snapshot = await wait_for_run(agents, thread_id, reply.run_id, self.run_wait_s)
         if snapshot is None or not snapshot.terminal:
-            await agents.abandon(thread_id, reply.run_id, "not run: the bot restarted")
+            await agents.abandon(thread_id, reply.run_id, "not run: the bot restarted", drop_held=False)
             return RESTART_LINE, "interrupted"
         ending = ending_for(snapshot.final_event()) or ""
         return Reply.of(snapshot).body(ending), "finished"

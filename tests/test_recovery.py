@@ -234,3 +234,33 @@ async def test_the_sweep_runs_on_its_own_until_stopped(stack: Stack) -> None:
     finally:
         await recovery.stop()
     assert await stack.bot.store.lease_owner(recovery.heartbeat) is None
+
+
+async def test_finishing_a_dead_replicas_turn_keeps_a_live_turns_held_message(tmp_path: Path) -> None:
+    """New agents hold a turn's message until its run starts. Recovery finishing another
+    process's turn of the same conversation must not drop what a live turn here holds (found
+    by the replica test under load: a follow-up answered "You said: " with its text gone)."""
+    stack = await start_stack(SCRIPT, tmp_path=tmp_path, backend="foundry")
+    try:
+        root = stack.slack.user_posts("U0ALICE", "C0GENERAL", "the dead replica's question")
+        backend = stack.bot.agents.backend("")
+        conversation = await backend.create_conversation()
+        await backend.add_message(conversation, "the live follow-up")  # a live turn here, before its run
+        await stack.bot.store.record_reply(
+            dead_reply(stack, root, agent_thread_id=conversation, state="running")
+        )
+        recovery = await run_once(stack)
+        await eventually(lambda: recovery.recovered, "the dead replica's reply finished")
+        assert stack.reply_text("C0GENERAL", root) == RESTART_LINE
+        stream = await backend.start_run(conversation)  # the live turn goes on
+        async with stream:
+            async for _ in stream.events():
+                pass
+        said = [
+            i["content"][0]["text"]
+            for i in stack.agent.responses_api.items[conversation]
+            if i.get("type") == "message" and i.get("role") == "user"
+        ]
+        assert said == ["the live follow-up"]
+    finally:
+        await stack.close()

@@ -279,10 +279,14 @@ class AgentBackend(Protocol):
         """The run as the service has it now."""
         ...
 
-    async def abandon(self, conversation_id: str, run_id: str | None, reason: str) -> None:
+    async def abandon(
+        self, conversation_id: str, run_id: str | None, reason: str, *, drop_held: bool = True
+    ) -> None:
         """Leave the conversation able to take the next message: a run left waiting for tool
         outputs or approvals (Stop, a tool failure, a crash) is answered or ended, and any
-        message held for a run that never started is dropped."""
+        message held for a run that never started is dropped. ``drop_held=False``: the turn
+        abandoned was another process's (recovery); what this process holds for the
+        conversation belongs to a live turn here and stays."""
         ...
 
     async def sync_tools(self, tools: Sequence[FunctionTool]) -> AgentInfo:

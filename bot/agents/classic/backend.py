@@ -154,8 +154,11 @@ class ClassicBackend:
             text, annotations = "\n\n".join(parts), tuple(found)
         return snapshot_of(run, text, annotations)
 
-    async def abandon(self, conversation_id: str, run_id: str | None, reason: str) -> None:
-        """A classic thread is free again once its run has ended: cancel a run left open."""
+    async def abandon(
+        self, conversation_id: str, run_id: str | None, reason: str, *, drop_held: bool = True
+    ) -> None:
+        """A classic thread is free again once its run has ended: cancel a run left open
+        (messages go to the thread at once: nothing is held here)."""
         if run_id is None:
             return
         try:

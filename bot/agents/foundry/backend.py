@@ -362,9 +362,13 @@ class FoundryBackend:
             raise agent_error(exc) from None
         return snapshot_of(response, conversation_id)
 
-    async def abandon(self, conversation_id: str, run_id: str | None, reason: str) -> None:
-        """Nothing held, nothing running, no function call left without its output."""
-        self._held.pop(conversation_id, None)
+    async def abandon(
+        self, conversation_id: str, run_id: str | None, reason: str, *, drop_held: bool = True
+    ) -> None:
+        """Nothing held (unless ``drop_held`` is False: a live turn here holds it), nothing
+        running, no function call left without its output."""
+        if drop_held:
+            self._held.pop(conversation_id, None)
         if run_id is not None and self.background:
             try:
                 snapshot = await self.snapshot(conversation_id, run_id)
