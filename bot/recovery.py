@@ -191,6 +191,7 @@ class Recovery:
         if writer.undelivered:
             await self.o.keep_undelivered(reply, writer, body)
         else:
+            await writer.remove_strays()  # a second placeholder of the turn, from another replica
             await self.store.finish_reply(reply.turn_id)
         self.o.metrics.recovered.labels(how).inc()
         self.recovered.append({"turn_id": reply.turn_id, "how": how, "s": time.monotonic() - started})

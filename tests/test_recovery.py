@@ -16,6 +16,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.recovery import GIVE_UP_S, RESTART_LINE, Recovery
 from bot.slack.reads import replies_page, retry_after
+from bot.slack.writer import PLACEHOLDER, REPLY_EVENT
 from bot.store import InFlight
 from tests.stack import Stack, eventually, start_stack
 
@@ -63,6 +64,19 @@ async def _conversation(stack: Stack, text: str) -> tuple[str, str | None]:
     return thread_id, stream.run_id
 
 
+async def _placeholders(stack: Stack, thread_ts: str, turn_id: str, count: int) -> list[str]:
+    """*Thinking…* messages naming the turn, as a replica's writer posts them."""
+    client = AsyncWebClient(token=stack.slack.bot_token, base_url=stack.slack.api_url)
+    meta = {"event_type": REPLY_EVENT, "event_payload": {"turn": turn_id, "page": 0}}
+    posted = [
+        await client.chat_postMessage(
+            channel="C0GENERAL", thread_ts=thread_ts, text=PLACEHOLDER, metadata=meta
+        )
+        for _ in range(count)
+    ]
+    return [str(p["ts"]) for p in posted]
+
+
 @pytest.fixture
 async def stack(tmp_path: Path) -> Any:
     opened = await start_stack(SCRIPT, tmp_path=tmp_path)
@@ -75,13 +89,15 @@ async def stack(tmp_path: Path) -> Any:
 async def test_a_finished_run_is_shown_from_the_service(stack: Stack) -> None:
     root = stack.slack.user_posts("U0ALICE", "C0GENERAL", "a question whose replica died")
     thread_id, run_id = await _conversation(stack, "a question")
-    await stack.bot.store.record_reply(
-        dead_reply(stack, root, agent_thread_id=thread_id, run_id=run_id or "", state="running")
-    )
+    reply = dead_reply(stack, root, agent_thread_id=thread_id, run_id=run_id or "", state="running")
+    # its placeholder, and a second one another replica put up for the turn and never recorded
+    _stray, reply.message_ts = await _placeholders(stack, root, reply.turn_id, 2)
+    await stack.bot.store.record_reply(reply)
     recovery = await run_once(stack)
     await eventually(lambda: recovery.recovered, "the reply finished")
     assert recovery.recovered[0]["how"] == "finished"
-    assert stack.reply_text("C0GENERAL", root) == "The stored answer."
+    replies = stack.replies("C0GENERAL", root)
+    assert [(m.ts, m.visible_text) for m in replies] == [(reply.message_ts, "The stored answer.")]
 
 
 async def test_a_run_still_going_past_the_wait_is_ended_and_the_person_can_ask_again(stack: Stack) -> None:
@@ -202,6 +218,27 @@ async def test_a_turn_taken_in_but_never_asked_is_answered_afresh(stack: Stack) 
     await run_once(stack)
     await eventually(lambda: stack.reply_text("C0GENERAL", ts) == "The stored answer.", "answered afresh")
     await eventually(_gone(stack, record.turn_id), "the record finished")
+
+
+async def test_a_second_placeholder_of_the_turn_is_removed_when_it_is_answered(stack: Stack) -> None:
+    """Two replicas each put up a *Thinking…* for one turn (the receiver and the one whose
+    queue took it), the receiver died, the record names only one: the answer goes in that
+    one and the other is deleted, not left above the answer forever."""
+    from bot.slack.sink import Turn
+
+    text = "<@U0BOT> taken in by one replica, answered by another"
+    ts = _posted_unheard(stack, text)
+    record = await stack.bot.orchestrator.receive(Turn("T0EMU", "C0GENERAL", ts, ts, "U0ALICE", text, "Ev2"))
+    placeholders = await _placeholders(stack, ts, record.turn_id, 2)
+    payload = json.loads(record.payload)
+    payload["received_by"] = "gone-replica"
+    record.payload = json.dumps(payload)
+    record.owner, record.message_ts, record.pages = "gone-replica", placeholders[1], [placeholders[1]]
+    await stack.bot.store.record_reply(record)
+    await run_once(stack)
+    await eventually(_gone(stack, record.turn_id), "the turn answered")
+    replies = stack.replies("C0GENERAL", ts)
+    assert [(m.ts, m.visible_text) for m in replies] == [(placeholders[1], "The stored answer.")]
 
 
 async def test_a_live_replicas_replies_are_left_to_it(stack: Stack) -> None:

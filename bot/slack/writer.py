@@ -140,6 +140,41 @@ class ReplyWriter:
         if self.pages[0].ts or not self.stop_value:
             return False
         found: dict[int, str] = {}
+        for page, ts in await self._own_messages() or []:
+            found.setdefault(page, ts)
+        if 0 not in found:
+            return False
+        self.pages[0].ts = found[0]
+        self._adopt = [found[i] for i in sorted(found) if i > 0]
+        log(logger, "slack.adopted", pages=len(found), **self.log_fields)
+        return True
+
+    async def remove_strays(self) -> int:
+        """Delete this turn's messages that are not this reply's pages: a placeholder another
+        process posted for the turn before this one answered it (and died, or lost the race
+        to say where it was), which would otherwise sit in the thread saying *Thinking…*
+        forever. After ``finish``; how many were deleted."""
+        if not self.stop_value:
+            return 0
+        mine = {page.ts for page in self.pages if page.ts}
+        removed = 0
+        for _, ts in await self._own_messages() or []:
+            if ts in mine:
+                continue
+            try:
+                await self.client.chat_delete(channel=self.channel, ts=ts)
+                removed += 1
+            except SlackApiError as exc:  # gone already, or not ours to delete: nothing to mend
+                fields = {"ts": ts, "error": repr(exc), **self.log_fields}
+                log(logger, "slack.stray_not_removed", logging.INFO, **fields)
+        if removed:
+            log(logger, "slack.strays_removed", removed=removed, **self.log_fields)
+        return removed
+
+    async def _own_messages(self) -> list[tuple[int, str]] | None:
+        """(page, ts) of every message in the thread that names this turn in its metadata;
+        None when the thread could not be read."""
+        found: list[tuple[int, str]] = []
         cursor: str | None = None
         try:
             for _ in range(ADOPT_READS):
@@ -156,19 +191,14 @@ class ReplyWriter:
                     meta = message.get("metadata") or {}
                     payload = meta.get("event_payload") or {}
                     if meta.get("event_type") == REPLY_EVENT and payload.get("turn") == self.stop_value:
-                        found.setdefault(int(payload.get("page") or 0), str(message["ts"]))
+                        found.append((int(payload.get("page") or 0), str(message["ts"])))
                 cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
                 if not cursor:
                     break
         except (SlackApiError, ValueError, TypeError, KeyError) as exc:
-            log(logger, "slack.adopt_failed", logging.INFO, error=repr(exc), **self.log_fields)
-            return False
-        if 0 not in found:
-            return False
-        self.pages[0].ts = found[0]
-        self._adopt = [found[i] for i in sorted(found) if i > 0]
-        log(logger, "slack.adopted", pages=len(found), **self.log_fields)
-        return True
+            log(logger, "slack.thread_unreadable", logging.INFO, error=repr(exc), **self.log_fields)
+            return None
+        return found
 
     def begin(self) -> None:
         """Post the placeholder as soon as Slack takes it, then keep the reply in step. Never

@@ -90,6 +90,8 @@ class TurnAnswer:
         self.run_id: str | None = None
         self.stop_requested = False
         self.stopped = asyncio.Event()
+        # taken in by another process, which may have posted a placeholder this one never saw
+        self.received_elsewhere = False
 
     # -- from outside -------------------------------------------------------------------------
 

@@ -181,10 +181,15 @@ class TurnOrchestrator:
     async def _placeholder_posted(self, turn_id: str, ts: str, received: float) -> None:
         """The first message is up: remember where it is (for whoever finishes the reply)."""
         self.metrics.first_write.observe(time.monotonic() - received)
-        current = self._records.get(turn_id) or await self.store.reply(turn_id)
-        if current is not None and not current.message_ts:
-            current.message_ts = ts
-            current.pages = [ts]
+        current = mine = self._records.get(turn_id)
+        if mine is not None and not mine.message_ts:
+            mine.message_ts, mine.pages = ts, [ts]  # our copy, which we may write again later
+        if mine is None or mine.state != "running" or mine.owner != self.replica_id:
+            # not answered here (yet): another replica's queue may have taken the turn
+            # meanwhile, so note the message on the stored record, not over it with our copy
+            current = await self.store.reply(turn_id)
+        if current is not None and (current is mine or not current.message_ts):
+            current.message_ts, current.pages = current.message_ts or ts, current.pages or [ts]
             await self.store.record_reply(current)
 
     async def _placeholder_of(self, turn_id: str, *, waiting: bool) -> InFlight | None:
@@ -269,6 +274,7 @@ class TurnOrchestrator:
     ) -> None:
         waiting = received_by not in ("", self.replica_id)
         answer = await self._prepare(turn, turn_id, queued_ts, item, waiting=waiting)
+        answer.received_elsewhere = waiting
         telemetry.annotate(**{"agent.route": answer.route or None})
         started = time.monotonic()
         self._active[turn_id] = answer
@@ -333,6 +339,8 @@ class TurnOrchestrator:
             body, deadline_s=INTERRUPTED_FINISH_S if cut else None, ask_again=again, feedback=about
         )
         self._records.pop(answer.turn_id, None)
+        if answer.received_elsewhere and not writer.undelivered:
+            await writer.remove_strays()  # the receiver's placeholder, if it went unadopted
         if answer.produced and self.files_out is not None:
             await self.files_out.deliver(
                 answer.turn.team,
