@@ -4,7 +4,9 @@ Three ways of writing the same 50 concurrent replies, each in one run, against t
 emulator with its tier limits on (chat.update: Tier 3, 50 per minute, workspace-wide;
 chat.postMessage: about one per second per channel):
   ours        the real bot in its own process, end to end (signed events -> Bolt ->
-              orchestrator -> paced writer); ours/new: the same on new Foundry agents
+              orchestrator -> paced writer); ours/new: the same on new Foundry agents;
+              ours/native: the same streaming natively (chat.startStream, appendStream
+              on its own Tier 4 budget, stopStream; BOT_STREAM_MODE=native)
   per-delta   a naive writer: one chat.update per agent delta
   fixed-1s    a naive writer: one chat.update per reply per second
 The agent emulator streams each reply at a realistic token rate. Reported: time from the
@@ -127,7 +129,9 @@ def _text_timelines(agent: AgentServiceEmulator) -> dict[str, list[tuple[float, 
     return found
 
 
-async def run_ours(args: argparse.Namespace, script: Script, expected: str, backend: str) -> Result:
+async def run_ours(
+    args: argparse.Namespace, script: Script, expected: str, backend: str, stream_mode: str = "edit"
+) -> Result:
     """The real bot in its own process (as deployed), the emulators in this one."""
     agent = AgentServiceEmulator(script)
     await agent.start()
@@ -141,6 +145,7 @@ async def run_ours(args: argparse.Namespace, script: Script, expected: str, back
             f"{folder}/bot.log",
             backend=backend,
             BOT_LOG_LEVEL="WARNING",
+            BOT_STREAM_MODE=stream_mode,
         )
         slack_emulator.events_url = bot.events_url
         # warm-up: a freshly started process pays one-time costs on its first event
@@ -152,6 +157,8 @@ async def run_ours(args: argparse.Namespace, script: Script, expected: str, back
             await asyncio.sleep(0.05)
         slack_emulator.calls.clear()
         result = Result("ours" if backend == "classic" else "ours/new")
+        if stream_mode != "edit":
+            result.name = f"ours/{stream_mode}"
         channels = [f"C{i:04d}" for i in range(args.replies)]
         for channel in channels:
             slack_emulator.add_channel(channel, channel.lower())
@@ -287,9 +294,10 @@ def main() -> int:
     async def all_runs() -> list[Result]:
         ours = await run_ours(args, script, expected, "classic")
         ours_new = await run_ours(args, script, expected, "foundry")
+        native = await run_ours(args, script, expected, "classic", "native")
         per_delta = await run_baseline("per-delta", naive_per_delta, args, script, expected)
         fixed = await run_baseline("fixed-1s", naive_fixed_interval, args, script, expected)
-        return [ours, ours_new, per_delta, fixed]
+        return [ours, ours_new, native, per_delta, fixed]
 
     results = asyncio.run(all_runs())
     print(
@@ -297,26 +305,35 @@ def main() -> int:
         "Slack emulator at documented tier limits\n"
     )
     print(
-        f"{'':<10} {'first write p50/p95 ms':>23} {'first word p50/p95 s':>21} {'stale p95 s':>12} "
+        f"{'':<12} {'first write p50/p95 ms':>23} {'first word p50/p95 s':>21} {'stale p95 s':>12} "
         f"{'calls/reply':>12} "
         f"{'429s':>6} {'text lost':>10} {'wall s':>7}"
     )
     for r in results:
         print(
-            f"{r.name:<10} {r.p(r.first_write, 0.5) * 1000:>10.0f} / "
+            f"{r.name:<12} {r.p(r.first_write, 0.5) * 1000:>10.0f} / "
             f"{r.p(r.first_write, 0.95) * 1000:<10.0f} "
             f"{r.p(r.first_word, 0.5):>10.2f} / {r.p(r.first_word, 0.95):<8.2f} "
             f"{r.p(r.staleness, 0.95):>12.2f} {r.calls / r.replies:>12.1f} {r.rate_limited:>6} "
             f"{r.lost:>10} {r.wall:>7.1f}"
         )
-    ours, ours_new, per_delta, fixed = results
-    print("  ours: classic agents (threads/runs); ours/new: new Foundry agents (Responses API)")
+    ours, ours_new, native, per_delta, fixed = results
+    print(
+        "  ours: classic agents (threads/runs); ours/new: new Foundry agents (Responses API); "
+        "ours/native: classic agents, streamed natively"
+    )
     print()
     print(
         f"calls per reply, ours / per-delta: {ours.calls / per_delta.calls:.3f} (target <= 0.1); "
         f"new agents: {ours_new.calls / per_delta.calls:.3f}"
     )
     print(f"calls per reply, ours / fixed-1s:  {ours.calls / fixed.calls:.3f}")
+    print(
+        f"native vs edits: stale p95 {native.p(native.staleness, 0.95):.2f} s vs "
+        f"{ours.p(ours.staleness, 0.95):.2f} s "
+        f"({native.p(native.staleness, 0.95) / max(ours.p(ours.staleness, 0.95), 1e-9):.2f}x); "
+        f"calls per reply {native.calls / native.replies:.1f} vs {ours.calls / ours.replies:.1f}"
+    )
     print(
         f"first write p95: {ours.p(ours.first_write, 0.95) * 1000:.0f} ms, new agents "
         f"{ours_new.p(ours_new.first_write, 0.95) * 1000:.0f} ms (target <= 150 ms)"
@@ -327,8 +344,8 @@ def main() -> int:
         f"{per_delta.p(per_delta.first_word, 0.95):.2f} s, fixed-1s {fixed.p(fixed.first_word, 0.95):.2f} s"
     )
     print(
-        f"text lost: ours {ours.lost}, new agents {ours_new.lost}, per-delta {per_delta.lost}, "
-        f"fixed-1s {fixed.lost} (target: ours 0)"
+        f"text lost: ours {ours.lost}, new agents {ours_new.lost}, native {native.lost}, "
+        f"per-delta {per_delta.lost}, fixed-1s {fixed.lost} (target: ours 0)"
     )
     targets = (
         max(ours.calls, ours_new.calls) / per_delta.calls <= 0.1
@@ -336,7 +353,8 @@ def main() -> int:
     )
     if not targets:
         print("a target above was missed")
-    return 0 if ours.lost == 0 and ours_new.lost == 0 and (targets or args.report_only) else 1
+    lost = ours.lost + ours_new.lost + native.lost
+    return 0 if lost == 0 and (targets or args.report_only) else 1
 
 
 if __name__ == "__main__":

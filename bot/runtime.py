@@ -26,8 +26,10 @@ from .plugins.workers import ToolWorkers
 from .recovery import Recovery
 from .settings import Settings
 from .slack.app import SlackSurface, http_app, install_app, ops_app
+from .slack.assistant import AssistantPane, PaneThreads, prompts_from
 from .slack.confirm import SlackConfirmer
 from .slack.installs import BOT_SCOPES, STATE_EXPIRATION_S, Installs, authorize_url, open_installs
+from .slack.native import NativeSupport
 from .slack.pacing import Budgets
 from .slack.workspaces import InstalledAuthorize, InstalledWorkspaces, OneWorkspace, Workspaces
 from .store import Store, open_store
@@ -232,6 +234,7 @@ async def _assemble(
             on_outcome=lambda outcome: metrics.tool_calls.labels(outcome).inc(),
             audit=audit,
         )
+    panes = PaneThreads(store)
     orchestrator = TurnOrchestrator(
         lease_ttl_s=settings.heartbeat_ttl,
         metrics=metrics,
@@ -257,6 +260,8 @@ async def _assemble(
         ),
         files_out=FilesOut(workspaces),
         audit=audit,
+        native=NativeSupport(settings.stream_mode, settings.task_display),
+        panes=panes,
     )
     surface = SlackSurface(
         bolt,
@@ -274,6 +279,9 @@ async def _assemble(
         allowed_channels=settings.allowed_channel_ids,
         user_per_minute=settings.user_runs_per_minute,
         channel_per_minute=settings.channel_runs_per_minute,
+        pane=AssistantPane(
+            panes, prompts=prompts_from(settings.prompts), greeting=settings.assistant_greeting
+        ),
     )
     if registry.tools:
         for key in agents.keys():

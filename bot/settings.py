@@ -5,6 +5,7 @@ The README's settings table lists exactly these fields; keep the two in step.
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -72,6 +73,10 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=90.0, gt=0, alias="BOT_RETENTION_DAYS")
     routes: str = Field(default="", alias="BOT_ROUTES")
     shared_slack_budget: bool = Field(default=True, alias="BOT_SHARED_SLACK_BUDGET")
+    stream_mode: Literal["auto", "native", "edit"] = Field(default="edit", alias="BOT_STREAM_MODE")
+    task_display: Literal["timeline", "plan"] = Field(default="timeline", alias="BOT_TASK_DISPLAY")
+    suggested_prompts: str = Field(default="", alias="BOT_SUGGESTED_PROMPTS")
+    assistant_greeting: str = Field(default="", alias="BOT_ASSISTANT_GREETING")
     audit_retention_days: float = Field(default=365.0, gt=0, alias="BOT_AUDIT_RETENTION_DAYS")
     audit_log: str = Field(default="", alias="BOT_AUDIT_LOG")
     delivery_deadline_minutes: float = Field(default=15.0, gt=0, alias="BOT_DELIVERY_DEADLINE_MINUTES")
@@ -96,6 +101,17 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("suggested_prompts")
+    @classmethod
+    def _prompts(cls, value: str) -> str:
+        parse_prompts(value)  # a clear error at start-up, not a broken pane later
+        return value
+
+    @property
+    def prompts(self) -> list[tuple[str, str]]:
+        """The assistant pane's suggested prompts as (title, message); empty: the defaults."""
+        return parse_prompts(self.suggested_prompts)
 
     @field_validator("slack_api_url")
     @classmethod
@@ -151,6 +167,34 @@ class Settings(BaseSettings):
     @property
     def access_token(self) -> str | None:
         return self.agents_access_token.get_secret_value() if self.agents_access_token else None
+
+
+def parse_prompts(raw: str) -> list[tuple[str, str]]:
+    """``BOT_SUGGESTED_PROMPTS``: a JSON list of strings or of ``{"title", "message"}`` objects;
+    ``{channel}`` stands for the channel the person is looking at."""
+    if not raw.strip():
+        return []
+    try:
+        items = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"BOT_SUGGESTED_PROMPTS is not JSON ({exc}): give a list of prompts") from exc
+    if not isinstance(items, list) or not items:
+        raise ValueError('BOT_SUGGESTED_PROMPTS must be a JSON list, e.g. ["What can you do?"]')
+    prompts = []
+    for item in items:
+        if isinstance(item, str) and item.strip():
+            prompts.append((item.strip(), item.strip()))
+        elif (
+            isinstance(item, dict)
+            and str(item.get("title") or "").strip()
+            and str(item.get("message") or "").strip()
+        ):
+            prompts.append((str(item["title"]).strip(), str(item["message"]).strip()))
+        else:
+            raise ValueError(
+                f"BOT_SUGGESTED_PROMPTS: {item!r} is neither text nor a {{title, message}} object"
+            )
+    return prompts
 
 
 def load_settings() -> Settings:

@@ -167,6 +167,58 @@ async def test_the_page_in_a_browser(playground: str, tmp_path: Path) -> None:
     )
 
 
+async def test_the_assistant_pane_native_stream_task_cards_and_feedback_in_a_browser(
+    playground: str, tmp_path: Path
+) -> None:
+    """Slack's AI surfaces as a person meets them in the playground: the writer switched to
+    native streams, the assistant pane opened from #general, a suggested prompt clicked, a
+    tool run shown as a task card, a thumbs up recorded (and acknowledged to the clicker)."""
+    from playwright.async_api import async_playwright
+
+    executable = chromium_path()
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
+        page = await browser.new_page(viewport={"width": 1400, "height": 860})
+        await page.goto(playground)
+        await page.wait_for_selector("#channel-list li")
+        async with page.expect_response("**/api/writer"):
+            await page.select_option("#writer", "native")
+
+        await page.click("#open-pane")
+        prompt = page.locator("#pane-prompts button.prompt", has_text="Summarize this channel")
+        await prompt.wait_for(timeout=15000)
+        assert "Ask me anything" in await page.inner_text("#thread-messages")
+        await prompt.click()
+        await page.wait_for_function(
+            "() => document.querySelector('#thread-messages').innerText.includes('scripted demo agent')",
+            timeout=20000,
+        )
+        await page.wait_for_function(
+            "() => document.querySelector('#thread-title').innerText.startsWith('Summarize the recent')",
+            timeout=15000,
+        )
+
+        await page.fill("#thread-text", "what time is it?")
+        await page.click("#thread-send")
+        card = page.locator("#thread-messages .task.complete", has_text="current_time")
+        await card.wait_for(timeout=20000)
+        await page.wait_for_function(
+            "() => document.querySelector('#thread-messages').innerText.includes('In Amsterdam it is now')",
+            timeout=20000,
+        )
+        await page.wait_for_function(
+            "() => !document.querySelector('#thread-messages .streaming')", timeout=20000
+        )
+        await page.screenshot(path=str(tmp_path / "assistant-pane.png"))
+
+        good = page.locator("#thread-messages button[data-value^='good|']")
+        await good.last.click()
+        await page.wait_for_selector("#thread-messages .ephemeral", timeout=15000)
+        assert "Only visible to you" in await page.inner_text("#thread-messages .ephemeral")
+        await browser.close()
+    assert (tmp_path / "assistant-pane.png").stat().st_size > 0
+
+
 def test_make_run_with_no_settings_starts_the_playground_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "PROJECT_", "AGENT", "BOT_"))}

@@ -241,6 +241,26 @@ async def test_a_second_placeholder_of_the_turn_is_removed_when_it_is_answered(s
     assert [(m.ts, m.visible_text) for m in replies] == [(placeholders[1], "The stored answer.")]
 
 
+async def test_a_turn_asked_afresh_after_a_replica_died_leaves_no_placeholder_of_that_replica(
+    stack: Stack,
+) -> None:
+    """This replica took the turn in; another one's queue took it from ours, put up its own
+    *Thinking…* and died before the run started. Asked afresh here, the reply goes on in the
+    first placeholder and the dead one's is deleted (whoever took the turn in)."""
+    from bot.slack.sink import Turn
+
+    text = "<@U0BOT> taken in here, taken over, then its taker died"
+    ts = _posted_unheard(stack, text)
+    record = await stack.bot.orchestrator.receive(Turn("T0EMU", "C0GENERAL", ts, ts, "U0ALICE", text, "Ev3"))
+    first, _dead_ones = await _placeholders(stack, ts, record.turn_id, 2)
+    record.owner, record.state = "gone-replica", "running"  # popped by the dead replica; no run yet
+    await stack.bot.store.record_reply(record)
+    await run_once(stack)
+    await eventually(_gone(stack, record.turn_id), "the turn answered")
+    replies = stack.replies("C0GENERAL", ts)
+    assert [(m.ts, m.visible_text) for m in replies] == [(first, "The stored answer.")]
+
+
 async def test_a_live_replicas_replies_are_left_to_it(stack: Stack) -> None:
     root = stack.slack.user_posts("U0ALICE", "C0GENERAL", "a live replica is answering")
     await stack.bot.store.acquire_lease("replica:alive", "alive", 60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -289,10 +290,12 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
                     )
                     posts = [m.ts for m in slack.thread(channel, root) if m.user == "U0ALICE"]
                     print("   deliveries", [d for d in slack.deliveries if d.get("ts") in posts])
-                    for r in replicas:
-                        for line in r.logs().splitlines():
-                            if root in line or any(p in line for p in posts):
-                                print("   ", line[:330])
+                    lines = [(n, line) for n, r in enumerate(replicas) for line in r.logs().splitlines()]
+                    about = [(n, line) for n, line in lines if root in line or any(p in line for p in posts)]
+                    turns = {t for _, line in about for t in re.findall(r"turn=(\w+)", line)}
+                    for n, line in lines:  # every line of those turns, by replica (0: the victim)
+                        if (n, line) in about or any(f"turn={t}" in line for t in turns):
+                            print(f"   r{n}", line[:330])
             raise
         recovery_s = time.monotonic() - killed_at
         # the survivor finished replies the victim was writing when it died

@@ -30,8 +30,10 @@ from urllib.parse import parse_qsl
 import httpx
 from aiohttp import web
 
+from .slack_assistant import AssistantMethods
 from .slack_files import SlackFiles
 from .slack_oauth import IssuedToken, OAuthApp, SlackInstalls, Workspace
+from .slack_streams import StreamMethods, _valid_metadata
 from .socket_mode import SocketModeHub
 
 logger = logging.getLogger("bot.emulators.slack")
@@ -73,6 +75,10 @@ def default_limits() -> dict[str, Limit]:
         "chat.delete": Limit(TIER3, 10),
         "chat.postMessage": Limit(60, 6, scope="channel"),
         "chat.postEphemeral": Limit(TIER4, 20),
+        # a stream starts like a post (per channel); appends are Tier 4 (stops paced with them)
+        "chat.startStream": Limit(60, 6, scope="channel"),
+        "chat.appendStream": Limit(TIER4, 20),
+        "chat.stopStream": Limit(TIER4, 20),
         "conversations.replies": Limit(TIER3, 10),
         "conversations.info": Limit(TIER3, 10),
         "users.info": Limit(TIER4, 20),
@@ -148,7 +154,7 @@ class Message:
         return self.text
 
 
-class SlackEmulator:
+class SlackEmulator(StreamMethods, AssistantMethods):
     """One emulated workspace. ``await start()`` returns the Web API base URL."""
 
     def __init__(
@@ -202,6 +208,8 @@ class SlackEmulator:
         self._delivery_tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
         self.base_url = ""
+        self._init_streams()
+        self._init_assistant()
         self._add_user(self.bot_user, "agentbot", "Agent Bot", is_bot=True)
         self._add_user("U0ALICE", "alice", "Alice Liddell", email="alice@example.com")
         self._add_user("U0BOB", "bob", "Bob Builder", email="bob@example.com")
@@ -378,6 +386,7 @@ class SlackEmulator:
             "blocks": message.blocks,
             "deleted": message.deleted,
             "files": message.files,
+            **self._stream_fields(message),
         }
 
     def _record(self, call: Call) -> None:
@@ -596,6 +605,7 @@ class SlackEmulator:
         message.history.append((time.monotonic(), message.text, message.blocks))
         self.messages[message.channel].append(message)
         self._notify(self.message_change(message))
+        self._app_replied(message.channel, message.thread_ts)
         self._deliver_message_event(message)
         return {
             "ok": True,
@@ -603,6 +613,33 @@ class SlackEmulator:
             "ts": message.ts,
             "message": message.as_dict(),
         }
+
+    def _new_bot_message(self, channel: str, thread_ts: str, text: str) -> Message:
+        """A message the app starts streaming (a reply in ``thread_ts``)."""
+        blocks = [{"type": "markdown", "text": text}] if text else None
+        bot = self._workspace()
+        message = Message(channel, self._next_ts(), text, bot.bot_user, bot.bot_id, thread_ts, blocks)
+        self.messages[channel].append(message)
+        self._changed(message)
+        self._app_replied(channel, thread_ts)
+        self._deliver_message_event(message)
+        return message
+
+    def _bot_post(self, channel: str, text: str) -> Message:
+        """A message that appears as the app's without an API call (an assistant thread's root)."""
+        bot = self.workspaces[self.team_of_channel(channel)]
+        message = Message(channel, self._next_ts(), text, bot.bot_user, bot.bot_id)
+        self.messages[channel].append(message)
+        self._changed(message)
+        return message
+
+    def _deliver_event(self, event: dict[str, Any], team: str) -> None:
+        if self.events_url is not None or self.events_urls or self.socket_mode:
+            self.deliver(event, team=team)
+
+    def _changed(self, message: Message) -> None:
+        message.history.append((time.monotonic(), message.text, message.blocks))
+        self._notify(self.message_change(message))
 
     def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         error = self._channel_error(params)
@@ -620,6 +657,7 @@ class SlackEmulator:
             message.text = str(params["text"])
         if "blocks" in params:
             message.blocks = params["blocks"]
+        self.end_stream_by_update(message)
         message.history.append((time.monotonic(), message.text, message.blocks))
         self._notify(self.message_change(message))
         return {
@@ -757,16 +795,6 @@ class SlackEmulator:
         """A person posts a message with files attached (name, bytes, MIME type each)."""
         shared = [self.files.share(user, name, content, mime) for name, content, mime in files]
         return self.user_posts(user, channel, text, thread_ts=thread_ts, files=shared, subtype="file_share")
-
-    def _m_assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
-        return (
-            {"ok": True}
-            if params.get("channel_id") and params.get("thread_ts")
-            else {"ok": False, "error": "invalid_arguments"}
-        )
-
-    _m_assistant_threads_setSuggestedPrompts = _m_assistant_threads_setStatus
-    _m_assistant_threads_setTitle = _m_assistant_threads_setStatus
 
     # -- people and event delivery ------------------------------------------------------
 
@@ -1079,13 +1107,3 @@ def _clicked(message: Any, action_id: str, value: str) -> tuple[str, str]:
             return str(element.get("type") or "button"), str(block.get("block_id") or "controls")
     where = f"message {message.ts}" if message else "no such message"
     raise ValueError(f"no {action_id!r} element with value {value!r} on {where}: nobody can click it")
-
-
-def _valid_metadata(metadata: Any) -> bool:
-    """Slack's message metadata: an ``event_type`` string and an ``event_payload`` object."""
-    return (
-        isinstance(metadata, dict)
-        and isinstance(metadata.get("event_type"), str)
-        and bool(metadata["event_type"])
-        and isinstance(metadata.get("event_payload"), dict)
-    )

@@ -62,7 +62,7 @@ class Playground:
         change = {**change}
         if "t" in change:
             change["t"] = round((change["t"] - self.started) * 1000)
-        if change["kind"] not in ("message", "ephemeral"):
+        if change["kind"] not in ("message", "ephemeral", "pane"):
             self.timeline.append(change)
             del self.timeline[:-5000]
         for queue in list(self.clients):
@@ -87,6 +87,8 @@ class Playground:
             "ephemerals": [{**e, "t": round((e["t"] - self.started) * 1000)} for e in slack.ephemerals],
             "timeline": self.timeline,
             "real_agent": self.real_agent,
+            "panes": [slack.pane_change(dm, ts) for dm, ts in slack.panes],
+            "stream_mode": self.stack.bot.orchestrator.native.mode,
         }
 
     @web.middleware
@@ -118,6 +120,8 @@ class Playground:
         app.router.add_get("/api/stream", self._stream)
         app.router.add_post("/api/post", self._post)
         app.router.add_post("/api/click", self._click)
+        app.router.add_post("/api/assistant", self._assistant)
+        app.router.add_post("/api/writer", self._writer)
         app.router.add_get("/api/files/{file_id}", self._file)
         app.router.add_get("/healthz", self._health)
         return app
@@ -207,6 +211,26 @@ class Playground:
         except ValueError:  # the page showed a button an update has since taken off
             return web.json_response({"ok": False, "error": "that button is no longer on the message"})
         return web.json_response({"ok": status == 200})
+
+    async def _assistant(self, request: web.Request) -> web.Response:
+        """The person opens the bot's assistant pane, looking at ``viewing`` (a channel, or none)."""
+        body = await request.json()
+        slack, user, viewing = self.stack.slack, body.get("user"), body.get("viewing") or None
+        has_dm = any(c.get("is_im") and c.get("user") == user for c in slack.channels.values())
+        if user not in slack.users or not has_dm or (viewing is not None and viewing not in slack.channels):
+            return _refuse(400, "need a person with a DM with the bot, and a known channel (or none)")
+        dm, thread_ts = slack.open_assistant(user, viewing=viewing)
+        return web.json_response({"ok": True, "channel": dm, "thread_ts": thread_ts})
+
+    async def _writer(self, request: web.Request) -> web.Response:
+        """Switch how replies stream: edits, Slack's native streams, or native where it works."""
+        mode = (await request.json()).get("mode")
+        if mode not in ("edit", "native", "auto"):
+            return _refuse(400, "mode is edit, native or auto")
+        native = self.stack.bot.orchestrator.native
+        native.mode = mode
+        native.refused.clear()  # a switch is a fresh start: try native again everywhere
+        return web.json_response({"ok": True, "mode": mode})
 
 
 def _attached(files: Any) -> list[tuple[str, bytes, str]]:

@@ -25,6 +25,7 @@ from ..metrics import CONTENT_TYPE_LATEST, Metrics
 from ..plugins.registry import Registry
 from ..store import AuditEntry, Store
 from ..store.audit import AuditTrail
+from .assistant import AssistantPane
 from .confirm import APPROVE_ACTION, DENY_ACTION, SlackConfirmer
 from .filters import AllowList, FirstDelivery, RunLimits, follow_up_only, person_message
 from .sink import Turn, TurnSink
@@ -86,8 +87,10 @@ class SlackSurface:
         allowed_channels: frozenset[str] = frozenset(),
         user_per_minute: int = 10,
         channel_per_minute: int = 40,
+        pane: AssistantPane | None = None,
     ) -> None:
         self.app = app
+        self.pane = pane  # Slack's assistant side pane (greeting, prompts, status, title)
         self.sink = sink
         self.store = store
         self.metrics = metrics
@@ -109,6 +112,8 @@ class SlackSurface:
         person, self.once = person_message(bot_user_id), FirstDelivery(store)
         once = self.once.middleware
         app.use(self.allow_list.middleware)
+        if pane is not None:
+            app.assistant(pane.middleware())
         app.event("app_mention", middleware=[person, once, limits.middleware])(self._on_message)
         app.event(
             "message", middleware=[person, follow_up_only(store, bot_user_id), once, limits.middleware]
@@ -133,6 +138,9 @@ class SlackSurface:
         turn: Turn = context["turn"]
         with telemetry.span("slack.event", _turn_attributes(turn)):
             turn = replace(turn, traceparent=telemetry.traceparent())
+            in_pane = await self._in_pane(turn)
+            if in_pane:
+                turn = replace(turn, surface="assistant")
             try:
                 receipt = await self.sink.receive(turn)
             except BaseException:
@@ -141,7 +149,15 @@ class SlackSurface:
             # taken in: answered from here on, whatever becomes of the marks below (should they
             # fail, Slack's retry finds the turn stored and answered, and takes nothing twice)
             self._spawn(self.sink.answer(receipt, turn))
+            if in_pane and self.pane is not None and self.workspaces is not None:
+                self._spawn(self.pane.working(self.workspaces.client(turn.team), turn))
             await self.once.received(context)
+
+    async def _in_pane(self, turn: Turn) -> bool:
+        """A DM thread the person opened as Slack's assistant pane."""
+        if self.pane is None or turn.thread_ts == turn.ts or not turn.channel.startswith("D"):
+            return False
+        return await self.pane.threads.context(turn.channel, turn.thread_ts) is not None
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -293,8 +293,9 @@ class SharedPacer(Pacer):
 
 
 class SlackBudget:
-    """The pacers of one workspace: ``chat.update`` workspace-wide (Tier 3) and
-    ``chat.postMessage`` per channel (about one per second). With ``shared`` buckets, every
+    """The pacers of one workspace: ``chat.update`` workspace-wide (Tier 3), a native
+    stream's ``chat.appendStream`` workspace-wide (Tier 4) and ``chat.postMessage`` per
+    channel (about one per second). With ``shared`` buckets, every
     replica spends one budget."""
 
     def __init__(
@@ -302,12 +303,15 @@ class SlackBudget:
         *,
         update_per_minute: float = 50.0,
         post_per_minute: float = 60.0,
+        append_per_minute: float = 100.0,
         team: str = "",
         shared: SharedBuckets | None = None,
         replica: str = "",
     ) -> None:
         self.team, self.shared, self.replica = team, shared, replica
         self.update = self._pacer("chat.update", update_per_minute, burst=4)
+        # a native stream's appends and stops: Tier 4, a budget apart from chat.update's
+        self.append = self._pacer("chat.appendStream", append_per_minute, burst=8)
         self._post_rate = post_per_minute
         self._posts: dict[str, Pacer] = {}
 

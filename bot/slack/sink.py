@@ -26,6 +26,7 @@ class Turn:
     event_id: str = ""
     files: tuple[dict[str, Any], ...] = ()
     traceparent: str = ""  # the Slack event's trace, continued wherever the turn is answered
+    surface: str = ""  # "assistant": asked in Slack's assistant pane (a status, not a placeholder)
 
     @property
     def key(self) -> ConversationKey:
@@ -48,7 +49,7 @@ class Turn:
         return cls(**values, files=tuple(files))
 
 
-_FIELDS = ("team", "channel", "thread_ts", "ts", "user", "text", "event_id", "traceparent")
+_FIELDS = ("team", "channel", "thread_ts", "ts", "user", "text", "event_id", "traceparent", "surface")
 
 
 class TurnSink(Protocol):

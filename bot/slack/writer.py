@@ -6,6 +6,7 @@ edit that always carries the complete text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from .. import telemetry
 from ..logs import log
+from .native import NativePages, Stream, StreamTarget
 from .pacing import Pacer, SlackBudget, Ticket
 from .reads import replies_page, retry_after
 from .render import MARKDOWN_LIMIT, slack_safe, split_page
@@ -31,6 +33,7 @@ FEEDBACK_ACTION = "answer_feedback"
 REPLY_EVENT = "agent_reply"  # the message metadata type that names a reply's turn and page
 ADOPT_WAIT_S = 60.0  # how long a thread read waits out 429s before the reply goes on without it
 ADOPT_READS = 5  # pages of 200 thread messages read at most to find a reply's own messages
+QUIET_START_S = 90.0  # Slack drops a pane's status after two minutes without a message: post by then
 PAGE_LIMIT = MARKDOWN_LIMIT - 1_000  # room for the status line and a closing fence
 
 
@@ -63,6 +66,7 @@ class Page:
     plain: bool = False  # Slack refused the blocks: send this page as text only
     sent: str | None = None  # the JSON of the last payload Slack accepted
     dirty_since: float | None = None
+    stream: Stream | None = None  # streamed natively: what the stream holds
 
 
 class ReplyWriter:
@@ -85,8 +89,13 @@ class ReplyWriter:
         on_posted: Callable[[str], Awaitable[None]] | None = None,
         speaker: str | None = None,
         traceparent: str = "",
+        stream_to: StreamTarget | None = None,
+        quiet_start: bool = False,
     ) -> None:
         self.client = client
+        # no placeholder: the first message waits for the first words (Slack's assistant pane
+        # shows its own status line meanwhile)
+        self._quiet_until = time.monotonic() + QUIET_START_S if quiet_start else 0.0
         self.traceparent = traceparent  # the turn's trace: each Slack call is a span in it
         self.speaker = speaker  # the agent answering, named in the status line (several agents)
         self._feedback = ""  # set by finish: the feedback buttons under the final answer
@@ -97,6 +106,8 @@ class ReplyWriter:
         self.page_limit = page_limit
         self.min_interval = min_interval
         self.log_fields = log_fields or {}
+        # stream new pages natively (where the workspace allows it)
+        self._native = NativePages(stream_to, self.log_fields) if stream_to else None
         known = list(existing_pages or ([existing_ts] if existing_ts else []))
         self.pages: list[Page] = [Page(ts=known[0] if known else None)]
         self._adopt = known[1:]  # messages a previous writer already posted for later pages
@@ -237,6 +248,8 @@ class ReplyWriter:
     def status(self, line: str | None) -> None:
         if line != self._status and not self._finished:
             self._status = line
+            if line and self._native is not None:
+                self._native.noted(line)
             self._mark_dirty(self.pages[-1])
 
     async def finish(
@@ -343,8 +356,13 @@ class ReplyWriter:
     def _next_dirty(self) -> Page | None:
         for page in self.pages:
             if page.dirty_since is not None:
+                if page.ts is None and not page.body.strip() and self._quiet():
+                    return None  # nothing to say yet, and no placeholder wanted (for now)
                 return page
         return None
+
+    def _quiet(self) -> bool:
+        return not self._finished and time.monotonic() < self._quiet_until
 
     async def _flush_loop(self) -> None:
         while True:
@@ -358,7 +376,11 @@ class ReplyWriter:
                     self._done.set()
                     return
                 self._changed.clear()
-                await self._changed.wait()
+                if self._quiet():  # post the placeholder after all if no words come in time
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), self._quiet_until - time.monotonic())
+                else:
+                    await self._changed.wait()
                 continue
             urgent = page.closed or self._finished or page.ts is None
             if not urgent:  # let a few deltas coalesce into one edit
@@ -379,6 +401,8 @@ class ReplyWriter:
     async def _send(self, page: Page) -> None:
         posting = page.ts is None
         pacer: Pacer = self.budget.post(self.channel) if posting else self.budget.update
+        if not posting and page.stream is not None and page.stream.open:
+            pacer = self.budget.append  # appends and stops spend their own budget (Tier 4)
         ticket = pacer.ticket(page.dirty_since, final=page.closed or self._finished)
         self._ticket = ticket if not posting else None
         await pacer.acquire(ticket)
@@ -393,6 +417,8 @@ class ReplyWriter:
         dirty_since = page.dirty_since
         page.dirty_since = None
         method = "chat.postMessage" if posting else "chat.update"
+        if (page.stream is not None and page.stream.open) or (posting and self._streams(page)):
+            method = "chat.startStream" if posting else "chat.appendStream"
         attributes = {"slack.channel": self.channel, "slack.ts": page.ts}
         with telemetry.span(f"slack.{method}", attributes, parent=self.traceparent):
             await self._call(page, pacer, payload, encoded, dirty_since, sent_length)
@@ -406,25 +432,9 @@ class ReplyWriter:
         dirty_since: float | None,
         sent_length: int,
     ) -> None:
-        posting = page.ts is None
         try:
             self.calls += 1
-            if posting:
-                response = await self.client.chat_postMessage(
-                    channel=self.channel,
-                    thread_ts=self.thread_ts,
-                    unfurl_links=False,
-                    unfurl_media=False,
-                    metadata=self._metadata(page),
-                    **payload,
-                )
-                page.ts = response["ts"]
-                if page is self.pages[0]:
-                    self._posted.set()
-                    if self.on_posted is not None:
-                        await self.on_posted(page.ts)
-            else:
-                await self.client.chat_update(channel=self.channel, ts=page.ts, **payload)
+            await self._put(page, payload)
         except SlackApiError as exc:
             page.dirty_since = dirty_since or time.monotonic()
             status = exc.response.status_code if exc.response is not None else None
@@ -451,6 +461,75 @@ class ReplyWriter:
                 keep.append((when, length))
         self._pending_updates = keep
 
+    async def _put(self, page: Page, payload: dict[str, Any]) -> None:
+        """One call that brings the page up to ``payload``: a stream started, appended to or
+        stopped; else a message posted or edited."""
+        if page.ts is None:
+            if self._streams(page) and await self._start_stream(page, payload):
+                return
+            response = await self.client.chat_postMessage(
+                channel=self.channel,
+                thread_ts=self.thread_ts,
+                unfurl_links=False,
+                unfurl_media=False,
+                metadata=self._metadata(page),
+                **payload,
+            )
+            await self._took(page, str(response["ts"]))
+            return
+        if page.stream is not None and page.stream.open and await self._stream_more(page, payload):
+            return
+        await self.client.chat_update(channel=self.channel, ts=page.ts, **payload)
+
+    async def _took(self, page: Page, ts: str) -> None:
+        page.ts = ts
+        if page is self.pages[0]:
+            self._posted.set()
+            if self.on_posted is not None:
+                await self.on_posted(ts)
+
+    def _streams(self, page: Page) -> bool:
+        """Start this page as a native stream? Not when its text is already final (closed by
+        the next page, or the reply done before Slack took it): one ordinary post says it all."""
+        final = page.closed or self._finished
+        return self._native is not None and not page.plain and not final and self._native.wanted()
+
+    def _markdown(self, page: Page, payload: dict[str, Any]) -> str:
+        """The page's text as the stream shows it (nothing yet, rather than a placeholder)."""
+        blocks = payload.get("blocks") or []
+        if not blocks or blocks[0].get("type") != "markdown" or not page.body.strip():
+            return ""
+        return str(blocks[0]["text"])
+
+    def _open(self, page: Page) -> bool:
+        """The page the reply is still growing in (where status lines show)."""
+        return page is self.pages[-1] and (self._finished or not page.closed)
+
+    async def _start_stream(self, page: Page, payload: dict[str, Any]) -> bool:
+        assert self._native is not None
+        current = None if self._finished else self._status
+        started = await self._native.start(self._markdown(page, payload), current, open_page=self._open(page))
+        if started is None:
+            self.calls += 1  # the ordinary post that follows
+            return False
+        page.stream = started[1]
+        await self._took(page, started[0])
+        return True
+
+    async def _stream_more(self, page: Page, payload: dict[str, Any]) -> bool:
+        assert self._native is not None and page.stream is not None and page.ts is not None
+        return await self._native.more(
+            page.ts,
+            page.stream,
+            self._markdown(page, payload),
+            None if self._finished else self._status,
+            open_page=self._open(page),
+            final=page.closed or self._finished,
+            # under the final answer: Ask again, or the feedback buttons
+            blocks=[b for b in (payload.get("blocks") or [])[1:] if b.get("type") != "context"],
+            metadata=self._metadata(page),
+        )
+
     def _handle_error(self, page: Page, pacer: Pacer, exc: SlackApiError) -> None:
         error = exc.response.get("error") if exc.response is not None else None
         if exc.response is not None and exc.response.status_code == 429:
@@ -469,7 +548,11 @@ class ReplyWriter:
             return
         log(logger, "slack.error", logging.WARNING, error=error, **self.log_fields)
         if error == "message_not_found":
-            page.ts = None  # deleted under us: post it again
+            page.ts, page.stream = None, None  # deleted under us: post it again
+        elif page.stream is not None and page.stream.open:
+            # Slack closed the stream (or will not take this append): the page goes on as an
+            # ordinary message, edited whole, so what the stream missed is shown once
+            page.stream.open = False
         elif error in ("msg_too_long", "invalid_blocks") and not page.plain:
             page.plain = True
         else:

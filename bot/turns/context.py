@@ -15,6 +15,7 @@ from slack_sdk.errors import SlackApiError
 from ..agents import FunctionTool, TurnContext, function_tool
 from ..logs import log
 from ..plugins.context import ToolContext
+from ..slack.assistant import PaneThreads, channel_name
 from ..slack.reads import replies_page
 from ..slack.sink import Turn
 from ..slack.text import UserDirectory, slack_to_agent_text
@@ -51,7 +52,9 @@ class ContextReader:
     allow_mass_mentions: bool = False
     context_messages: int = 15
     context_chars: int = 8_000
+    panes: PaneThreads | None = None  # asked in Slack's assistant pane: what the person looks at
     _directories: dict[str, UserDirectory] = field(default_factory=dict)
+    _channel_names: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def users(self, team: str) -> UserDirectory:
         """Names and time zones as one workspace's bot sees them (cached per workspace)."""
@@ -61,13 +64,29 @@ class ContextReader:
         return directory
 
     async def message_text(self, turn: Turn) -> str:
-        """The message as the agent should read it."""
+        """The message as the agent should read it (asked in the assistant pane: with the
+        channel the person is looking at, so "this channel" means something)."""
+        text = turn.text
+        if turn.surface == "assistant" and self.panes is not None:
+            viewing = (await self.panes.context(turn.channel, turn.thread_ts) or {}).get("channel_id")
+            if viewing:
+                where = await self._channel_ref(turn.team, viewing)
+                text = f"{text}\n\n(Asked from Slack's assistant pane while looking at {where}.)"
         return await slack_to_agent_text(
-            turn.text,
+            text,
             bot_user_id=await self.workspaces.bot_user_id(turn.team),
             names=self.users(turn.team).display_name,
             files=list(turn.files),
         )
+
+    async def _channel_ref(self, team: str, channel: str) -> str:
+        """``<#C123|name>`` (the agent then reads ``#name``); the bare id when Slack will not say."""
+        name = self._channel_names.get((team, channel))
+        if name is None:  # "" when it is not a channel this bot may read: the id is all there is
+            name = self._channel_names[(team, channel)] = await channel_name(
+                self.workspaces.client(team), channel
+            )
+        return f"<#{channel}|{name}>" if name else f"<#{channel}>"
 
     async def mark_others(self, key: ConversationKey) -> None:
         """Someone who is not an admin wrote in this thread (admin-only tools then ask first)."""

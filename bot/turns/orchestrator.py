@@ -23,6 +23,8 @@ from ..agents.routing import AgentRouter, RoutesError
 from ..logs import log
 from ..mentions import escape_mrkdwn
 from ..metrics import Metrics
+from ..slack.assistant import PaneThreads
+from ..slack.native import NativeSupport, StreamTarget
 from ..slack.pacing import Budgets
 from ..slack.sink import Turn
 from ..slack.workspaces import Workspaces
@@ -67,6 +69,8 @@ class TurnOrchestrator:
         files_in: FilesIn | None = None,
         files_out: FilesOut | None = None,
         audit: AuditTrail | None = None,
+        native: NativeSupport | None = None,
+        panes: PaneThreads | None = None,
     ) -> None:
         self.router = router  # which agent answers where (one, or a routing file's)
         self.store = store
@@ -79,6 +83,7 @@ class TurnOrchestrator:
         self.caps = caps or Caps()
         self.delivery_deadline_s = delivery_deadline_s
         self.allow_mass_mentions = allow_mass_mentions
+        self.native = native or NativeSupport()  # where replies stream natively (BOT_STREAM_MODE)
         self.replica_id = replica_id or uuid.uuid4().hex[:12]
         self.metrics = metrics or Metrics()
         self.context = ContextReader(
@@ -89,6 +94,7 @@ class TurnOrchestrator:
             allow_mass_mentions=allow_mass_mentions,
             context_messages=context_messages,
             context_chars=context_chars,
+            panes=panes,
         )
         self.queue = ConversationQueue(store, self.replica_id, self._answer, lease_ttl_s=lease_ttl_s)
         self.again = AskAgain(store, admins)
@@ -217,8 +223,12 @@ class TurnOrchestrator:
     def _writer(
         self, turn: Turn, turn_id: str, fields: dict[str, Any], existing_pages: list[str] | None = None
     ) -> ReplyWriter:
+        client = self.workspaces.client(turn.team)
+        stream_to = None
+        if self.native.mode != "edit" and turn.user:
+            stream_to = StreamTarget(client, turn.channel, turn.thread_ts, turn.team, turn.user, self.native)
         return ReplyWriter(
-            self.workspaces.client(turn.team),
+            client,
             self.budgets.for_team(turn.team),
             turn.channel,
             turn.thread_ts,
@@ -230,6 +240,8 @@ class TurnOrchestrator:
             deadline_s=self.delivery_deadline_s,
             speaker=self.speaker(turn.team, turn.channel),
             traceparent=turn.traceparent,
+            stream_to=stream_to,
+            quiet_start=turn.surface == "assistant",
         )
 
     def speaker(self, team: str, channel: str) -> str | None:
@@ -267,14 +279,16 @@ class TurnOrchestrator:
             "bot.replica": self.replica_id,
         }
         with telemetry.span("turn", attributes, parent=turn.traceparent):
-            await self._answer_traced(turn, turn_id, queued_ts, item, received_by)
+            await self._answer_traced(turn, turn_id, queued_ts, item, received_by, attempt)
 
     async def _answer_traced(
-        self, turn: Turn, turn_id: str, queued_ts: str, item: dict[str, Any], received_by: str
+        self, turn: Turn, turn_id: str, queued_ts: str, item: dict[str, Any], received_by: str, attempt: int
     ) -> None:
         waiting = received_by not in ("", self.replica_id)
         answer = await self._prepare(turn, turn_id, queued_ts, item, waiting=waiting)
-        answer.received_elsewhere = waiting
+        # taken in by another replica, or asked afresh after one died: either may have put up a
+        # placeholder this one never saw
+        answer.received_elsewhere = waiting or attempt > 0
         telemetry.annotate(**{"agent.route": answer.route or None})
         started = time.monotonic()
         self._active[turn_id] = answer

@@ -4,7 +4,7 @@ const API_HEADERS = { "Content-Type": "application/json", "X-Playground-Token": 
 // The playground page: renders the emulated workspace and follows it live (Server-Sent Events).
 "use strict";
 
-const state = { users: {}, channels: [], messages: new Map(), ephemerals: [], timeline: [], bot: "", channel: "C0GENERAL", thread: null };
+const state = { users: {}, channels: [], messages: new Map(), ephemerals: [], timeline: [], panes: new Map(), bot: "", channel: "C0GENERAL", thread: null };
 const botName = () => (state.users[state.bot] || {}).name || "agentbot";  // one name: the bot user's
 const $ = (id) => document.getElementById(id);
 
@@ -88,6 +88,15 @@ function renderBlocks(message) {
   }).join("");
 }
 
+// A native stream's task cards (tool runs), as Slack shows them above the streamed text.
+const TASK_ICONS = { pending: "○", in_progress: "◐", complete: "✓", error: "✕" };
+function renderTasks(message) {
+  if (!message.tasks || !message.tasks.length) return "";
+  return '<div class="tasks">' + message.tasks.map((t) =>
+    `<div class="task ${esc(t.status)}"><span class="icon">${TASK_ICONS[t.status] || "•"}</span> ${esc(t.title)}</div>`
+  ).join("") + "</div>";
+}
+
 function fileSize(bytes) {
   return bytes >= 1048576 ? (bytes / 1048576).toFixed(1) + " MB" : Math.max(1, Math.round(bytes / 1024)) + " KB";
 }
@@ -112,7 +121,9 @@ function renderMessage(message, inThread) {
   return `<div class="message" data-ts="${esc(message.ts)}">
     <div class="avatar ${message.bot ? "bot" : ""}">${esc(name[0].toUpperCase())}</div>
     <div class="body"><div class="who">${esc(name)}${message.bot ? '<span class="tag">APP</span>' : ""}</div>
+    ${renderTasks(message)}
     ${message.text || message.blocks ? renderBlocks(message) : ""}
+    ${message.streaming ? '<div class="streaming" title="streaming (chat.appendStream)">● streaming</div>' : ""}
     ${renderFiles(message)}
     ${replies ? `<div class="replies" data-thread="${esc(message.ts)}">${replies} ${replies === 1 ? "reply" : "replies"}</div>` : ""}</div></div>`;
 }
@@ -132,10 +143,25 @@ function render() {
     const tpane = $("thread-messages");
     tpane.innerHTML = threadMessages.map((m) => renderMessage(m, true)).join("") + renderEphemerals(state.thread);
     tpane.scrollTop = tpane.scrollHeight;
+    renderPane(state.panes.get(state.channel + "/" + state.thread));
   } else {
     $("thread").classList.add("hidden");
   }
   renderTimeline();
+}
+
+// Slack's assistant pane: the thread's title, its suggested prompts, and the bot's status
+// ("is thinking…") until its reply appears.
+function renderPane(pane) {
+  $("thread-title").textContent = pane ? (pane.title || "New chat") + " · assistant" : "Thread";
+  $("pane-bar").classList.toggle("hidden", !pane || !pane.prompts.length);
+  $("pane-prompts").innerHTML = pane && pane.prompts.length
+    ? `<div class="prompts-title">${esc(pane.prompts_title || "Suggested prompts")}</div>` +
+      pane.prompts.map((p) => `<button class="prompt" data-prompt="${esc(p.message)}">${esc(p.title)}</button>`).join("")
+    : "";
+  const status = pane && pane.status ? `${botName()} ${pane.status}` + (pane.loading.length ? ` <span class="loading">${esc(pane.loading[0])}</span>` : "") : "";
+  $("pane-status").innerHTML = status;
+  $("pane-status").classList.toggle("hidden", !status);
 }
 
 // What the bot told one person privately (a refused Stop or Approve, a note): shown only
@@ -184,6 +210,8 @@ function renderTimeline() {
 function apply(change) {
   if (change.kind === "ephemeral") {
     state.ephemerals.push(change);
+  } else if (change.kind === "pane") {
+    state.panes.set(change.channel + "/" + change.thread_ts, change);
   } else if (change.kind === "message") {
     state.messages.set(change.channel + "/" + change.ts, change);
     if (change.bot && change.thread_ts && change.channel === state.channel && !state.thread) state.thread = change.thread_ts;
@@ -197,6 +225,8 @@ function load(snapshot) {
   state.messages = new Map(snapshot.messages.map((m) => [m.channel + "/" + m.ts, m]));
   state.timeline = snapshot.timeline;
   state.ephemerals = snapshot.ephemerals || [];
+  state.panes = new Map((snapshot.panes || []).map((p) => [p.channel + "/" + p.thread_ts, p]));
+  $("writer").value = snapshot.stream_mode || "edit";
   $("mode").textContent = snapshot.real_agent ? "emulated Slack, your real agent" : "a demo on emulated services (Slack and a scripted agent)";
   const people = Object.entries(state.users).filter(([, u]) => !u.is_bot);
   $("as-user").innerHTML = people.map(([id, u]) => `<option value="${esc(id)}">${esc(u.name)}</option>`).join("");
@@ -222,7 +252,7 @@ async function base64Of(file) {
 }
 
 // Post as the chosen person, with the files picked in `picker` (if any); say what went wrong.
-async function send(text, threadTs, picker, status) {
+async function send(text, threadTs, picker, status, asTyped = true) {
   const chosen = picker ? [...picker.files] : [];
   if (!text.trim() && !chosen.length) return true;
   status.textContent = chosen.length ? "Uploading…" : "";
@@ -230,7 +260,7 @@ async function send(text, threadTs, picker, status) {
   let answer;
   try {
     const response = await fetch("/api/post", { method: "POST", headers: API_HEADERS,
-      body: JSON.stringify({ user: $("as-user").value, channel: state.channel, text: slackText(text), thread_ts: threadTs || null, files }) });
+      body: JSON.stringify({ user: $("as-user").value, channel: state.channel, text: asTyped ? slackText(text) : text, thread_ts: threadTs || null, files }) });
     answer = response.status === 413 ? { ok: false, error: "the files are too large for the playground" } : await response.json();
   } catch (err) {
     answer = { ok: false, error: "the playground did not answer (is it still running?)" };
@@ -253,6 +283,14 @@ document.addEventListener("click", async (event) => {
     await fetch("/api/click", { method: "POST", headers: API_HEADERS,
       body: JSON.stringify({ user: $("as-user").value, channel: target.dataset.channel, ts: target.dataset.ts,
         action_id: target.dataset.action, value: target.dataset.value }) });
+  } else if (target.dataset.prompt) {  // a suggested prompt: sent as the person's message in the pane
+    await send(target.dataset.prompt, state.thread, null, $("thread-attached"), false);  // Slack's own text, as the prompt holds it
+  } else if (target.id === "open-pane") {
+    const here = state.channels.find((c) => c.id === state.channel) || {};
+    const answer = await (await fetch("/api/assistant", { method: "POST", headers: API_HEADERS,
+      body: JSON.stringify({ user: $("as-user").value, viewing: here.is_im ? null : state.channel }) })).json();
+    if (answer.ok) { state.channel = answer.channel; state.thread = answer.thread_ts; render(); }
+    else $("thread-attached").textContent = "Could not open the pane: " + answer.error;
   } else if (target.dataset.thread) {
     state.thread = target.dataset.thread; render();
   } else if (target.closest("#sidebar li")) {
@@ -260,6 +298,9 @@ document.addEventListener("click", async (event) => {
   }
 });
 $("close-thread").addEventListener("click", () => { state.thread = null; render(); });
+$("writer").addEventListener("change", async () => {
+  await fetch("/api/writer", { method: "POST", headers: API_HEADERS, body: JSON.stringify({ mode: $("writer").value }) });
+});
 $("as-user").addEventListener("change", render);  // what one person sees privately follows them
 for (const [form, box, picker, status, thread] of [["composer", "text", "attach", "attached", false], ["thread-composer", "thread-text", "thread-attach", "thread-attached", true]]) {
   $(form).addEventListener("submit", async (e) => {
