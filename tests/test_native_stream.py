@@ -340,3 +340,23 @@ def test_a_thread_title_reads_as_a_person_reads_the_message() -> None:
     said = "Ask <@U0BOB|bob> about <#C1|general> &amp; <https://x.example/a|the doc>\n  <#C2> too"
     assert plain_title(said) == "Ask @bob about #general & the doc a channel too"
     assert len(plain_title("word " * 100)) == 80
+
+
+async def test_a_pane_reply_posts_nothing_before_its_first_words(slack: SlackEmulator) -> None:
+    """In the assistant pane the reply waits for words (the pane shows a status meanwhile);
+    so a replica handing such a turn over has no placeholder to clean up."""
+    from bot.slack.pacing import SlackBudget
+    from bot.slack.writer import ReplyWriter
+
+    root = slack.user_posts("U0ALICE", "D0ALICE", "question")
+    writer = ReplyWriter(_client(slack), SlackBudget(), "D0ALICE", root, stop_value="t1", quiet_start=True)
+    writer.begin()
+    writer.status("Running lookup…")
+    assert writer.holding_back
+    writer.update("The first words")
+    await eventually(lambda: slack.bot_replies("D0ALICE", root), "the first words posted")
+    assert not writer.holding_back
+    [first] = slack.bot_replies("D0ALICE", root)
+    assert "The first words" in first.history[0][1]  # its first state: words, never a placeholder
+    await writer.finish("The first words, and the rest.")
+    assert [m.visible_text for m in slack.bot_replies("D0ALICE", root)] == ["The first words, and the rest."]

@@ -50,11 +50,15 @@ class StreamMethods:
     def _init_streams(self) -> None:
         self.streams: dict[tuple[str, str], StreamState] = {}
         self.stream_lifetime_s = STREAM_LIFETIME_S
-        self.native_refused: dict[str, str] = {}  # team -> the error its startStream gets
+        # team -> (the error its startStream gets, in these channels only / everywhere)
+        self.native_refused: dict[str, tuple[str, frozenset[str] | None]] = {}
 
-    def refuse_native_streaming(self, team: str, error: str = "not_allowed_token_type") -> None:
-        """This workspace's ``chat.startStream`` calls are refused with ``error``."""
-        self.native_refused[team] = error
+    def refuse_native_streaming(
+        self, team: str, error: str = "not_allowed_token_type", *, channels: set[str] | None = None
+    ) -> None:
+        """This workspace's ``chat.startStream`` calls are refused with ``error`` (in
+        ``channels`` only, e.g. ``channel_type_not_supported``; everywhere when None)."""
+        self.native_refused[team] = (error, frozenset(channels) if channels is not None else None)
 
     def stream_of(self, channel: str, ts: str) -> StreamState | None:
         return self.streams.get((channel, ts))
@@ -70,9 +74,9 @@ class StreamMethods:
     # -- the methods --------------------------------------------------------------------------
 
     def _m_chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
-        refused = self.native_refused.get(self.calling_team)
-        if refused:
-            return {"ok": False, "error": refused}
+        error, where = self.native_refused.get(self.calling_team) or ("", None)
+        if error and (where is None or params.get("channel") in where):
+            return {"ok": False, "error": error}
         error = self._channel_error(params) or self._start_error(params)
         if error:
             return {"ok": False, "error": error}

@@ -361,6 +361,11 @@ class ReplyWriter:
                 return page
         return None
 
+    @property
+    def holding_back(self) -> bool:
+        """Nothing posted yet, on purpose: waiting for the first words (assistant pane)."""
+        return self.pages[0].ts is None and self._quiet()
+
     def _quiet(self) -> bool:
         return not self._finished and time.monotonic() < self._quiet_until
 

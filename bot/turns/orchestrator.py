@@ -211,6 +211,9 @@ class TurnOrchestrator:
     async def _hand_off(self, writer: ReplyWriter, turn_id: str) -> None:
         """This replica took the message but another one answers it: leave no task behind. A
         placeholder of ours that the owner did not adopt (it posted its own) is removed."""
+        if writer.holding_back:  # a pane's turn posts nothing before its first words: none to remove
+            await writer.aclose()
+            return
         ts = await writer.start(within_s=max(0.0, writer.deadline - time.monotonic()))
         await writer.aclose()
         current = await self.store.reply(turn_id)
