@@ -28,6 +28,7 @@ from .settings import Settings
 from .slack.app import SlackSurface, http_app, install_app, ops_app
 from .slack.assistant import AssistantPane, PaneThreads, prompts_from
 from .slack.confirm import SlackConfirmer
+from .slack.http_retry import slack_retry_handlers
 from .slack.installs import BOT_SCOPES, STATE_EXPIRATION_S, Installs, authorize_url, open_installs
 from .slack.native import NativeSupport
 from .slack.pacing import Budgets
@@ -175,7 +176,11 @@ async def _slack_side(settings: Settings) -> SlackSide:
     """One workspace: its token is checked first (a refused token leaves nothing open behind
     it). Many: a token-less client, and the install store every replica shares."""
     if not settings.multi_workspace:
-        slack = AsyncWebClient(token=settings.secret("slack_bot_token"), base_url=settings.slack_api_url)
+        slack = AsyncWebClient(
+            token=settings.secret("slack_bot_token"),
+            base_url=settings.slack_api_url,
+            retry_handlers=slack_retry_handlers(),
+        )
         response = await slack.auth_test()
         identity = dict(response.data) if isinstance(response.data, dict) else {}
         return SlackSide(slack, identity, None, OneWorkspace(slack, identity.get("user_id")))

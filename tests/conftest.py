@@ -103,17 +103,35 @@ def slack_mode() -> str:
 
 
 @pytest.fixture
-async def stack_factory(tmp_path: Path, backend: str, slack_mode: str) -> AsyncIterator[Callable[..., Any]]:
+def writer() -> str:
+    """How replies are written: Slack's native streams (``native``), paced edits (``edit``),
+    or ``auto`` in a workspace that refuses streams (it falls back to edits). Edits unless a
+    module runs its tests with each writer (the Slack end-to-end suite does)."""
+    return "edit"
+
+
+WRITERS = ["edit", "native", "auto-refused"]
+
+
+@pytest.fixture
+async def stack_factory(
+    tmp_path: Path, backend: str, slack_mode: str, writer: str
+) -> AsyncIterator[Callable[..., Any]]:
     """The whole product (both emulators and the real bot) on real sockets, on each agent
-    backend; closed after."""
+    backend (and with each writer where a module asks); closed after."""
     from tests.stack import Stack, start_stack
 
     stacks: list[Stack] = []
 
     async def make(script: Any = None, **kwargs: Any) -> Stack:
+        overrides = {"stream_mode": writer.removesuffix("-refused"), **kwargs.pop("settings_overrides", {})}
         stack = await start_stack(
-            script, tmp_path=tmp_path, **{"backend": backend, "mode": slack_mode, **kwargs}
+            script,
+            tmp_path=tmp_path,
+            **{"backend": backend, "mode": slack_mode, "settings_overrides": overrides, **kwargs},
         )
+        if writer == "auto-refused":  # the workspace has no native streaming (refused at the first try)
+            stack.slack.refuse_native_streaming(stack.slack.team_id, "not_allowed_token_type")
         stacks.append(stack)
         return stack
 

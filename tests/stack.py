@@ -91,15 +91,42 @@ async def eventually(predicate: Any, what: str, *, within_s: float = 30.0, step:
 
 
 def status_lines(stack: Stack, channel: str, ts: str) -> list[str]:
-    """Every status line (the context block under the text) the first reply has shown."""
+    """Every status line the first reply has shown: the context block under an edited
+    reply's text, or the task cards of a streamed one (by title)."""
     replies = stack.replies(channel, ts)
     if not replies:
         return []
-    return [
+    stream = stack.slack.stream_of(channel, replies[0].ts)
+    cards = [str(card.get("title")) for card in stream.tasks.values()] if stream is not None else []
+    return cards + [
         blocks[1]["elements"][0]["text"]
         for _, _, blocks in replies[0].history
         if blocks and len(blocks) > 1 and blocks[1]["type"] == "context"
     ]
+
+
+def streamed(stack: Stack, channel: str, ts: str) -> bool:
+    """The first reply was written as a native stream (not posted and edited)."""
+    replies = stack.replies(channel, ts)
+    return bool(replies) and stack.slack.stream_of(channel, replies[0].ts) is not None
+
+
+def stop_button(stack: Stack, channel: str, ts: str, user: str = "U0ALICE") -> tuple[str, str] | None:
+    """The Stop that ``user`` sees for the reply to ``ts``, as (message ts, button value):
+    under the reply while it is edited, or sent to the asker privately while it streams."""
+    replies = stack.replies(channel, ts)
+    places = [(r.ts, r.blocks or []) for r in replies[:1]]
+    places += [
+        (e["ts"], e.get("blocks") or [])
+        for e in stack.slack.ephemerals_for(user, channel)
+        if e.get("thread_ts") == ts
+    ]
+    for where, blocks in places:
+        for block in blocks:
+            for element in block.get("elements") or []:
+                if block.get("type") == "actions" and element.get("action_id") == "stop_run":
+                    return where, str(element["value"])
+    return None
 
 
 async def wait_for_prompt(

@@ -14,8 +14,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.emulators.slack import SlackEmulator
-from bot.slack.writer import REPLY_EVENT
-from tests.stack import Stack, agent_inputs, eventually, start_stack
+from bot.slack.reply_thread import REPLY_EVENT
+from tests.stack import Stack, agent_inputs, eventually, start_stack, stop_button
 
 BOT = "<@U0BOT>"
 
@@ -134,6 +134,63 @@ async def test_a_workspace_without_streaming_refuses_it_and_others_messages_are_
     )
 
 
+async def test_an_ephemeral_button_is_clicked_by_its_one_person_and_changed_only_by_response_url(
+    slack: SlackEmulator,
+) -> None:
+    """A streamed reply's Stop is sent privately: only its recipient can click it, no API call
+    edits it, and the click's ``response_url`` replaces it (five uses at most)."""
+    import httpx
+
+    from bot.emulators.slack_ephemeral import ResponseTarget
+
+    client = _client(slack)
+    root = slack.user_posts("U0ALICE", "C0GENERAL", "question")
+    button = {
+        "type": "button",
+        "action_id": "stop_run",
+        "value": "t1",
+        "text": {"type": "plain_text", "text": "Stop"},
+    }
+    posted = await client.chat_postEphemeral(
+        channel="C0GENERAL",
+        user="U0ALICE",
+        thread_ts=root,
+        text="Stop?",
+        blocks=[{"type": "actions", "elements": [button]}],
+    )
+    ts = posted["message_ts"]
+    assert slack.find("C0GENERAL", ts) is None  # not a message: nobody else sees it
+    assert (
+        await _refused(client.chat_update(channel="C0GENERAL", ts=ts, text="edited")) == "message_not_found"
+    )
+    with pytest.raises(ValueError, match="does not see"):
+        await slack.click("U0BOB", "C0GENERAL", ts, "stop_run", "t1")
+    ephemeral = slack.ephemeral("C0GENERAL", ts)
+    url = slack.response_url(ResponseTarget("U0ALICE", "C0GENERAL", root, ts, ephemeral))
+    async with httpx.AsyncClient() as http:
+        assert (
+            await http.post(url, json={"text": "", "replace_original": True})
+        ).status_code == 400  # no_text
+        answered = await http.post(url, json={"text": "Stopping…", "replace_original": True})
+        assert answered.status_code == 200 and answered.text == "ok"
+        assert [e["text"] for e in slack.ephemerals_for("U0ALICE", "C0GENERAL")] == ["Stopping…"]
+        with pytest.raises(ValueError, match="nobody can click it"):  # the button gave way
+            await slack.click("U0ALICE", "C0GENERAL", ts, "stop_run", "t1")
+        for _ in range(4):
+            assert (await http.post(url, json={"text": "again"})).status_code == 200
+        assert (await http.post(url, json={"text": "once too often"})).status_code == 404
+        assert (await http.post(slack.base_url + "/response/forged", json={"text": "x"})).status_code == 404
+    assert len(slack.ephemerals_for("U0ALICE", "C0GENERAL")) == 5  # the replaced one, four new
+    # a click on an ordinary message: its response_url edits, then deletes, that message
+    message = await client.chat_postMessage(channel="C0GENERAL", thread_ts=root, text="Pick one")
+    url = slack.response_url(ResponseTarget("U0ALICE", "C0GENERAL", root, message["ts"], None))
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(url, json={"text": "Picked", "replace_original": True})).status_code == 200
+        assert slack.find("C0GENERAL", message["ts"]).text == "Picked"
+        assert (await http.post(url, json={"delete_original": True})).status_code == 200
+        assert slack.find("C0GENERAL", message["ts"]).deleted
+
+
 # -- the bot, streaming natively -----------------------------------------------------------------
 
 
@@ -167,6 +224,58 @@ async def test_a_reply_streams_natively_with_its_feedback_buttons_and_metadata(t
         assert (started["recipient_user_id"], started["recipient_team_id"]) == ("U0ALICE", "T0EMU")
         texts = [h[1] for h in reply.history]
         assert all(b.startswith(a) for a, b in itertools.pairwise(texts))  # only ever grew
+        # the private Stop outlives the stream (Slack offers no way to take an ephemeral back):
+        # pressed late, it says so in its own place
+        where, value = stop_button(stack, "C0GENERAL", ts) or ("", "")
+        assert await stack.slack.click("U0ALICE", "C0GENERAL", where, "stop_run", value) == 200
+        await eventually(
+            lambda: (
+                [e["text"] for e in stack.slack.ephemerals_for("U0ALICE", "C0GENERAL")]
+                == ["This reply has already finished."]
+            ),
+            "the late Stop answered in place",
+        )
+    finally:
+        await stack.close()
+
+
+@pytest.mark.parametrize(("mode", "method"), [("edit", "chat.postMessage"), ("native", "chat.startStream")])
+async def test_a_post_whose_answer_was_lost_is_found_in_the_thread_not_made_twice(
+    tmp_path: Path, mode: str, method: str
+) -> None:
+    """Slack took the first post (or stream start) but the connection broke before its answer:
+    neither the SDK nor the writer sends it again blindly; the reply goes on in that message."""
+    stack = await _stack(
+        tmp_path, {"turns": [{"actions": [{"text": ANSWER.strip(), "deltas": 10, "delay": 0.05}]}]}, mode
+    )
+    try:
+        stack.slack.lose_response(method)
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} explain")
+        await stack.settle()
+        [reply] = stack.replies("C0GENERAL", ts)  # one message, not a second above or below it
+        assert reply.visible_text == ANSWER.strip()
+        assert len([c for c in stack.slack.calls_of(method) if c.ok]) == 1
+        assert reply.metadata["event_type"] == REPLY_EVENT
+        stream = stack.slack.stream_of("C0GENERAL", reply.ts)
+        assert (stream is not None) == (mode == "native") and not (stream and stream.open)
+    finally:
+        await stack.close()
+
+
+async def test_an_append_whose_answer_was_lost_is_not_appended_twice(tmp_path: Path) -> None:
+    """An append Slack may or may not have taken is not sent again (the words could show
+    twice): the page goes on whole, by an edit."""
+    stack = await _stack(
+        tmp_path, {"turns": [{"actions": [{"text": ANSWER.strip(), "deltas": 20, "delay": 0.1}]}]}, "native"
+    )
+    try:
+        stack.slack.lose_response("chat.appendStream")
+        ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} explain")
+        await stack.settle()
+        [reply] = stack.replies("C0GENERAL", ts)
+        assert reply.visible_text == ANSWER.strip()
+        assert stack.slack.calls_of("chat.update")  # finished by an edit after the lost append
+        assert not stack.slack.stream_of("C0GENERAL", reply.ts).open
     finally:
         await stack.close()
 

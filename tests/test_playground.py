@@ -172,7 +172,8 @@ async def test_the_assistant_pane_native_stream_task_cards_and_feedback_in_a_bro
 ) -> None:
     """Slack's AI surfaces as a person meets them in the playground: the writer switched to
     native streams, the assistant pane opened from #general, a suggested prompt clicked, a
-    tool run shown as a task card, a thumbs up recorded (and acknowledged to the clicker)."""
+    tool run shown as a task card, Stop offered privately while it streams, a thumbs up
+    recorded (and acknowledged to the clicker)."""
     from playwright.async_api import async_playwright
 
     executable = chromium_path()
@@ -211,10 +212,13 @@ async def test_the_assistant_pane_native_stream_task_cards_and_feedback_in_a_bro
         )
         await page.screenshot(path=str(tmp_path / "assistant-pane.png"))
 
+        # a stream carries no buttons: Stop was offered to the asker alone
+        assert await page.locator("#thread-messages .ephemeral button[data-action='stop_run']").count() >= 1
         good = page.locator("#thread-messages button[data-value^='good|']")
         await good.last.click()
-        await page.wait_for_selector("#thread-messages .ephemeral", timeout=15000)
-        assert "Only visible to you" in await page.inner_text("#thread-messages .ephemeral")
+        thanks = page.locator("#thread-messages .ephemeral", has_text="your feedback")
+        await thanks.wait_for(timeout=15000)
+        assert "Only visible to you" in await thanks.inner_text()
         await browser.close()
     assert (tmp_path / "assistant-pane.png").stat().st_size > 0
 

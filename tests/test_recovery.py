@@ -16,7 +16,8 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.recovery import GIVE_UP_S, RESTART_LINE, Recovery
 from bot.slack.reads import replies_page, retry_after
-from bot.slack.writer import PLACEHOLDER, REPLY_EVENT
+from bot.slack.reply_thread import REPLY_EVENT
+from bot.slack.writer import PLACEHOLDER
 from bot.store import InFlight
 from tests.stack import Stack, eventually, start_stack
 

@@ -12,6 +12,7 @@ import pytest
 
 from bot.emulators.agent_script import Script
 from bot.emulators.slack import Limit, default_limits
+from tests.conftest import WRITERS
 from tests.stack import (
     agent_inputs,
     conversation_count,
@@ -23,19 +24,26 @@ from tests.stack import (
     set_agent_tools,
     start_stack,
     status_lines,
+    stop_button,
+    streamed,
     wait_for_prompt,
 )
 
 BOT = "<@U0BOT>"
 
 
-@pytest.fixture(params=["http", "socket"])
-def slack_mode(request: pytest.FixtureRequest) -> str:
-    """This suite runs with events over HTTP and over Socket Mode."""
-    return str(request.param)
+# Events over HTTP and over Socket Mode, and replies written by each writer: edits, native
+# streams, and auto mode in a workspace that refuses streams. (How events arrive and how
+# replies are written are independent: Socket Mode runs with the default writer.)
+SUITE_MODES = [("http", "edit"), ("socket", "edit"), *(("http", w) for w in WRITERS if w != "edit")]
 
 
-async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> None:
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "stack_factory" in metafunc.fixturenames:
+        metafunc.parametrize(("slack_mode", "writer"), SUITE_MODES, ids=["-".join(m) for m in SUITE_MODES])
+
+
+async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any, writer: str) -> None:
     answer = "Here is a thorough answer that streams in over about two seconds, " * 4
     stack = await stack_factory(
         {"turns": [{"actions": [{"text": answer.strip(), "deltas": 20, "delay": 0.1}]}]}
@@ -48,7 +56,9 @@ async def test_mention_gets_a_threaded_streamed_reply(stack_factory: Any) -> Non
     history = replies[0].history
     intermediate = [h for h in history[1:-1] if h[2] and "Thinking" not in h[2][0]["text"]]
     assert len(intermediate) >= 3, [h[1][:30] for h in history]
-    assert history[0][2][0]["text"] == "_Thinking…_"
+    assert streamed(stack, "C0GENERAL", ts) == (writer == "native")
+    if writer != "native":  # a stream shows Slack's own "working" state until its first words
+        assert history[0][2][0]["text"] == "_Thinking…_"
     assert not any(b["type"] == "actions" for b in replies[0].blocks or [])  # Stop button gone
     # the agent got the message without the bot mention
     assert agent_inputs(stack) == [["explain please"]]
@@ -146,15 +156,16 @@ async def test_a_very_long_answer_arrives_whole_across_messages(stack_factory: A
     assert re.sub(r"\s+", " ", stitched) == re.sub(r"\s+", " ", answer)
 
 
-async def test_a_429_storm_still_ends_complete(stack_factory: Any) -> None:
+async def test_a_429_storm_still_ends_complete(stack_factory: Any, writer: str) -> None:
     stack = await stack_factory(
         {"turns": [{"actions": [{"text": "storm-proof answer " * 20, "deltas": 30, "delay": 0.03}]}]}
     )
-    stack.slack.force_error("chat.update", times=6, retry_after=1)
+    final = "chat.stopStream" if writer == "native" else "chat.update"  # what ends the reply
+    stack.slack.force_error(final, times=6, retry_after=1)
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} go")
     await stack.settle(within_s=60)
     assert stack.reply_text("C0GENERAL", ts) == "storm-proof answer " * 20
-    assert sum(1 for c in stack.slack.calls_of("chat.update") if c.status == 429) == 6
+    assert sum(1 for c in stack.slack.calls_of(final) if c.status == 429) == 6
 
 
 async def test_a_failed_run_shows_a_clear_line(stack_factory: Any) -> None:
@@ -213,35 +224,37 @@ async def test_citations_become_links_and_sources(stack_factory: Any) -> None:
             assert "【" not in shown
 
 
-async def test_stop_button_cancels_the_run(stack_factory: Any) -> None:
+async def test_stop_button_cancels_the_run(stack_factory: Any, writer: str) -> None:
     stack = await stack_factory(
         {"turns": [{"actions": [{"text": "a long and slow answer " * 10, "deltas": 40, "delay": 0.1}]}]}
     )
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} slow")
+    await eventually(
+        lambda: stop_button(stack, "C0GENERAL", ts) and run_count(stack), "a Stop button on a running reply"
+    )
+    where, value = stop_button(stack, "C0GENERAL", ts) or ("", "")
+    if writer == "native":  # a stream carries no buttons: Stop went to Alice alone
+        assert stop_button(stack, "C0GENERAL", ts, user="U0BOB") is None
+        assert stack.slack.ephemeral("C0GENERAL", where) is not None
+    else:  # someone else cannot stop it
+        assert await stack.slack.click("U0BOB", "C0GENERAL", where, "stop_run", value) == 200
 
-    def stoppable() -> bool:
-        replies = stack.replies("C0GENERAL", ts)
-        return bool(replies and any(b.get("type") == "actions" for b in replies[0].blocks or []))
+        # acked at once, answered privately in the background
+        def told_bob() -> list[Any]:
+            return [c for c in stack.slack.calls_of("chat.postEphemeral") if c.params.get("user") == "U0BOB"]
 
-    await eventually(lambda: stoppable() and run_count(stack), "a Stop button on a running reply")
-    reply = stack.replies("C0GENERAL", ts)[0]
-    value = next(b for b in reply.blocks if b["type"] == "actions")["elements"][0]["value"]
-    # someone else cannot stop it
-    assert await stack.slack.click("U0BOB", "C0GENERAL", reply.ts, "stop_run", value) == 200
-
-    # acked at once, answered privately in the background
-    def told_bob() -> list[Any]:
-        return [c for c in stack.slack.calls_of("chat.postEphemeral") if c.params.get("user") == "U0BOB"]
-
-    await eventually(told_bob, "Bob told privately")
-    assert told_bob()[0].params["text"] == "Only <@U0ALICE> (or an admin) can stop this reply."
+        await eventually(told_bob, "Bob told privately")
+        assert told_bob()[0].params["text"] == "Only <@U0ALICE> (or an admin) can stop this reply."
     assert run_count(stack) == 1 and not stack.reply_text("C0GENERAL", ts).endswith("_Stopped._")
-    assert await stack.slack.click("U0ALICE", "C0GENERAL", reply.ts, "stop_run", value) == 200
+    assert await stack.slack.click("U0ALICE", "C0GENERAL", where, "stop_run", value) == 200
     await stack.settle()
     text = stack.reply_text("C0GENERAL", ts)
     assert text.endswith("_Stopped._") and len(text) < len("a long and slow answer " * 10)
     if stack.bot.settings.backend == "classic":  # classic runs are cancelled on the service too
         assert next(iter(stack.agent.runs.values())).status == "cancelled"
+    if writer == "native":  # the private Stop gave way to what became of it
+        await eventually(lambda: not stop_button(stack, "C0GENERAL", ts), "the private Stop replaced")
+        assert [e["text"] for e in stack.slack.ephemerals_for("U0ALICE", "C0GENERAL")] == ["Stopping…"]
 
 
 async def test_twenty_concurrent_conversations_no_cross_talk(stack_factory: Any) -> None:
@@ -342,10 +355,10 @@ async def test_a_tool_call_shows_a_status_line_then_the_answer(stack_factory: An
     )
     set_agent_tools(stack, [{"type": "code_interpreter"}])
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} weather?")
-    tools.until = lambda: "Running get_weather…" in status_lines(stack, "C0GENERAL", ts)
+    tools.until = lambda: any("Running get_weather" in line for line in status_lines(stack, "C0GENERAL", ts))
     await stack.settle()
     reply = stack.replies("C0GENERAL", ts)[0]
-    assert "Running get_weather…" in status_lines(stack, "C0GENERAL", ts)
+    assert any("Running get_weather" in line for line in status_lines(stack, "C0GENERAL", ts))
     assert reply.visible_text == "Let me check.\n\nIt is sunny, 21C."
     assert run_tool_types(run_bodies(stack)[0]) == expected_run_tool_types(
         stack, ["code_interpreter", "function"]
@@ -452,9 +465,9 @@ async def test_stop_during_a_tool_round_then_a_follow_up_is_answered(stack_facto
     )
     ts = stack.slack.user_posts("U0ALICE", "C0GENERAL", f"{BOT} look it up")
     await asyncio.wait_for(tools.started.wait(), 20)
-    reply = stack.replies("C0GENERAL", ts)[0]
-    value = next(b for b in reply.blocks if b["type"] == "actions")["elements"][0]["value"]
-    assert await stack.slack.click("U0ALICE", "C0GENERAL", reply.ts, "stop_run", value) == 200
+    await eventually(lambda: stop_button(stack, "C0GENERAL", ts), "a Stop button on the running reply")
+    where, value = stop_button(stack, "C0GENERAL", ts) or ("", "")
+    assert await stack.slack.click("U0ALICE", "C0GENERAL", where, "stop_run", value) == 200
     await stack.settle()
     assert stack.reply_text("C0GENERAL", ts).endswith("_Stopped._")
     stack.slack.user_posts("U0ALICE", "C0GENERAL", "again please", thread_ts=ts)

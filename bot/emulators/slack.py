@@ -31,6 +31,7 @@ import httpx
 from aiohttp import web
 
 from .slack_assistant import AssistantMethods
+from .slack_ephemeral import EphemeralMethods, ResponseTarget
 from .slack_files import SlackFiles
 from .slack_oauth import IssuedToken, OAuthApp, SlackInstalls, Workspace
 from .slack_streams import StreamMethods, _valid_metadata
@@ -154,7 +155,7 @@ class Message:
         return self.text
 
 
-class SlackEmulator(StreamMethods, AssistantMethods):
+class SlackEmulator(StreamMethods, AssistantMethods, EphemeralMethods):
     """One emulated workspace. ``await start()`` returns the Web API base URL."""
 
     def __init__(
@@ -201,6 +202,7 @@ class SlackEmulator(StreamMethods, AssistantMethods):
         self.listeners: list[Any] = []  # callables taking one dict: messages and calls, as they happen
         self.forced: dict[str, list[tuple[str, float | None]]] = {}  # method -> [(error, retry_after)]
         self.storms: dict[str, float] = {}  # method -> monotonic time its 429 storm ends
+        self.losing: dict[str, int] = {}  # method -> how many more answers are lost on the way
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._ts = itertools.count(1)
         self._epoch = int(time.time())
@@ -210,6 +212,7 @@ class SlackEmulator(StreamMethods, AssistantMethods):
         self.base_url = ""
         self._init_streams()
         self._init_assistant()
+        self._init_ephemerals()
         self._add_user(self.bot_user, "agentbot", "Agent Bot", is_bot=True)
         self._add_user("U0ALICE", "alice", "Alice Liddell", email="alice@example.com")
         self._add_user("U0BOB", "bob", "Bob Builder", email="bob@example.com")
@@ -323,6 +326,7 @@ class SlackEmulator(StreamMethods, AssistantMethods):
         app = web.Application(client_max_size=4 * 1024 * 1024)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/link/", self.sockets.websocket)
+        app.router.add_post("/response/{key}", self._respond)
         self.installs.routes(app, self.workspaces)
         self.files.routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -358,6 +362,11 @@ class SlackEmulator(StreamMethods, AssistantMethods):
     ) -> None:
         """Make the next ``times`` calls of ``method`` fail (``ratelimited`` answers 429)."""
         self.forced.setdefault(method, []).extend([(error, retry_after)] * times)
+
+    def lose_response(self, method: str, *, times: int = 1) -> None:
+        """The next ``times`` calls of ``method`` are carried out, but the connection breaks
+        before the answer is sent (a network failure after Slack did the work)."""
+        self.losing[method] = self.losing.get(method, 0) + times
 
     def storm(self, methods: list[str], seconds: float) -> None:
         """Every call of these methods answers 429 (with Retry-After) for ``seconds``."""
@@ -503,7 +512,11 @@ class SlackEmulator(StreamMethods, AssistantMethods):
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return self._answer(method, params, {"ok": False, "error": "unknown_method"})
-        return self._answer(method, params, handler(params))
+        answer = self._answer(method, params, handler(params))
+        if self.losing.get(method) and request.transport is not None:
+            self.losing[method] -= 1
+            request.transport.abort()  # done, but the caller never hears of it
+        return answer
 
     def _rate_limited(self, method: str, params: dict[str, Any], wait: float) -> web.Response:
         retry_after = max(1, int(wait + 0.999))  # Slack sends whole seconds
@@ -687,17 +700,7 @@ class SlackEmulator(StreamMethods, AssistantMethods):
         if params.get("user") not in self.users:
             return {"ok": False, "error": "user_not_found"}
         ts = self._next_ts()
-        ephemeral = {
-            "kind": "ephemeral",
-            "channel": params["channel"],
-            "user": params["user"],  # the one person who sees it
-            "ts": ts,
-            "thread_ts": params.get("thread_ts") or None,
-            "text": str(params.get("text") or ""),
-            "t": time.monotonic(),
-        }
-        self.ephemerals.append(ephemeral)
-        self._notify(ephemeral)
+        self._add_ephemeral(params, ts)
         return {"ok": True, "message_ts": ts}
 
     def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -1009,7 +1012,7 @@ class SlackEmulator(StreamMethods, AssistantMethods):
             "command": command,
             "text": text,
             "api_app_id": "A0EMUAPP",
-            "response_url": f"{self.base_url}/response",
+            "response_url": self.response_url(ResponseTarget(user, channel, None, "", None)),
             "trigger_id": secrets.token_hex(6),
         }
         if self.socket_mode:
@@ -1027,10 +1030,16 @@ class SlackEmulator(StreamMethods, AssistantMethods):
         return {"status": response.status_code, **answer}
 
     async def click(self, user: str, channel: str, message_ts: str, action_id: str, value: str) -> int:
-        """A person clicks a button on a message (a ``block_actions`` interaction)."""
+        """A person clicks a button on a message, or on an ephemeral message only they see (a
+        ``block_actions`` interaction; an ephemeral's payload carries no ``message``)."""
+        ephemeral = self.ephemeral(channel, message_ts)
+        if ephemeral is not None and (ephemeral["user"] != user or ephemeral.get("deleted")):
+            raise ValueError(f"{user} does not see ephemeral {message_ts}: nobody can click it")
         message = self.find(channel, message_ts)
-        kind, block_id = _clicked(message, action_id, value)
-        payload = {
+        kind, block_id = _clicked(ephemeral_view(ephemeral) if ephemeral else message, action_id, value)
+        thread_ts = (ephemeral or {}).get("thread_ts") or (message.thread_ts if message else None)
+        response_url = self.response_url(ResponseTarget(user, channel, thread_ts, message_ts, ephemeral))
+        payload: dict[str, Any] = {
             "type": "block_actions",
             "user": {"id": user, "team_id": self.team_of_channel(channel)},
             "api_app_id": "A0EMUAPP",
@@ -1040,12 +1049,11 @@ class SlackEmulator(StreamMethods, AssistantMethods):
                 "type": "message",
                 "message_ts": message_ts,
                 "channel_id": channel,
-                "is_ephemeral": False,
+                "is_ephemeral": ephemeral is not None,
             },
             "channel": {"id": channel, "name": self.channels[channel].get("name")},
-            "message": message.as_dict() if message else {"ts": message_ts},
             "trigger_id": secrets.token_hex(6),
-            "response_url": f"{self.base_url}/response",
+            "response_url": response_url,
             "actions": [
                 {
                     "action_id": action_id,
@@ -1056,6 +1064,8 @@ class SlackEmulator(StreamMethods, AssistantMethods):
                 }
             ],
         }
+        if ephemeral is None:
+            payload["message"] = message.as_dict() if message else {"ts": message_ts}
         from urllib.parse import urlencode
 
         if self.socket_mode:
@@ -1087,6 +1097,13 @@ def _valid_context_actions(block: dict[str, Any]) -> bool:
                 if text.get("type") != "plain_text" or not text.get("text"):
                     return False
     return True
+
+
+def ephemeral_view(ephemeral: dict[str, Any]) -> Any:
+    """An ephemeral message seen as a message (its blocks), for finding what was clicked."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(ts=ephemeral["ts"], blocks=ephemeral.get("blocks"), deleted=False)
 
 
 def _clicked(message: Any, action_id: str, value: str) -> tuple[str, str]:

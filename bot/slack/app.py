@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 from slack_bolt.listener.async_builtins import AsyncTokenRevocationListeners
 from slack_sdk.oauth.installation_store.async_installation_store import AsyncInstallationStore
 from slack_sdk.web.async_client import AsyncWebClient
@@ -195,16 +195,24 @@ class SlackSurface:
         log(logger, "slack.workspace_removed", team=team, why=why)
         await self._audit(AuditEntry("install", team, "", "", "slack", why))
 
-    async def _on_stop(self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def _on_stop(
+        self, ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
         await ack()
-        self._spawn(self._stop(body, client))
+        self._spawn(self._stop(body, client, respond))
 
-    async def _stop(self, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def _stop(self, body: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond) -> None:
         action = (body.get("actions") or [{}])[0]
         user = (body.get("user") or {}).get("id", "")
         answer = await self.sink.stop(action.get("value", ""), user)
         channel = (body.get("channel") or {}).get("id")
-        if channel and answer != "Stopping…":
+        if (body.get("container") or {}).get("is_ephemeral"):
+            # the Stop a streamed reply offered privately: the button gives way to the outcome
+            try:
+                await respond(text=answer, replace_original=True)
+            except Exception as exc:
+                log(logger, "stop.respond_failed", logging.INFO, error=repr(exc))
+        elif channel and answer != "Stopping…":
             thread_ts = (body.get("message") or {}).get("thread_ts")
             try:
                 await client.chat_postEphemeral(channel=channel, user=user, text=answer, thread_ts=thread_ts)

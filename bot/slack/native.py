@@ -23,6 +23,7 @@ from ..logs import log
 
 logger = logging.getLogger("bot.slack.native")
 
+STOP_OFFER = "I'm answering in this thread. Changed your mind? Stop the answer here."
 StreamMode = Literal["auto", "native", "edit"]
 TaskDisplay = Literal["timeline", "plan"]
 # refusals that say nothing about the workspace: the edit writer meets them too
@@ -89,6 +90,12 @@ class StreamTarget:
         else:
             await self.client.chat_appendStream(channel=self.channel, ts=ts, markdown_text=markdown)
 
+    async def tell_requester(self, text: str, blocks: list[dict[str, Any]]) -> None:
+        """A message in the thread that only the person who asked sees."""
+        await self.client.chat_postEphemeral(
+            channel=self.channel, user=self.user, thread_ts=self.thread_ts, text=text, blocks=blocks
+        )
+
     async def stop(
         self,
         ts: str,
@@ -149,6 +156,16 @@ class NativePages:
             log(logger, "slack.stream_not_started", logging.INFO, error=error, **self.log_fields)
             return None
         return ts, stream
+
+    async def offer_stop(self, button: dict[str, Any]) -> None:
+        """An open stream carries no buttons: the person who asked gets Stop privately, in
+        the thread (a failure costs the reply nothing but the button)."""
+        blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": STOP_OFFER}}, button]
+        try:
+            await self.target.tell_requester(STOP_OFFER, blocks)
+        except Exception as exc:  # refused, or the connection broke: the reply goes on
+            error = error_of(exc) if isinstance(exc, SlackApiError) else repr(exc)
+            log(logger, "slack.stop_not_offered", logging.INFO, error=error, **self.log_fields)
 
     async def more(
         self,

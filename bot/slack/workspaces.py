@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from ..logs import log
+from .http_retry import slack_retry_handlers
 
 logger = logging.getLogger("bot.slack.workspaces")
 
@@ -79,7 +80,7 @@ class WorkspaceClient(AsyncWebClient):
     """An ``AsyncWebClient`` for one workspace whose bearer token is looked up at each call."""
 
     def __init__(self, team: str, workspaces: InstalledWorkspaces, *, base_url: str) -> None:
-        super().__init__(token=None, base_url=base_url)
+        super().__init__(token=None, base_url=base_url, retry_handlers=slack_retry_handlers())
         self.team = team
         self._workspaces = workspaces
 

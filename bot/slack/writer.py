@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
@@ -21,8 +21,9 @@ from .. import telemetry
 from ..logs import log
 from .native import NativePages, Stream, StreamTarget
 from .pacing import Pacer, SlackBudget, Ticket
-from .reads import replies_page, retry_after
+from .reads import retry_after
 from .render import MARKDOWN_LIMIT, slack_safe, split_page
+from .reply_thread import ReplyThread, reply_metadata
 
 logger = logging.getLogger("bot.slack.writer")
 
@@ -30,9 +31,6 @@ PLACEHOLDER = "_Thinking…_"
 STOP_ACTION = "stop_run"
 ASK_AGAIN_ACTION = "ask_again"
 FEEDBACK_ACTION = "answer_feedback"
-REPLY_EVENT = "agent_reply"  # the message metadata type that names a reply's turn and page
-ADOPT_WAIT_S = 60.0  # how long a thread read waits out 429s before the reply goes on without it
-ADOPT_READS = 5  # pages of 200 thread messages read at most to find a reply's own messages
 QUIET_START_S = 90.0  # Slack drops a pane's status after two minutes without a message: post by then
 PAGE_LIMIT = MARKDOWN_LIMIT - 1_000  # room for the status line and a closing fence
 
@@ -67,6 +65,8 @@ class Page:
     sent: str | None = None  # the JSON of the last payload Slack accepted
     dirty_since: float | None = None
     stream: Stream | None = None  # streamed natively: what the stream holds
+    # posts (None) and stream starts (the text they held) whose answer never came back
+    lost: list[str | None] = field(default_factory=list)
 
 
 class ReplyWriter:
@@ -108,6 +108,10 @@ class ReplyWriter:
         self.log_fields = log_fields or {}
         # stream new pages natively (where the workspace allows it)
         self._native = NativePages(stream_to, self.log_fields) if stream_to else None
+        # the reply's own messages, found again in the thread by the turn in their metadata
+        self._thread = (
+            ReplyThread(client, channel, thread_ts, stop_value, self.log_fields) if stop_value else None
+        )
         known = list(existing_pages or ([existing_ts] if existing_ts else []))
         self.pages: list[Page] = [Page(ts=known[0] if known else None)]
         self._adopt = known[1:]  # messages a previous writer already posted for later pages
@@ -129,6 +133,8 @@ class ReplyWriter:
         self._status: str | None = None
         self._finished = False
         self._ask_again = False
+        self._attempt: str | None = None  # what the post in flight was: a stream start's text
+        self._stop_offered = False  # a streamed reply's Stop, sent privately to the person who asked
         self._pending_updates: list[tuple[float, int]] = []  # (when, body length)
         self._changed = asyncio.Event()
         self._done = asyncio.Event()
@@ -151,7 +157,7 @@ class ReplyWriter:
         if self.pages[0].ts or not self.stop_value:
             return False
         found: dict[int, str] = {}
-        for page, ts in await self._own_messages() or []:
+        for page, ts in await self._own():
             found.setdefault(page, ts)
         if 0 not in found:
             return False
@@ -169,7 +175,7 @@ class ReplyWriter:
             return 0
         mine = {page.ts for page in self.pages if page.ts}
         removed = 0
-        for _, ts in await self._own_messages() or []:
+        for _, ts in await self._own():
             if ts in mine:
                 continue
             try:
@@ -182,34 +188,34 @@ class ReplyWriter:
             log(logger, "slack.strays_removed", removed=removed, **self.log_fields)
         return removed
 
-    async def _own_messages(self) -> list[tuple[int, str]] | None:
-        """(page, ts) of every message in the thread that names this turn in its metadata;
-        None when the thread could not be read."""
-        found: list[tuple[int, str]] = []
-        cursor: str | None = None
-        try:
-            for _ in range(ADOPT_READS):
-                response = await replies_page(
-                    self.client,
-                    give_up_at=min(self.deadline, time.monotonic() + ADOPT_WAIT_S),
-                    channel=self.channel,
-                    ts=self.thread_ts,
-                    include_all_metadata=True,
-                    limit=200,
-                    cursor=cursor,
-                )
-                for message in response.get("messages") or []:
-                    meta = message.get("metadata") or {}
-                    payload = meta.get("event_payload") or {}
-                    if meta.get("event_type") == REPLY_EVENT and payload.get("turn") == self.stop_value:
-                        found.append((int(payload.get("page") or 0), str(message["ts"])))
-                cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
-                if not cursor:
-                    break
-        except (SlackApiError, ValueError, TypeError, KeyError) as exc:
-            log(logger, "slack.thread_unreadable", logging.INFO, error=repr(exc), **self.log_fields)
-            return None
-        return found
+    async def _own(self) -> list[tuple[int, str]]:
+        """(page, ts) of the thread's messages that name this turn (none if unreadable)."""
+        if self._thread is None:
+            return []
+        return await self._thread.own(deadline=self.deadline) or []
+
+    async def _find_lost(self, page: Page) -> bool:
+        """A post or stream start of ``page`` whose answer never came (the connection broke):
+        Slack may have taken it. Look in the thread before posting again, so the reply goes on
+        in that message instead of leaving a second one (or an empty open stream) above it."""
+        lost, page.lost = page.lost, []
+        if self._thread is None:
+            return False
+        started = {text for text in lost if text is not None}  # what each lost stream start held
+        known = {p.ts for p in self.pages if p.ts}
+        found = await self._thread.lost_post(self.pages.index(page), known, started, deadline=self.deadline)
+        if not found:
+            return False
+        (ts, shown), extra = found[0], found[1:]
+        log(logger, "slack.lost_post_found", ts=ts, copies=len(extra), **self.log_fields)
+        for copy, _ in extra:
+            with contextlib.suppress(SlackApiError):
+                await self.client.chat_delete(channel=self.channel, ts=copy)
+        page.sent = None
+        if shown is not None:
+            page.stream = Stream(shown=shown)
+        await self._took(page, ts)
+        return True
 
     def begin(self) -> None:
         """Post the placeholder as soon as Slack takes it, then keep the reply in step. Never
@@ -321,10 +327,7 @@ class ReplyWriter:
         """Which turn (and which of its pages) a message is: what ``adopt_posted`` finds."""
         if not self.stop_value:
             return None
-        return {
-            "event_type": REPLY_EVENT,
-            "event_payload": {"turn": self.stop_value, "page": self.pages.index(page)},
-        }
+        return reply_metadata(self.stop_value, self.pages.index(page))
 
     def _payload(self, page: Page) -> dict[str, Any]:
         is_open = page is self.pages[-1] and not self._finished
@@ -447,9 +450,13 @@ class ReplyWriter:
             telemetry.annotate(**{"http.response.status_code": status, "slack.error": error})
             self._handle_error(page, pacer, exc)
             return
-        except Exception as exc:  # network trouble: try again shortly
+        except Exception as exc:  # network trouble: Slack may or may not have taken the call
             page.dirty_since = dirty_since or time.monotonic()
             log(logger, "writer.send_failed", logging.WARNING, error=repr(exc), **self.log_fields)
+            if page.ts is None:  # a post or a stream start: found in the thread before the next
+                page.lost.append(self._attempt)
+            elif page.stream is not None and page.stream.open:  # an append: sent again it may
+                page.stream.open = False  # double the words; the page goes on whole, by edits
             await asyncio.sleep(0.5)
             return
         pacer.succeeded()
@@ -469,9 +476,12 @@ class ReplyWriter:
     async def _put(self, page: Page, payload: dict[str, Any]) -> None:
         """One call that brings the page up to ``payload``: a stream started, appended to or
         stopped; else a message posted or edited."""
-        if page.ts is None:
+        if page.ts is None and page.lost and await self._find_lost(page):
+            pass  # taken after all: it goes on below as an edit or an append
+        elif page.ts is None:
             if self._streams(page) and await self._start_stream(page, payload):
                 return
+            self._attempt = None
             response = await self.client.chat_postMessage(
                 channel=self.channel,
                 thread_ts=self.thread_ts,
@@ -513,12 +523,17 @@ class ReplyWriter:
     async def _start_stream(self, page: Page, payload: dict[str, Any]) -> bool:
         assert self._native is not None
         current = None if self._finished else self._status
-        started = await self._native.start(self._markdown(page, payload), current, open_page=self._open(page))
+        self._attempt = self._markdown(page, payload)
+        started = await self._native.start(self._attempt, current, open_page=self._open(page))
         if started is None:
             self.calls += 1  # the ordinary post that follows
             return False
         page.stream = started[1]
         await self._took(page, started[0])
+        if self.stop_value and not self._finished and not self._stop_offered:
+            self._stop_offered = True
+            self.calls += 1
+            await self._native.offer_stop(_button(STOP_ACTION, "Stop", self.stop_value, style="danger"))
         return True
 
     async def _stream_more(self, page: Page, payload: dict[str, Any]) -> bool:

@@ -164,14 +164,14 @@ function renderPane(pane) {
   $("pane-status").classList.toggle("hidden", !status);
 }
 
-// What the bot told one person privately (a refused Stop or Approve, a note): shown only
-// while writing as that person, as Slack shows it only to them.
+// What the bot told one person privately (a refused Stop or Approve, a note, the Stop of a
+// streamed reply): shown only while writing as that person, as Slack shows it only to them.
 function renderEphemerals(thread) {
   const me = $("as-user").value;
-  return state.ephemerals.filter((e) => e.user === me && e.channel === state.channel && (thread ? e.thread_ts === thread : !e.thread_ts))
+  return state.ephemerals.filter((e) => !e.deleted && e.user === me && e.channel === state.channel && (thread ? e.thread_ts === thread : !e.thread_ts))
     .map((e) => `<div class="message ephemeral"><div class="avatar bot">${esc(botName()[0].toUpperCase())}</div>
       <div class="body"><div class="who">${esc(botName())}<span class="tag">APP</span> <span class="only-you">Only visible to you</span></div>
-      <div class="content">${mrkdwn(e.text)}</div></div></div>`).join("");
+      ${renderBlocks(e)}</div></div>`).join("");
 }
 
 // Runs of the same event fold into one line ("thread.message.delta ×24"), so each Slack call
@@ -208,8 +208,9 @@ function renderTimeline() {
 }
 
 function apply(change) {
-  if (change.kind === "ephemeral") {
-    state.ephemerals.push(change);
+  if (change.kind === "ephemeral") {  // new, or changed through a click's response_url
+    const at = state.ephemerals.findIndex((e) => e.channel === change.channel && e.ts === change.ts);
+    if (at < 0) state.ephemerals.push(change); else state.ephemerals[at] = change;
   } else if (change.kind === "pane") {
     state.panes.set(change.channel + "/" + change.thread_ts, change);
   } else if (change.kind === "message") {
