@@ -142,7 +142,7 @@ class Recovery:
         reply.state = "received"
         await self.store.record_reply(reply)
         log(logger, "recovery.requeued", turn=reply.turn_id, channel=reply.channel)
-        self._spawn(self.o.enqueue(reply))
+        self._spawn(self.o.enqueue(reply, first=True))  # it came before any turn queued since
 
     async def deliver(self, reply: InFlight) -> None:
         """Post (or edit into place) a reply Slack did not take before its deadline."""

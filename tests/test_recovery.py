@@ -5,6 +5,7 @@ live one is the real bot on the emulators, its recovery run with no grace for a 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -219,6 +220,40 @@ async def test_a_turn_taken_in_but_never_asked_is_answered_afresh(stack: Stack) 
     await run_once(stack)
     await eventually(lambda: stack.reply_text("C0GENERAL", ts) == "The stored answer.", "answered afresh")
     await eventually(_gone(stack, record.turn_id), "the record finished")
+
+
+async def test_a_follow_up_waits_for_the_turn_before_it_that_a_dead_replica_took(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead replica had taken a question from its conversation's queue (no run yet); the
+    follow-up is queued here. It waits, rather than be answered above the question; the
+    question is asked afresh ahead of it, then the follow-up (found by the replica test
+    under stress: a conversation's two answers in the wrong order)."""
+    from bot.slack.sink import Turn
+
+    caplog.set_level(logging.INFO, logger="bot.turns")
+    text = "<@U0BOT> the first question"
+    ts = _posted_unheard(stack, text)
+    first = await stack.bot.orchestrator.receive(Turn("T0EMU", "C0GENERAL", ts, ts, "U0ALICE", text, "Ev4"))
+    first.owner, first.state = "gone-replica", "running"  # popped by the dead replica; no run yet
+    await stack.bot.store.record_reply(first)
+    stack.slack.user_posts("U0ALICE", "C0GENERAL", "<@U0BOT> and the follow-up", thread_ts=ts)
+    await eventually(
+        lambda: "turn.waits_for_earlier" in caplog.text, "the follow-up waiting for the question"
+    )
+    assert stack.replies("C0GENERAL", ts) == []
+    await run_once(stack)
+    await eventually(lambda: len(stack.replies("C0GENERAL", ts)) == 2, "both answered")
+
+    async def drained() -> bool:  # the queue's drain is over: nothing in flight, its lease let go
+        store = stack.bot.store
+        return not await store.replies_in_flight() and not await store.lease_owner(
+            f"conv:T0EMU/C0GENERAL/{ts}"
+        )
+
+    await eventually(drained, "the conversation's queue drained")
+    turns = [m.metadata["event_payload"]["turn"] for m in stack.replies("C0GENERAL", ts)]
+    assert turns[0] == first.turn_id and turns[1] != first.turn_id  # in the order they were asked
 
 
 async def test_a_second_placeholder_of_the_turn_is_removed_when_it_is_answered(stack: Stack) -> None:

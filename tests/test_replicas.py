@@ -277,6 +277,18 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
             return sorted(answers) == sorted(expected(i, word))
         return len(texts) >= 2 and all(a in expected(i, word) for a in answers)
 
+    def explain(what: str, channel: str, root: str, i: int, word: str) -> None:
+        """What both replicas logged about one conversation, so a failure names its cause."""
+        print(what, i, word, [m.visible_text[:60] for m in slack.bot_replies(channel, root)])
+        posts = [m.ts for m in slack.thread(channel, root) if m.user == "U0ALICE"]
+        print("   deliveries", [d for d in slack.deliveries if d.get("ts") in posts])
+        lines = [(n, line) for n, r in enumerate(replicas) for line in r.logs().splitlines()]
+        about = [(n, line) for n, line in lines if root in line or any(p in line for p in posts)]
+        turns = {t for _, line in about for t in re.findall(r"turn=(\w+)", line)}
+        for n, line in lines:  # every line of those turns, by replica (0: the victim)
+            if (n, line) in about or any(f"turn={t}" in line for t in turns):
+                print(f"   r{n}", line[:330])
+
     try:
         try:
             await eventually(
@@ -285,17 +297,7 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
         except AssertionError:  # counted below
             for channel, root, i, word in conversations:
                 if not finished(channel, root, i, word):
-                    print(
-                        "UNFINISHED", i, word, [m.visible_text[:60] for m in slack.bot_replies(channel, root)]
-                    )
-                    posts = [m.ts for m in slack.thread(channel, root) if m.user == "U0ALICE"]
-                    print("   deliveries", [d for d in slack.deliveries if d.get("ts") in posts])
-                    lines = [(n, line) for n, r in enumerate(replicas) for line in r.logs().splitlines()]
-                    about = [(n, line) for n, line in lines if root in line or any(p in line for p in posts)]
-                    turns = {t for _, line in about for t in re.findall(r"turn=(\w+)", line)}
-                    for n, line in lines:  # every line of those turns, by replica (0: the victim)
-                        if (n, line) in about or any(f"turn={t}" in line for t in turns):
-                            print(f"   r{n}", line[:330])
+                    explain("UNFINISHED", channel, root, i, word)
             raise
         recovery_s = time.monotonic() - killed_at
         # the survivor finished replies the victim was writing when it died
@@ -338,6 +340,7 @@ async def test_two_replicas_on_redis_answer_everything_once_in_order(
                 continue  # asked again after the cut: its answer comes after the follow-up's
             if sorted(answers) == sorted(wanted):
                 out_of_order += 1
+                explain("OUT OF ORDER", channel, root, i, word)
             else:
                 lost += 1
                 print("LOST", i, word, replies)

@@ -124,6 +124,19 @@ async def test_turn_queue_is_fifo_per_conversation(store: Any) -> None:
     assert await store.queued_conversations() == [other]
 
 
+async def test_a_turn_queued_first_is_popped_before_those_waiting(store: Any) -> None:
+    """A turn asked afresh after its replica died came before the turns queued since."""
+    other = KEY._replace(thread_ts="2.0")
+    await store.push_turn(other, "o0")
+    await store.push_turn(KEY, "later")
+    await store.push_turn(KEY, "earlier", first=True)
+    await store.push_turn(KEY, "latest")
+    assert [await store.pop_turn(KEY) for _ in range(4)] == ["earlier", "later", "latest", None]
+    await store.push_turn(KEY, "alone", first=True)  # into an empty queue
+    assert await store.pop_turn(KEY) == "alone"
+    assert await store.pop_turn(other) == "o0"
+
+
 async def test_replies_in_flight(store: Any) -> None:
     reply = InFlight("turn1", "T1", "C1", "1.0", "1.1", "replica-a", time.time(), "thread_1", "run_1")
     await store.record_reply(reply)

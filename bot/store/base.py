@@ -126,7 +126,10 @@ class Store(Protocol):
     async def lease_owner(self, name: str) -> str | None: ...
 
     # per-conversation queue of turns waiting for the owner
-    async def push_turn(self, key: ConversationKey, payload: str) -> None: ...
+    async def push_turn(self, key: ConversationKey, payload: str, *, first: bool = False) -> None:
+        """Queue a turn last; ``first``: ahead of every turn queued (a turn asked afresh after
+        its replica died came before them)."""
+        ...
 
     async def pop_turn(self, key: ConversationKey, owner: str | None = None) -> str | None:
         """The next queued turn; with ``owner``, its reply is recorded as running by that owner

@@ -263,9 +263,12 @@ class RedisStore:
         value = await self.r.get(self._k("lease", name))
         return str(value) if value is not None else None
 
-    async def push_turn(self, key: ConversationKey, payload: str) -> None:
+    async def push_turn(self, key: ConversationKey, payload: str, *, first: bool = False) -> None:
         async with self.r.pipeline(transaction=True) as pipe:
-            pipe.rpush(self._k("queue", key.as_str()), payload)
+            if first:
+                pipe.lpush(self._k("queue", key.as_str()), payload)
+            else:
+                pipe.rpush(self._k("queue", key.as_str()), payload)
             pipe.sadd(self._k("queues"), key.as_str())
             await pipe.execute()
 

@@ -297,7 +297,14 @@ class SQLiteStore:
         )
         return str(row[0]) if row else None
 
-    async def push_turn(self, key: ConversationKey, payload: str) -> None:
+    async def push_turn(self, key: ConversationKey, payload: str, *, first: bool = False) -> None:
+        if first:  # an id below every queued one: popped next
+            await self._write(
+                "INSERT INTO turn_queue (id, conversation, payload) "
+                "VALUES ((SELECT COALESCE(MIN(id), 1) - 1 FROM turn_queue), ?, ?)",
+                (key.as_str(), payload),
+            )
+            return
         await self._write(
             "INSERT INTO turn_queue (conversation, payload) VALUES (?, ?)", (key.as_str(), payload)
         )

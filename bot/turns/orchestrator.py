@@ -161,8 +161,10 @@ class TurnOrchestrator:
         received = time.monotonic()
         # the bot is in this thread from now on: follow-ups need no mention (any replica)
         await self.store.acquire_lease(f"bot-thread:{turn.key.as_str()}", "bot", BOT_THREAD_TTL_S)
-        if await self.queue.owned_here(turn.key) is False:
-            await self.queue.enqueue(record)  # the owner posts the placeholder when it answers
+        if await self.queue.owned_here(turn.key) is False or await self.queue.answered_elsewhere(turn.key):
+            # the owner posts the placeholder when it answers (after any earlier turn still
+            # being answered elsewhere, so the answers stand in the thread in the order asked)
+            await self.queue.enqueue(record)
             self._records.pop(record.turn_id, None)
             return
         writer = self._writer(turn, record.turn_id, fields_of(turn, record.turn_id))
@@ -178,8 +180,8 @@ class TurnOrchestrator:
         if self._records.get(record.turn_id) is record:
             del self._records[record.turn_id]
 
-    async def enqueue(self, record: InFlight) -> None:
-        await self.queue.enqueue(record)
+    async def enqueue(self, record: InFlight, *, first: bool = False) -> None:
+        await self.queue.enqueue(record, first=first)
 
     async def drain(self, key: ConversationKey) -> None:
         await self.queue.drain(key)

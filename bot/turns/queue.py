@@ -44,10 +44,11 @@ class ConversationQueue:
         owner = await self.store.lease_owner(self.lease_name(key)) or ""
         return owner.startswith(f"{self.replica_id}:") if owner else None
 
-    async def enqueue(self, record: InFlight) -> None:
-        """Put a received turn in its conversation's queue and answer the queue if free."""
+    async def enqueue(self, record: InFlight, *, first: bool = False) -> None:
+        """Put a received turn in its conversation's queue (``first``: ahead of the others) and
+        answer the queue if free."""
         key = ConversationKey(record.team, record.channel, record.thread_ts)
-        await self.store.push_turn(key, record.payload)
+        await self.store.push_turn(key, record.payload, first=first)
         record.state = "queued"
         await self.store.record_reply(record)
         await self.drain(key)
@@ -74,15 +75,40 @@ class ConversationQueue:
             if not await self.store.acquire_lease(lease, owner, self.lease_ttl_s):
                 return  # its owner answers it, in order
             renewal = asyncio.get_running_loop().create_task(self._keep_lease(lease, owner))
+            waiting = False
             try:
-                while not renewal.done() and (payload := await self.store.pop_turn(key, self.replica_id)):
+                while not renewal.done():
+                    if waiting := await self.answered_elsewhere(key):
+                        break
+                    if not (payload := await self.store.pop_turn(key, self.replica_id)):
+                        break
                     await self._answer(json.loads(payload))
             finally:
                 renewal.cancel()
                 await self.store.release_lease(lease, owner)
             # a turn queued while the lease was being released found it taken: look again
-            if await self.store.queue_length(key) == 0:
+            # (unless an earlier turn is still being answered elsewhere: recovery drains after it)
+            if waiting or await self.store.queue_length(key) == 0:
                 return
+
+    async def answered_elsewhere(self, key: ConversationKey) -> bool:
+        """A turn of this conversation taken in or popped by another process and not yet
+        answered: the queue waits for it. Its process lost the lease (it died, or stalled), so
+        the next turn answered now would land above it in the thread, or run beside it; recovery
+        finishes it or queues it again first, then drains the queue."""
+        for reply in await self.store.replies_in_flight():
+            if (reply.team, reply.channel, reply.thread_ts) != (key.team, key.channel, key.thread_ts):
+                continue
+            if reply.state in ("received", "running") and reply.owner != self.replica_id:
+                log(
+                    logger,
+                    "turn.waits_for_earlier",
+                    turn=reply.turn_id,
+                    owner=reply.owner,
+                    channel=key.channel,
+                )
+                return True
+        return False
 
     async def _keep_lease(self, lease: str, owner: str) -> None:
         while True:
