@@ -428,7 +428,11 @@ async def test_two_replicas_rotating_one_token_at_once_both_end_with_a_good_one(
                 )
                 for _ in range(2)
             ]
+            # Slack takes a second to answer: both replicas have asked (and read the store) before
+            # either has a new token, however loaded the machine (no race left to chance)
+            slack.latency = 1.0
             tokens = await asyncio.gather(*(r.token("T0EMU") for r in replicas))
+            slack.latency = 0.0
             refreshes = [c for c in slack.calls_of("oauth.v2.access") if c.params.get("grant_type")]
             assert len(refreshes) == 2 and sorted(c.ok for c in refreshes) == [False, True]
             assert tokens[0] == tokens[1] != granted["access_token"]
